@@ -1,0 +1,92 @@
+"""Checkpoints: state_dicts + config + metadata, written atomically, read with ``weights_only=True`` (03-train).
+
+Every checkpoint is a plain dict::
+
+    {"kind": "cfg-unet" | "mnist-classifier", "format": 1,
+     "config": {...}, "state": {"model": ..., ...}, "metadata": {...}}
+
+``metadata`` always holds ``data_source`` (which data trained it), ``step``, ``cfgutils_version``,
+``torch_version`` and ``created`` (UTC, ISO 8601).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .errors import UserInputError
+
+FORMAT_VERSION = 1
+KINDS = {"cfg-unet": "a CFG diffusion model (UNet)", "mnist-classifier": "an MNIST classifier"}
+
+
+class CheckpointError(UserInputError):
+    """A checkpoint that is missing, unreadable, or of the wrong kind."""
+
+
+def check_output_path(path: str | Path, what: str = "output") -> Path:
+    """Validate a file path we are about to write: its folder must exist, and it must not be a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserInputError(f"{what} path {path} is a folder; give a file name such as {path / 'model.pt'}.")
+    if not path.parent.is_dir():
+        raise UserInputError(f"{what} folder {path.parent} does not exist; create it first.")
+    return path
+
+
+def base_metadata(data_source: str, step: int, **extra: Any) -> dict[str, Any]:
+    """The metadata every checkpoint carries: data source, step, versions, creation time (03-train)."""
+    return {
+        "data_source": data_source,
+        "step": int(step),
+        "cfgutils_version": __version__,
+        "torch_version": torch.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
+def save_checkpoint(path: str | Path, kind: str, config: dict, state: dict, metadata: dict) -> Path:
+    """Write a checkpoint atomically: a temporary file in the same folder, fsync, then rename (03-train)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown checkpoint kind {kind!r}")
+    path = check_output_path(path, "checkpoint")
+    payload = {"kind": kind, "format": FORMAT_VERSION, "config": config, "state": state, "metadata": metadata}
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, kind: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` and check that it is of ``kind`` (03-train)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist.")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a file.")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types for a damaged file
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a cfgutils checkpoint ({first_line[:120]}).") from error
+    if not isinstance(payload, dict) or payload.get("kind") not in KINDS or "state" not in payload:
+        raise CheckpointError(f"{path} is not a cfgutils checkpoint (no 'kind'/'state' entries).")
+    if payload["kind"] != kind:
+        raise CheckpointError(f"{path} holds {KINDS[payload['kind']]}, but {KINDS[kind]} was expected.")
+    if payload.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format {payload.get('format')}, this cfgutils reads {FORMAT_VERSION}.")
+    return payload

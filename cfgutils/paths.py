@@ -1,0 +1,34 @@
+"""Paths that resolve from the repository root, never from the working directory.
+
+papermill, pytest and jupyter lab started from any folder agree on where data,
+figures and runs live (introduced in notebook 01-data).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The repository root: the folder that holds ``cfgutils/`` (works for editable installs).
+#: ``CFGUTILS_ROOT`` overrides it, e.g. for a non-editable install.
+REPO_ROOT = Path(os.environ.get("CFGUTILS_ROOT", Path(__file__).resolve().parent.parent)).resolve()
+DATA_DIR = REPO_ROOT / "data"
+FIGURES_DIR = REPO_ROOT / "figures"
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+RUNS_DIR = DATA_DIR / "runs"
+PRETRAINED_DIR = DATA_DIR / "pretrained"
+REFERENCE_DIR = DATA_DIR / "reference"
+
+#: Where notebook 03 writes its checkpoint and notebooks 04/05 look first.
+TRAINED_MODEL = DATA_DIR / "models" / "cfg-unet.pt"
+TRAINED_CLASSIFIER = DATA_DIR / "models" / "classifier.pt"
+#: The committed checkpoints that 04/05 fall back to.
+PRETRAINED_MODEL = PRETRAINED_DIR / "cfg-unet.pt"
+PRETRAINED_CLASSIFIER = PRETRAINED_DIR / "classifier.pt"
+
+
+def figure_path(name: str, figures_dir: str | Path | None = None) -> Path:
+    """Return ``figures/<name>`` (creating the folder); notebooks save every figure here (01-data)."""
+    folder = Path(figures_dir) if figures_dir is not None else FIGURES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
