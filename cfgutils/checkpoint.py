@@ -46,7 +46,7 @@ def base_metadata(data_source: str, step: int, **extra: Any) -> dict[str, Any]:
         "data_source": data_source,
         "step": int(step),
         "cfgutils_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **extra,
     }

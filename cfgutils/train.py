@@ -78,12 +78,29 @@ class TrainConfig:
                                      f"integer, got {value!r}")
 
 
-def _section(cls, values: dict, name: str):
-    known = {f.name for f in fields(cls)}
-    unknown = set(values) - known
+def _coerce_section(cls, values: dict, name: str) -> dict:
+    """Check keys against the dataclass and coerce YAML/CLI values to the field's type ("3e-4" -> 3e-4)."""
+    defaults = {f.name: getattr(cls(), f.name) for f in fields(cls)}
+    unknown = set(values) - set(defaults)
     if unknown:
-        raise UserInputError(f"unknown {name} config keys: {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
-    return cls(**values)
+        raise UserInputError(f"unknown {name} config keys: {', '.join(sorted(unknown))} "
+                             f"(known: {', '.join(sorted(defaults))})")
+    coerced = {}
+    for key, value in values.items():
+        kind = type(defaults[key])
+        try:
+            if kind is float and isinstance(value, (str, int)) and not isinstance(value, bool):
+                value = float(value)
+            elif kind is int and isinstance(value, str):
+                value = int(value)
+            elif kind is int and isinstance(value, float) and value.is_integer():
+                value = int(value)
+            elif kind is tuple and isinstance(value, (list, tuple)):
+                value = tuple(value)
+        except ValueError as error:
+            raise UserInputError(f"{name}.{key}: expected a {kind.__name__}, got {value!r}") from error
+        coerced[key] = value
+    return coerced
 
 
 def default_config(preset: str = "default") -> dict:
@@ -134,9 +151,9 @@ def resolve_config(config_file: str | Path | None = None, opts: list[str] | None
         if section not in merged or not name:
             raise UserInputError(f"config key {key!r} must look like model.X, diffusion.X or train.X")
         merged[section][name] = value
-    model = UNetConfig.from_dict(merged["model"])
-    diffusion = DiffusionConfig.from_dict(merged["diffusion"])
-    train_config = _section(TrainConfig, merged["train"], "train")
+    model = UNetConfig.from_dict(_coerce_section(UNetConfig, merged["model"], "model"))
+    diffusion = DiffusionConfig.from_dict(_coerce_section(DiffusionConfig, merged["diffusion"], "diffusion"))
+    train_config = TrainConfig(**_coerce_section(TrainConfig, merged["train"], "train"))
     train_config.validate()
     return {"model": model.to_dict(), "diffusion": diffusion.to_dict(), "train": asdict(train_config)}
 

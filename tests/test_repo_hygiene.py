@@ -1,0 +1,50 @@
+"""What every committed notebook must satisfy: no outputs, one parameters cell, a CI parameter file."""
+
+from __future__ import annotations
+
+import ast
+
+import nbformat
+import pytest
+import yaml
+
+from cfgutils import notebooks, paths
+
+NOTEBOOK_FILES = sorted(paths.NOTEBOOKS_DIR.glob("*.ipynb"))
+
+
+def read(path):
+    return nbformat.read(path, as_version=4)
+
+
+def parameters_cells(nb):
+    return [cell for cell in nb.cells if "parameters" in cell.get("metadata", {}).get("tags", [])]
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_notebook_has_no_outputs(path):
+    dirty = [i for i, cell in enumerate(read(path).cells)
+             if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)]
+    assert not dirty, f"{path.name}: cells {dirty} carry outputs or execution counts; clear them before committing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_notebook_has_one_parameters_cell(path):
+    cells = parameters_cells(read(path))
+    assert len(cells) == 1, f"{path.name}: {len(cells)} cells tagged 'parameters', papermill needs exactly one"
+    assert cells[0].cell_type == "code"
+
+
+@pytest.mark.parametrize("name", notebooks.available_notebooks())
+def test_notebook_has_ci_parameters(name):
+    params_file = paths.NOTEBOOKS_DIR / "params" / f"ci-{name.split('-')[0]}.yaml"
+    assert params_file.is_file(), f"{name}: missing {params_file.relative_to(paths.REPO_ROOT)}"
+    values = yaml.safe_load(params_file.read_text()) or {}
+    assert isinstance(values, dict)
+    # papermill injects unknown names silently, so a typo would go unnoticed: every key must be a parameter
+    cell = parameters_cells(read(paths.NOTEBOOKS_DIR / f"{name}.ipynb"))[0]
+    defined = {target.id for node in ast.walk(ast.parse(cell.source)) if isinstance(node, (ast.Assign, ast.AnnAssign))
+               for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+               if isinstance(target, ast.Name)}
+    unknown = sorted(set(values) - defined)
+    assert not unknown, f"{params_file.name} sets {unknown}, which are not in {name}'s parameters cell"
