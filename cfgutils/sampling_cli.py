@@ -1,0 +1,156 @@
+"""``python -m cfgutils sample``: guided samples of one digit (or all) written as PNGs, a grid, npz and meta.json.
+
+Under ``torchrun --nproc_per_node N -m cfgutils sample ...`` the chunks of ``--batch-size`` samples are
+dealt round-robin to the processes and gathered in order on rank 0, which writes the files: the
+result is the same as one process with the same seed and batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import to_uint8
+from .errors import UserInputError
+from .sampling import (DEFAULT_SAMPLER, SAMPLERS, SPACINGS, Guidance, SamplerSettings, check_scale, digit_labels,
+                       generate, w_from_s)
+from .train import LoadedModel, load_model
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """An output folder we may create or fill: it must not be a file (04-cfg-sampling)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserInputError(f"output folder {path} is a file")
+    if not path.exists() and not path.parent.exists():
+        raise UserInputError(f"parent folder {path.parent} of {path} does not exist")
+    return path
+
+
+def sample_meta(loaded: LoadedModel, scale: float, settings: SamplerSettings, seed: int, batch_size: int,
+                guidance: Guidance, **extra) -> dict:
+    """What a set of samples came from: model, weights, data source, scale in both conventions, sampler."""
+    return {
+        "model": str(loaded.path) if loaded.path else None,
+        "weights": loaded.weights,
+        "model_step": loaded.metadata.get("step"),
+        "model_data_source": loaded.metadata.get("data_source"),
+        "guidance_scale_s": scale,
+        "guidance_weight_w": w_from_s(scale),
+        "convention": "eps = eps_u + s (eps_c - eps_u); w = s - 1",
+        **settings.describe(),
+        **guidance.describe(),
+        "seed": seed,
+        "batch_size": batch_size,
+        **extra,
+    }
+
+
+def distributed_generate(loaded: LoadedModel, labels: torch.Tensor, scale: float, settings: SamplerSettings,
+                         seed: int, batch_size: int, guidance: Guidance | None = None,
+                         progress: bool = True) -> torch.Tensor | None:
+    """:func:`generate`, split across torchrun processes; returns all samples on rank 0, None elsewhere."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return generate(loaded.model, loaded.diffusion, labels, scale, settings, seed, batch_size, guidance,
+                        progress=progress).cpu()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank()
+    n_chunks = math.ceil(labels.shape[0] / batch_size)
+    mine = list(range(rank, n_chunks, world_size))
+    local = generate(loaded.model, loaded.diffusion, labels, scale, settings, seed, batch_size, guidance,
+                     progress=progress and rank == 0, chunk_indices=mine).cpu()
+    pieces: list = [None] * world_size
+    dist.all_gather_object(pieces, (mine, local))
+    if rank != 0:
+        return None
+    by_chunk = {}
+    for chunks, images in pieces:
+        offset = 0
+        for chunk in chunks:
+            size = min(batch_size, labels.shape[0] - chunk * batch_size)
+            by_chunk[chunk] = images[offset:offset + size]
+            offset += size
+    return torch.cat([by_chunk[c] for c in range(n_chunks)])
+
+
+def write_samples(outdir: Path, images: torch.Tensor, labels: torch.Tensor, meta: dict, nrow: int) -> None:
+    """Write per-sample PNGs, grid.png, samples.npz (uint8 images, labels) and meta.json into ``outdir``."""
+    from PIL import Image
+
+    from .plotting import image_grid
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    pixels = to_uint8(images.cpu()).squeeze(1).numpy()
+    label_array = labels.cpu().numpy().astype(np.int64)
+    for index, (image, label) in enumerate(zip(pixels, label_array)):
+        Image.fromarray(image, mode="L").save(outdir / f"sample_{index:04d}_digit{label}.png")
+    Image.fromarray(image_grid(pixels, nrow=nrow, as_array=True), mode="L").save(outdir / "grid.png")
+    np.savez_compressed(outdir / "samples.npz", images=pixels, labels=label_array)
+    (outdir / "meta.json").write_text(json.dumps({**meta, "n": int(len(label_array))}, indent=2) + "\n")
+
+
+def add_sampler_arguments(parser: argparse.ArgumentParser, default_scale: float | None = 3.0) -> None:
+    """Flags shared by ``sample`` and the experiments: sampler, steps, eta, seed, batch, weights, device."""
+    if default_scale is not None:
+        parser.add_argument("--guidance-scale", "-s", type=float, default=default_scale, metavar="S",
+                            help=f"guidance scale s (0 = unconditional, 1 = conditional, >1 guided; the paper's "
+                                 f"w = s - 1); default {default_scale:g}")
+    parser.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SAMPLERS,
+                        help=f"ddpm (ancestral), ddim, or dpmpp (DPM-Solver++(2M)); default {DEFAULT_SAMPLER}")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="model evaluations (default: 1000 for ddpm, 50 for ddim, 12 for dpmpp)")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 DDPM-like")
+    parser.add_argument("--spacing", default="trailing", choices=SPACINGS, help="timestep spacing")
+    parser.add_argument("--no-clip", action="store_true", help="do not clip predicted x0 to [-1, 1]")
+    parser.add_argument("--seed", type=int, default=0, help="seed: same seed and batch size, same pixels")
+    parser.add_argument("--batch-size", type=int, default=500, help="samples per model call chunk")
+    parser.add_argument("--raw-weights", action="store_true", help="use the raw weights instead of the EMA")
+    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+
+
+def settings_from_args(args: argparse.Namespace) -> SamplerSettings:
+    """Validated sampler settings from parsed flags."""
+    if args.batch_size <= 0:
+        raise UserInputError(f"batch size must be a positive integer, got {args.batch_size}")
+    return SamplerSettings(args.sampler, args.steps, args.eta, args.spacing, not args.no_clip).validate()
+
+
+def register_cli(subparsers) -> None:
+    """Add the ``sample`` command."""
+    parser = subparsers.add_parser(
+        "sample", help="sample a digit (or all) with classifier-free guidance",
+        description="Sample DIGIT from MODEL with guidance scale s and write one PNG per sample, grid.png, "
+                    "samples.npz (images uint8 Nx28x28, labels) and meta.json into OUTDIR.")
+    parser.add_argument("model", metavar="MODEL.pt", help="diffusion checkpoint (from `train`)")
+    parser.add_argument("digit", metavar="DIGIT", help="0-9, or 'all' for N of every digit")
+    parser.add_argument("outdir", metavar="OUTDIR", help="output folder (created)")
+    parser.add_argument("--n", type=int, default=16, help="samples (per digit with 'all'); default 16")
+    add_sampler_arguments(parser)
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    labels = digit_labels(args.digit, args.n)
+    scale = check_scale(args.guidance_scale)
+    settings = settings_from_args(args)
+    outdir = check_output_dir(args.outdir)
+    loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
+    guidance = Guidance()
+    images = distributed_generate(loaded, labels, scale, settings, args.seed, args.batch_size, guidance)
+    if images is None:
+        return 0
+    meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, digit=str(args.digit))
+    write_samples(outdir, images, labels, meta, nrow=args.n if str(args.digit) == "all" else min(args.n, 16))
+    print(f"wrote {len(labels)} samples (s = {scale:g}, w = {w_from_s(scale):g}, {settings.sampler}, "
+          f"{settings.resolved_steps()} steps) to {outdir}")
+    return 0
