@@ -97,7 +97,7 @@ def register_cli(subparsers) -> None:
                                                  "(rows = digits), per-sample PNGs, samples.npz and meta.json.")
     control.add_argument("model", metavar="MODEL.pt")
     control.add_argument("outdir", metavar="OUTDIR")
-    control.add_argument("--n", type=int, default=8, help="samples per digit (default 8)")
+    control.add_argument("-n", "--n", type=int, default=8, help="samples per digit (default 8)")
     add_sampler_arguments(control)
     control.set_defaults(handler=_run_digit_control)
 
@@ -110,7 +110,7 @@ def register_cli(subparsers) -> None:
     guidance.add_argument("outdir", metavar="OUTDIR")
     guidance.add_argument("--scales", type=float, nargs="+", default=list(FIGURE_SCALES), metavar="S",
                           help=f"guidance scales s (w = s - 1); default {' '.join(f'{s:g}' for s in FIGURE_SCALES)}")
-    guidance.add_argument("--n", type=int, default=8, help="samples per scale (default 8)")
+    guidance.add_argument("-n", "--n", type=int, default=8, help="samples per scale (default 8)")
     add_sampler_arguments(guidance, default_scale=None)
     guidance.set_defaults(handler=_run_guidance)
 

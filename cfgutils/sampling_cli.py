@@ -134,7 +134,8 @@ def register_cli(subparsers) -> None:
     parser.add_argument("model", metavar="MODEL.pt", help="diffusion checkpoint (from `train`)")
     parser.add_argument("digit", metavar="DIGIT", help="0-9, or 'all' for N of every digit")
     parser.add_argument("outdir", metavar="OUTDIR", help="output folder (created)")
-    parser.add_argument("--n", type=int, default=16, help="samples (per digit with 'all'); default 16")
+    parser.add_argument("-n", "--n", type=int, default=16,
+                        help="samples (per digit with 'all'); default 16 (under torchrun write -n: torchrun claims --n)")
     add_sampler_arguments(parser)
     parser.set_defaults(handler=_run)
 
