@@ -298,6 +298,8 @@ def train(config: dict, train_split: MnistSplit | None = None, checkpoint_path: 
     resume_payload = None
     if resume_from is not None:
         resume_payload = ckpt.load_checkpoint(resume_from, KIND)
+        if "optimizer" not in resume_payload["state"]:
+            raise UserInputError(f"{resume_from} was exported for sampling (EMA weights only) and cannot be resumed")
         _check_resume_config(config, resume_payload["config"], Path(resume_from))
     if run_dir is not None:
         run_dir = Path(run_dir)
@@ -459,6 +461,8 @@ def load_model(path: str | Path, device: str | torch.device | None = "auto", raw
     """Load a CFG UNet checkpoint for sampling, EMA weights by default (04-cfg-sampling)."""
     payload = ckpt.load_checkpoint(path, KIND)
     device = pick_device(device) if not isinstance(device, torch.device) else device
+    if raw_weights and "model" not in payload["state"]:
+        raise ckpt.CheckpointError(f"{path} was exported with EMA weights only; raw weights are not in it")
     try:
         config = resolve_config(base=payload["config"])
         model = ConditionalUNet(UNetConfig.from_dict(config["model"]))
@@ -469,6 +473,14 @@ def load_model(path: str | Path, device: str | torch.device | None = "auto", raw
     model.to(device).eval().requires_grad_(False)
     diffusion = GaussianDiffusion(DiffusionConfig.from_dict(config["diffusion"]))
     return LoadedModel(model, diffusion, config, payload["metadata"], Path(path), "raw" if raw_weights else "ema")
+
+
+def export_for_sampling(source: str | Path, target: str | Path) -> Path:
+    """Write a small copy of a training checkpoint with the EMA weights only (for shipping) (05-classifier-eval)."""
+    payload = ckpt.load_checkpoint(source, KIND)
+    target = ckpt.check_output_path(target, "export")
+    metadata = {**payload["metadata"], "exported_from": Path(source).name, "contents": "EMA weights only"}
+    return ckpt.save_checkpoint(target, KIND, payload["config"], {"ema": payload["state"]["ema"]}, metadata)
 
 
 def find_model(preferred: str | Path | None = None) -> Path | None:
@@ -523,6 +535,19 @@ def register_cli(subparsers) -> None:
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_run_cli)
+
+    export = subparsers.add_parser("export", help="copy a checkpoint with EMA weights only (small, for sampling)",
+                                   description="Write OUT.pt with the EMA weights, config and metadata of MODEL.pt "
+                                               "(no raw weights, no optimizer state): what data/pretrained/ ships.")
+    export.add_argument("model", metavar="MODEL.pt")
+    export.add_argument("out", metavar="OUT.pt")
+    export.set_defaults(handler=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    path = export_for_sampling(args.model, args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, EMA weights only)")
+    return 0
 
 
 def _run_cli(args: argparse.Namespace) -> int:
