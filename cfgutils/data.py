@@ -71,6 +71,8 @@ class MnistSplit:
 
 def to_model_range(pixels_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Scale uint8 pixels 0..255 to float32 in [-1, 1], the range of the diffusion noise (01-data)."""
+    if isinstance(pixels_uint8, torch.Tensor):
+        return pixels_uint8.to(torch.float32) / 127.5 - 1.0
     x = torch.as_tensor(np.array(pixels_uint8), dtype=torch.float32)
     return x / 127.5 - 1.0
 

@@ -116,7 +116,7 @@ def register_cli(subparsers) -> None:
 
     import importlib.util
 
-    if importlib.util.find_spec("cfgutils.evaluation") is not None:  # experiment 3 (needs the classifier)
+    if all(importlib.util.find_spec(f"cfgutils.{name}") is not None for name in ("evaluation", "metrics")):
         from . import evaluation
 
         evaluation.register_experiment(experiments)

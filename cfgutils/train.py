@@ -43,7 +43,7 @@ KIND = "cfg-unet"
 class TrainConfig:
     """Optimisation settings of a run; saved with every checkpoint (03-train)."""
 
-    steps: int = 3000  # total optimizer steps of the run (the length of the lr schedule)
+    steps: int = 1500  # total optimizer steps of the run (the length of the lr schedule)
     batch_size: int = 64  # effective batch (split across processes under torchrun)
     lr: float = 2e-3  # peak Adam learning rate
     lr_schedule: str = "cosine"  # after warm-up: constant, cosine or linear decay to 0

@@ -1,0 +1,184 @@
+"""The guidance-scale slider of notebook 04: cached samples so that every slider move is instant.
+
+:class:`GuidanceExplorer` samples a digit at every scale of the slider in one go (the cache), then a
+slider move only looks up a ready-made PNG. Anything that must compute (another digit, sampler, step
+count, seed or guidance variant) fills the cache for that setting first; those widgets use
+``continuous_update=False``. The class works without a browser too (``render``, ``precompute``), which is
+how the notebook's headless run and the tests measure its latency.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .data import to_uint8
+from .errors import UserInputError
+from .sampling import DEFAULT_STEPS, SAMPLERS, Guidance, SamplerSettings, check_scale, digit_labels, generate, w_from_s
+
+#: the slider's discrete scales s (w = s - 1): unconditional, conditional, then guided up to w = 20
+SLIDER_SCALES = (0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 11.0, 16.0, 21.0)
+
+
+@dataclass(frozen=True)
+class ViewKey:
+    """Everything that determines one cached picture except the scale."""
+
+    digit: int
+    sampler: str
+    steps: int
+    seed: int
+    guidance: str = "cfg"
+
+
+@dataclass
+class GuidanceExplorer:
+    """Samples per (setting, scale), cached as PNG bytes; ``guidances`` maps a name to a Guidance (04-cfg-sampling)."""
+
+    loaded: object  # a cfgutils.train.LoadedModel
+    scales: tuple[float, ...] = SLIDER_SCALES
+    n_samples: int = 8
+    guidances: dict[str, Guidance] = field(default_factory=lambda: {"cfg": Guidance()})
+    cache: dict[tuple[ViewKey, float], bytes] = field(default_factory=dict)
+    images: dict[tuple[ViewKey, float], np.ndarray] = field(default_factory=dict)
+    timings: dict[str, list[float]] = field(default_factory=lambda: {"precompute_s": [], "move_ms": []})
+
+    def __post_init__(self):
+        self.scales = tuple(check_scale(s) for s in self.scales)
+        if not self.scales:
+            raise UserInputError("the slider needs at least one scale")
+
+    def key(self, digit: int, sampler: str = "dpmpp", steps: int | None = None, seed: int = 0,
+            guidance: str = "cfg") -> ViewKey:
+        """Validated cache key for a setting."""
+        digit_value = int(digit_labels(digit, 1)[0])
+        if sampler not in SAMPLERS:
+            raise UserInputError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
+        if guidance not in self.guidances:
+            raise UserInputError(f"unknown guidance {guidance!r}: use one of {', '.join(self.guidances)}")
+        steps = DEFAULT_STEPS[sampler] if steps is None else int(steps)
+        return ViewKey(digit_value, sampler, steps, int(seed), guidance)
+
+    def precompute(self, key: ViewKey) -> float:
+        """Sample ``n_samples`` of the digit at every slider scale (same noise per column); returns seconds."""
+        if all((key, s) in self.cache for s in self.scales):
+            return 0.0
+        start = time.perf_counter()
+        settings = SamplerSettings(key.sampler, key.steps)
+        labels = digit_labels(key.digit, self.n_samples)
+        for scale in self.scales:
+            samples = generate(self.loaded.model, self.loaded.diffusion, labels, scale, settings, key.seed,
+                               batch_size=self.n_samples, guidance=self.guidances[key.guidance])
+            pixels = to_uint8(samples.cpu()).squeeze(1).numpy()
+            self.images[(key, scale)] = pixels
+            self.cache[(key, scale)] = _png_row(pixels)
+        elapsed = time.perf_counter() - start
+        self.timings["precompute_s"].append(elapsed)
+        return elapsed
+
+    def render(self, key: ViewKey, scale: float) -> bytes:
+        """PNG bytes of the samples at ``scale`` (computing the setting's cache first if needed)."""
+        scale = self.nearest_scale(scale)
+        if (key, scale) not in self.cache:
+            self.precompute(key)
+        return self.cache[(key, scale)]
+
+    def nearest_scale(self, scale: float) -> float:
+        """The slider value closest to ``scale``."""
+        scale = check_scale(scale)
+        return min(self.scales, key=lambda s: abs(s - scale))
+
+    def static_grid(self, key: ViewKey) -> np.ndarray:
+        """All cached scales of a setting as a (len(scales), n, 28, 28) uint8 array, for a static figure."""
+        self.precompute(key)
+        return np.stack([self.images[(key, s)] for s in self.scales])
+
+    def widget(self, digit: int = 3, sampler: str = "dpmpp", steps: int | None = None, seed: int = 0):
+        """The interactive UI: a scale slider (both conventions), digit, sampler, steps, seed and guidance."""
+        import ipywidgets as widgets
+
+        initial = self.key(digit, sampler, steps, seed)
+        self.precompute(initial)
+        options = [(f"s={s:g}  (w={w_from_s(s):g})", s) for s in self.scales]
+        start_scale = 3.0 if 3.0 in self.scales else self.scales[len(self.scales) // 2]
+        slider = widgets.SelectionSlider(options=options, value=start_scale, description="guidance",
+                                         continuous_update=True, layout=widgets.Layout(width="520px"))
+        digit_box = widgets.Dropdown(options=list(range(10)), value=initial.digit, description="digit")
+        sampler_box = widgets.Dropdown(options=list(SAMPLERS), value=initial.sampler, description="sampler")
+        steps_box = widgets.BoundedIntText(value=initial.steps, min=1, max=1000, description="steps",
+                                           continuous_update=False)
+        seed_box = widgets.BoundedIntText(value=initial.seed, min=0, max=2 ** 31 - 1, description="seed",
+                                          continuous_update=False)
+        guidance_box = widgets.Dropdown(options=list(self.guidances), value=initial.guidance, description="variant")
+        image = widgets.Image(value=self.render(initial, start_scale), format="png",
+                              layout=widgets.Layout(width=f"{60 * self.n_samples}px"))
+        status = widgets.HTML()
+
+        def current_key() -> ViewKey:
+            return self.key(digit_box.value, sampler_box.value, steps_box.value, seed_box.value, guidance_box.value)
+
+        def show(_change=None) -> None:
+            started = time.perf_counter()
+            key = current_key()
+            cached = (key, slider.value) in self.cache
+            if not cached:
+                status.value = "<i>sampling every scale for this setting…</i>"
+            image.value = self.render(key, slider.value)
+            elapsed_ms = 1000 * (time.perf_counter() - started)
+            if cached:
+                self.timings["move_ms"].append(elapsed_ms)
+            status.value = (f"s = {slider.value:g} (w = {w_from_s(slider.value):g}) · "
+                            f"{'cached' if cached else 'computed'} in {elapsed_ms:.1f} ms")
+
+        def sampler_changed(change) -> None:
+            steps_box.value = DEFAULT_STEPS[change["new"]]  # triggers show via steps_box
+            show()
+
+        slider.observe(show, names="value")
+        for box in (digit_box, steps_box, seed_box, guidance_box):
+            box.observe(show, names="value")
+        sampler_box.observe(sampler_changed, names="value")
+        show()
+        controls = [digit_box, sampler_box, steps_box, seed_box]
+        if len(self.guidances) > 1:
+            controls.append(guidance_box)
+        ui = widgets.VBox([slider, widgets.HBox(controls[:2]), widgets.HBox(controls[2:]), image, status])
+        ui.slider, ui.image, ui.status = slider, image, status  # handles for scripted use and tests
+        ui.digit, ui.sampler, ui.steps, ui.seed, ui.guidance = digit_box, sampler_box, steps_box, seed_box, guidance_box
+        return ui
+
+
+def _png_row(pixels: np.ndarray) -> bytes:
+    """uint8 (n, 28, 28) -> PNG bytes of one row, scaled 2x for the screen."""
+    from PIL import Image
+
+    from .plotting import image_grid
+
+    row = image_grid(pixels, nrow=len(pixels), as_array=True)
+    picture = Image.fromarray(row, mode="L").resize((row.shape[1] * 2, row.shape[0] * 2), Image.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def measure_latency(explorer: GuidanceExplorer, key: ViewKey, moves: int = 20) -> dict[str, float]:
+    """Time the first render (precompute) and ``moves`` cached slider moves; milliseconds and seconds (04-cfg-sampling)."""
+    start = time.perf_counter()
+    explorer.render(key, explorer.scales[0])
+    first_render_s = time.perf_counter() - start
+    move_ms = []
+    for index in range(moves):
+        started = time.perf_counter()
+        explorer.render(key, explorer.scales[index % len(explorer.scales)])
+        move_ms.append(1000 * (time.perf_counter() - started))
+    return {"first_render_s": first_render_s, "move_ms_median": float(np.median(move_ms)),
+            "move_ms_max": float(np.max(move_ms))}
+
+
+def torch_threads() -> int:
+    """Threads torch uses for CPU work (reported beside latency numbers)."""
+    return torch.get_num_threads()
