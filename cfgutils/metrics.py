@@ -1,0 +1,371 @@
+"""How good are generated digits? Classifier-based metrics, each with a real-data reference point (05-classifier-eval).
+
+Pure functions on tensors (unit-testable without a model):
+
+* :func:`accuracy_with_ci` - accuracy against the *intended* labels, with a seeded percentile-bootstrap 95% interval;
+  :func:`per_class_accuracy`; :func:`mean_confidence` (mean max-softmax) and :func:`mean_intended_probability`
+  (mean probability of the intended class);
+* :func:`frechet_distance` - between Gaussian fits of two feature sets (the FID formula, here on the MNIST
+  classifier's penultimate features, so the numbers are not comparable to Inception FIDs);
+* :func:`inception_score` - the classifier-based analogue exp(E_x[KL(p(y|x) || p(y))]), between 1 and 10;
+* :func:`precision_recall` - k-NN precision and recall (Kynkaenniemi et al. 2019, k = 3) in feature space;
+* :func:`intra_class_diversity` - mean pairwise feature distance within each intended class, averaged over classes;
+* :func:`saturation_fraction` - the fraction of pixels within ``tol`` of -1 or +1 after clamping to [-1, 1].
+
+Thin wrappers that take a classifier: :func:`build_reference` (features of held-out real test digits,
+once), :func:`evaluate_generated` (every metric in one flat dict) and :func:`real_data_floor` (a
+*different* set of held-out real digits scored as if generated: what each metric reads for real data).
+Every computation runs in batches; distances and covariances use float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .data import MnistSplit
+from .errors import UserInputError
+
+NUM_CLASSES = 10
+#: default tolerance of :func:`saturation_fraction`: 0.02 in [-1, 1] is 2.55 of 255 grey levels
+SATURATION_TOL = 0.02
+#: rows per block of pairwise-distance computations (keeps memory at a few tens of MB)
+DISTANCE_BLOCK = 1024
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def _as_2d(features: torch.Tensor, name: str) -> torch.Tensor:
+    features = torch.as_tensor(features)
+    if features.ndim != 2:
+        raise UserInputError(f"{name} must be a 2-D tensor (N x D), got shape {tuple(features.shape)}")
+    return features.detach().to("cpu", torch.float64)
+
+
+def _as_labels(labels: torch.Tensor, n: int, name: str = "labels") -> torch.Tensor:
+    labels = torch.as_tensor(labels).detach().to("cpu", torch.int64).reshape(-1)
+    if labels.shape[0] != n:
+        raise UserInputError(f"{name} has {labels.shape[0]} entries but there are {n} samples")
+    return labels
+
+
+def _as_probs(probs: torch.Tensor) -> torch.Tensor:
+    probs = _as_2d(probs, "probabilities")
+    if probs.shape[0] == 0:
+        raise UserInputError("no samples to score")
+    return probs
+
+
+# --------------------------------------------------------------------------------------------- classification
+def bootstrap_ci(values: torch.Tensor, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                 block: int = 2_000_000) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of per-sample ``values``, seeded and deterministic (05-classifier-eval).
+
+    ``n_boot`` resamples of size N are drawn with replacement from a generator seeded by ``seed``;
+    the interval is the (1 - level)/2 and (1 + level)/2 quantiles of their means.
+    """
+    values = torch.as_tensor(values).detach().to("cpu", torch.float64).reshape(-1)
+    n = values.shape[0]
+    if n == 0:
+        raise UserInputError("no samples to bootstrap")
+    if not isinstance(n_boot, int) or n_boot <= 0:
+        raise UserInputError(f"n_boot must be a positive integer, got {n_boot!r}")
+    if not 0 < level < 1:
+        raise UserInputError(f"level must be in (0, 1), got {level!r}")
+    generator = torch.Generator().manual_seed(seed)
+    per_chunk = max(1, block // n)
+    means = []
+    for start in range(0, n_boot, per_chunk):
+        rows = min(per_chunk, n_boot - start)
+        index = torch.randint(0, n, (rows, n), generator=generator)
+        means.append(values[index].mean(1))
+    means = torch.cat(means)
+    low, high = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+    return float(low), float(high)
+
+
+def accuracy_with_ci(probs: torch.Tensor, labels: torch.Tensor, n_boot: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> tuple[float, float, float]:
+    """(accuracy, low, high): argmax of ``probs`` (or logits) vs intended ``labels``, bootstrap interval (05-classifier-eval)."""
+    probs = _as_probs(probs)
+    correct = (probs.argmax(1) == _as_labels(labels, probs.shape[0])).double()
+    low, high = bootstrap_ci(correct, n_boot, seed, level)
+    return float(correct.mean()), low, high
+
+
+def per_class_accuracy(probs: torch.Tensor, labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
+    """Accuracy of the samples of each intended class (float64, NaN where a class has none) (05-classifier-eval)."""
+    probs = _as_probs(probs)
+    labels = _as_labels(labels, probs.shape[0])
+    correct = (probs.argmax(1) == labels).double()
+    totals = torch.bincount(labels, minlength=num_classes).double()[:num_classes]
+    hits = torch.bincount(labels, weights=correct, minlength=num_classes)[:num_classes]
+    return torch.where(totals > 0, hits / totals.clamp(min=1), torch.full_like(totals, float("nan")))
+
+
+def mean_confidence(probs: torch.Tensor) -> float:
+    """Mean max-softmax probability: how sure the classifier is of *some* class, right or wrong (05-classifier-eval)."""
+    return float(_as_probs(probs).max(1).values.mean())
+
+
+def mean_intended_probability(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean probability the classifier gives the *intended* class (05-classifier-eval)."""
+    probs = _as_probs(probs)
+    labels = _as_labels(labels, probs.shape[0])
+    return float(probs.gather(1, labels[:, None]).mean())
+
+
+def inception_score(probs: torch.Tensor) -> float:
+    """exp(E_x[KL(p(y|x) || p(y))]) with p(y) the mean prediction: 1 (all alike) to 10 (sure and balanced) (05-classifier-eval).
+
+    Computed on all samples at once (no splits). ``probs`` rows must be probability vectors.
+    """
+    probs = _as_probs(probs)
+    marginal = probs.mean(0, keepdim=True)
+    kl = (torch.xlogy(probs, probs) - torch.xlogy(probs, marginal.expand_as(probs))).sum(1)
+    return float(torch.exp(kl.mean()))
+
+
+# --------------------------------------------------------------------------------------------- feature space
+def gaussian_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance (float64, unbiased) of N x D features (05-classifier-eval)."""
+    features = _as_2d(features, "features")
+    if features.shape[0] < 2:
+        raise UserInputError(f"need at least 2 feature vectors for a covariance, got {features.shape[0]}")
+    mean = features.mean(0)
+    centered = features - mean
+    return mean, centered.T @ centered / (features.shape[0] - 1)
+
+
+def _sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
+    """Square root of a symmetric positive semi-definite matrix via its eigendecomposition."""
+    values, vectors = torch.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+
+
+def frechet_distance_from_stats(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
+                                sigma2: torch.Tensor) -> float:
+    """|mu1 - mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), in float64 (05-classifier-eval).
+
+    Tr((S1 S2)^(1/2)) is computed as Tr((A S2 A)^(1/2)) with A = S1^(1/2): the same eigenvalues, but a
+    symmetric PSD matrix, so two eigendecompositions replace a general (unstable) matrix square root.
+    """
+    mu1, mu2 = (torch.as_tensor(m).to("cpu", torch.float64) for m in (mu1, mu2))
+    sigma1, sigma2 = (torch.as_tensor(s).to("cpu", torch.float64) for s in (sigma1, sigma2))
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.shape[0],) * 2:
+        raise UserInputError(f"feature statistics do not match: means {tuple(mu1.shape)} and {tuple(mu2.shape)}, "
+                             f"covariances {tuple(sigma1.shape)} and {tuple(sigma2.shape)}")
+    root1 = _sqrt_psd(sigma1)
+    middle = root1 @ sigma2 @ root1
+    eigenvalues = torch.linalg.eigvalsh((middle + middle.T) / 2)
+    trace_sqrt = eigenvalues.clamp(min=0).sqrt().sum()
+    distance = (mu1 - mu2).square().sum() + torch.trace(sigma1) + torch.trace(sigma2) - 2 * trace_sqrt
+    return float(distance.clamp(min=0))
+
+
+def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
+    """Frechet distance between Gaussian fits of two N x D feature sets (FID's formula) (05-classifier-eval)."""
+    return frechet_distance_from_stats(*gaussian_stats(features_a), *gaussian_stats(features_b))
+
+
+def _blocked_distances(a: torch.Tensor, b: torch.Tensor, reduce) -> torch.Tensor:
+    """Apply ``reduce(distances_block, row_offset)`` to blocks of rows of cdist(a, b) and concatenate."""
+    return torch.cat([reduce(torch.cdist(a[start:start + DISTANCE_BLOCK], b), start)
+                      for start in range(0, a.shape[0], DISTANCE_BLOCK)])
+
+
+def knn_radii(features: torch.Tensor, k: int = 3) -> torch.Tensor:
+    """Distance of each feature vector to its k-th nearest *other* vector of the same set (05-classifier-eval)."""
+    features = _as_2d(features, "features")
+    if not isinstance(k, int) or k <= 0:
+        raise UserInputError(f"k must be a positive integer, got {k!r}")
+    if features.shape[0] <= k:
+        raise UserInputError(f"need more than k = {k} feature vectors for k-NN radii, got {features.shape[0]}")
+
+    def kth(distances: torch.Tensor, offset: int) -> torch.Tensor:
+        rows = torch.arange(distances.shape[0])
+        distances[rows, rows + offset] = float("inf")  # a point is not its own neighbour (duplicates still are)
+        return distances.kthvalue(k, dim=1).values
+
+    return _blocked_distances(features, features, kth)
+
+
+def _coverage(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+    """For each point: is it inside at least one ball (centre, radius)?"""
+    return _blocked_distances(points, centres, lambda d, _: (d <= radii[None, :]).any(1))
+
+
+def precision_recall(real_features: torch.Tensor, fake_features: torch.Tensor, k: int = 3,
+                     real_radii: torch.Tensor | None = None) -> tuple[float, float]:
+    """k-NN precision and recall (Kynkaenniemi et al. 2019) (05-classifier-eval).
+
+    Precision: the fraction of generated samples inside the real manifold (the union of balls around each
+    real sample reaching its k-th nearest real neighbour). Recall: the fraction of real samples inside the
+    generated manifold, built the same way. ``real_radii`` may pass precomputed :func:`knn_radii`.
+    """
+    real = _as_2d(real_features, "real features")
+    fake = _as_2d(fake_features, "generated features")
+    if real.shape[1] != fake.shape[1]:
+        raise UserInputError(f"feature sizes differ: real {real.shape[1]}, generated {fake.shape[1]}")
+    real_radii = knn_radii(real, k) if real_radii is None else torch.as_tensor(real_radii, dtype=torch.float64)
+    fake_radii = knn_radii(fake, k)
+    precision = _coverage(fake, real, real_radii).double().mean()
+    recall = _coverage(real, fake, fake_radii).double().mean()
+    return float(precision), float(recall)
+
+
+def intra_class_diversity(features: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean pairwise feature distance within each intended class (i != j), averaged over classes (05-classifier-eval).
+
+    Classes with fewer than two samples are skipped; 0 means every sample of a class is identical.
+    """
+    features = _as_2d(features, "features")
+    labels = _as_labels(labels, features.shape[0])
+    per_class = []
+    for digit in torch.unique(labels).tolist():
+        members = features[labels == digit]
+        n = members.shape[0]
+        if n < 2:
+            continue
+        total = _blocked_distances(members, members, lambda d, _: d.sum(1)).sum()
+        per_class.append(total / (n * (n - 1)))
+    if not per_class:
+        raise UserInputError("intra-class diversity needs at least two samples of some class")
+    return float(torch.stack(per_class).mean())
+
+
+def saturation_fraction(images: torch.Tensor, tol: float = SATURATION_TOL, side: str = "both") -> float:
+    """Fraction of pixels within ``tol`` of -1 or +1 after clamping to [-1, 1] (05-classifier-eval).
+
+    ``side``: "both" (|x| >= 1 - tol), "high" (x >= 1 - tol: saturated ink) or "low" (x <= -1 + tol:
+    pure background). Real MNIST is mostly background, so compare with :func:`real_data_floor`.
+    """
+    if side not in ("both", "high", "low"):
+        raise UserInputError(f"side must be both, high or low, got {side!r}")
+    if not 0 <= tol < 1:
+        raise UserInputError(f"tol must be in [0, 1), got {tol!r}")
+    images = torch.as_tensor(images).detach().to("cpu", torch.float32).clamp(-1, 1)
+    if images.numel() == 0:
+        raise UserInputError("no pixels to measure")
+    high = images >= 1 - tol
+    low = images <= -1 + tol
+    mask = {"both": high | low, "high": high, "low": low}[side]
+    return float(mask.double().mean())
+
+
+# --------------------------------------------------------------------------------------------- with a classifier
+@dataclass(frozen=True)
+class RealReference:
+    """Classifier features of held-out real digits, computed once, that generated samples are compared with."""
+
+    features: torch.Tensor  # N x D float32 on the CPU
+    labels: torch.Tensor  # N int64
+    indices: torch.Tensor  # rows of the split they came from (real_data_floor avoids them)
+    mean: torch.Tensor  # D float64
+    covariance: torch.Tensor  # D x D float64
+    radii: torch.Tensor  # k-NN radii (float64) for precision
+    k: int
+    source: str  # the split's source (e.g. the official 10,000-image MNIST test split)
+    split_size: int  # len(split), to recognise the split again
+    n_per_class: int
+    seed: int
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def stratified_indices(labels: torch.Tensor, n_per_class: int, seed: int,
+                       exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """``n_per_class`` random row indices of each digit (sorted), avoiding ``exclude``, seeded (05-classifier-eval)."""
+    labels = torch.as_tensor(labels).to("cpu", torch.int64)
+    if not isinstance(n_per_class, int) or n_per_class <= 0:
+        raise UserInputError(f"n_per_class must be a positive integer, got {n_per_class!r}")
+    available = torch.ones(labels.shape[0], dtype=torch.bool)
+    if exclude is not None:
+        available[torch.as_tensor(exclude, dtype=torch.int64)] = False
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for digit in range(NUM_CLASSES):
+        members = torch.nonzero((labels == digit) & available).flatten()
+        if members.shape[0] < n_per_class:
+            raise UserInputError(f"only {members.shape[0]} unused real images of digit {digit} are available, "
+                                 f"{n_per_class} were asked for; use a smaller n_per_class")
+        chosen.append(members[torch.randperm(members.shape[0], generator=generator)[:n_per_class]])
+    return torch.sort(torch.cat(chosen)).values
+
+
+def _model(classifier):
+    return getattr(classifier, "model", classifier)  # a LoadedClassifier or the module itself
+
+
+def build_reference(classifier, real_split: MnistSplit, n_per_class: int = 400, seed: int = 0, k: int = 3,
+                    batch_size: int = 500) -> RealReference:
+    """Features of ``n_per_class`` held-out real digits per class (use the test split), built once (05-classifier-eval)."""
+    from .classifier import extract_features
+
+    if real_split.split != "test":
+        raise UserInputError(f"the reference must come from held-out digits (the test split), got the "
+                             f"{real_split.split} split, which the classifier may have trained on")
+    indices = stratified_indices(real_split.labels, n_per_class, seed)
+    features = extract_features(_model(classifier), real_split.images[indices], batch_size)
+    mean, covariance = gaussian_stats(features)
+    return RealReference(features, real_split.labels[indices].clone(), indices, mean, covariance,
+                         knn_radii(features, k), k, real_split.source, len(real_split), n_per_class, seed)
+
+
+def score(probs: torch.Tensor, features: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
+          reference: RealReference, n_boot: int = 1000, seed: int = 0,
+          saturation_tol: float = SATURATION_TOL) -> dict[str, float]:
+    """Every metric from precomputed probabilities and features, as one flat dict (05-classifier-eval)."""
+    labels = _as_labels(labels, _as_probs(probs).shape[0])
+    acc, low, high = accuracy_with_ci(probs, labels, n_boot, seed)
+    precision, recall = precision_recall(reference.features, features, reference.k, reference.radii)
+    result = {
+        "n": int(labels.shape[0]),
+        "accuracy": acc, "accuracy_ci_low": low, "accuracy_ci_high": high,
+        "confidence": mean_confidence(probs),
+        "intended_probability": mean_intended_probability(probs, labels),
+        "inception_score": inception_score(probs),
+        "frechet_distance": frechet_distance_from_stats(*gaussian_stats(features), reference.mean,
+                                                        reference.covariance),
+        "precision": precision, "recall": recall,
+        "diversity": intra_class_diversity(features, labels),
+        "saturation": saturation_fraction(images, saturation_tol, "both"),
+        "saturation_high": saturation_fraction(images, saturation_tol, "high"),
+    }
+    for digit, value in enumerate(per_class_accuracy(probs, labels).tolist()):
+        result[f"accuracy_digit_{digit}"] = value
+    return result
+
+
+def evaluate_generated(classifier, images: torch.Tensor, labels: torch.Tensor, reference: RealReference,
+                       batch_size: int = 500, n_boot: int = 1000, seed: int = 0,
+                       saturation_tol: float = SATURATION_TOL) -> dict[str, float]:
+    """Score generated ``images`` (clamped to [-1, 1]) against their intended ``labels``: one flat dict (05-classifier-eval).
+
+    Keys: n, accuracy (+ accuracy_ci_low/high, bootstrap 95%), confidence (mean max-softmax),
+    intended_probability (mean p(intended class)), inception_score, frechet_distance (vs the reference),
+    precision, recall (k-NN, vs the reference), diversity (intra-class), saturation (|x| within tol of 1),
+    saturation_high (x within tol of +1), accuracy_digit_0 ... accuracy_digit_9.
+    Frechet distance is biased upwards for small N: compare against :func:`real_data_floor` with the same N.
+    """
+    from .classifier import predict_logits_and_features
+
+    images = torch.as_tensor(images).detach().to("cpu", torch.float32).clamp(-1, 1)
+    logits, features = predict_logits_and_features(_model(classifier), images, batch_size)
+    return score(logits.softmax(1), features, images, labels, reference, n_boot, seed, saturation_tol)
+
+
+def real_data_floor(classifier, real_split: MnistSplit, reference: RealReference, n_per_class: int = 100,
+                    seed: int = 1, batch_size: int = 500, n_boot: int = 1000,
+                    saturation_tol: float = SATURATION_TOL) -> dict[str, float]:
+    """Score held-out real digits *not* in ``reference`` as if generated: each metric's real-data value (05-classifier-eval).
+
+    Use the same ``n_per_class`` as the generated set, since Frechet distance and recall depend on N.
+    """
+    if real_split.source != reference.source or len(real_split) != reference.split_size:
+        raise UserInputError(f"the reference was built from {reference.source!r} ({reference.split_size} images), "
+                             f"not from {real_split.source!r} ({len(real_split)} images)")
+    indices = stratified_indices(real_split.labels, n_per_class, seed, exclude=reference.indices)
+    return evaluate_generated(classifier, real_split.images[indices], real_split.labels[indices], reference,
+                              batch_size, n_boot, seed, saturation_tol)
