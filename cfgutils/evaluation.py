@@ -63,9 +63,9 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
     settings = (settings or SamplerSettings()).validate()
     guidance = guidance or Guidance()
     start = time.perf_counter()
+    real_split = real_split if real_split is not None else load_mnist("test")
     if reference is None:
-        real_split = real_split if real_split is not None else load_mnist("test")
-        reference = metrics.build_reference(classifier.model, real_split)
+        reference = build_reference_for(classifier, real_split)
     labels = digit_labels("all", n_per_class)
     rows, strips, per_class = [], {}, {}
     jobs = [(scale, seed) for scale in scales for seed in seeds]
@@ -79,32 +79,34 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
         if progress:
             iterator.set_postfix(s=f"{scale:g}", w=f"{w_from_s(scale):g}", seed=seed)
         images = generate(loaded.model, loaded.diffusion, labels, scale, settings, seed, batch_size, guidance).cpu()
-        scored = metrics.evaluate_generated(classifier.model, images, labels, reference, seed=seed)
-        class_accuracy = scored.pop("per_class_accuracy")
-        per_class_sums[scale] = per_class_sums.get(scale, torch.zeros(10)) + torch.tensor(class_accuracy)
-        rows.append({"s": scale, "w": w_from_s(scale), "seed": seed, "n": len(labels), **scored,
-                     **{f"accuracy_digit_{d}": float(a) for d, a in enumerate(class_accuracy)},
+        scored = metrics.evaluate_generated(classifier.model, images, labels, reference, batch_size, seed=seed)
+        class_accuracy = torch.tensor([scored[f"accuracy_digit_{d}"] for d in range(10)])
+        per_class_sums[scale] = per_class_sums.get(scale, torch.zeros(10)) + class_accuracy
+        rows.append({"s": scale, "w": w_from_s(scale), "seed": seed, **scored,
                      "sampler": settings.sampler, "steps": settings.resolved_steps(), **guidance.describe()})
         if seed == seeds[0]:
             strips[scale] = images.reshape(10, n_per_class, 1, 28, 28)[:, :strip_size]
     for scale, total in per_class_sums.items():
         per_class[scale] = (total / len(seeds)).tolist()
-    if real_split is None:
-        real_split = load_mnist("test")
-    floor = real_floor_row(classifier, real_split, reference, n_per_class, seeds[0])
+    floor = real_floor_row(classifier, real_split, reference, n_per_class)
     return SweepResult(rows, floor, strips, per_class, reference.source, time.perf_counter() - start)
 
 
+def build_reference_for(classifier: LoadedClassifier, real_split) -> metrics.RealReference:
+    """The real reference set: up to 400 test digits per class, leaving at least half of each class for the floor."""
+    smallest_class = int(torch.bincount(real_split.labels, minlength=10).min())
+    return metrics.build_reference(classifier.model, real_split, n_per_class=min(400, smallest_class // 2))
+
+
 def real_floor_row(classifier: LoadedClassifier, real_split, reference: metrics.RealReference, n_per_class: int,
-                   seed: int = 0) -> dict:
-    """Every metric for real held-out digits scored as if generated: the floor to compare against (05-classifier-eval)."""
+                   seed: int = 1) -> dict:
+    """Every metric for real held-out digits scored as if generated: the floor to compare against (05-classifier-eval).
+
+    Uses the same number per class as the generated sets (Fréchet distance and recall depend on it), drawn
+    from test digits outside the reference set.
+    """
     scored = metrics.real_data_floor(classifier.model, real_split, reference, n_per_class=n_per_class, seed=seed)
-    scored = dict(scored)
-    class_accuracy = scored.pop("per_class_accuracy", None)
-    row = {"s": None, "w": None, "seed": seed, "n": 10 * n_per_class, **scored}
-    if class_accuracy is not None:
-        row.update({f"accuracy_digit_{d}": float(a) for d, a in enumerate(class_accuracy)})
-    return row
+    return {"s": None, "w": None, "seed": seed, **scored}
 
 
 def write_results(outdir: Path, result: SweepResult, meta: dict) -> Path:

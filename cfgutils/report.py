@@ -2,7 +2,7 @@
 
 Metric columns (see :mod:`cfgutils.metrics`): ``accuracy`` with ``accuracy_ci_low/high``,
 ``frechet_distance``, ``precision``, ``recall``, ``inception_score``, ``diversity``,
-``mean_confidence``, ``saturated_fraction``.
+``confidence``, ``saturation``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ METRIC_LABELS = {
     "recall": "recall (k=3)",
     "inception_score": "IS analogue",
     "diversity": "intra-class diversity",
-    "mean_confidence": "mean confidence",
-    "saturated_fraction": "saturated pixels",
+    "confidence": "mean confidence",
+    "saturation": "saturated pixels",
 }
 
 

@@ -39,9 +39,25 @@ def check_01(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
         "01-data-examples.png", "01-data-class-counts.png", "01-data-pixel-histogram.png", "01-data-noise.png"})
 
 
+def check_02(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> None:
+    assert summary["parameters"] > 0
+    assert summary["parameters"] == sum(summary["parameters_by_part"].values())
+    assert summary["forward_gflops_per_image"] > 0
+    names = [name for name, _ in summary["shapes"]]
+    assert len(names) == len(set(names)) and {"stem", "out_conv"} <= set(names)
+    assert summary["shapes"][0][1][1:] == [1, 28, 28]  # [N, C, H, W] rows, input first
+    assert summary["shapes"][-1][1][1:] == [1, 28, 28]  # ... and the prediction, the input's shape, last
+    assert summary["untrained_output_abs_max"] == 0.0  # zero-initialised last convolution
+    assert summary["batch_independence_max_diff"] < 1e-5  # GroupNorm: an image's output ignores its batch
+    assert summary["null_label"] == 10
+    assert_figures(summary, run_dir.parent / "figures", {
+        "02-unet-time-embedding.png", "02-unet-patchify.png", "02-unet-architecture.png"})
+
+
 #: one checker per notebook, called as check(summary, run_dir, official_splits); a notebook without one fails
 CHECKS = {
     "01-data": check_01,
+    "02-unet": check_02,
 }
 
 
