@@ -109,11 +109,12 @@ def conclusions(result: SweepResult) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- figures
-def _log_w_axis(ax, frame: pd.DataFrame) -> None:
+def _log_w_axis(ax, frame: pd.DataFrame, upto: float | None = None) -> None:
     """x axis: w on a symlog scale (so 0..1 and 5..20 are both readable)."""
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlabel("guidance weight w  (s = w + 1; w = -1 is unconditional)")
-    ticks = [w for w in (-1, 0, 0.5, 1, 2, 3, 5, 10, 20) if frame["w"].min() <= w <= frame["w"].max()]
+    highest = max(frame["w"].max(), upto if upto is not None else frame["w"].max())
+    ticks = [w for w in (-1, 0, 0.5, 1, 2, 3, 5, 10, 20) if frame["w"].min() <= w <= highest]
     ax.set_xticks(ticks)
     ax.set_xticklabels([f"{t:g}" for t in ticks])
 
@@ -131,7 +132,7 @@ def plot_accuracy(result: SweepResult, ax=None, label: str = "cfgutils (this mod
     ax.axhline(result.floor["accuracy"], color="green", ls=":", label="real test digits")
     ax.set_ylabel("classifier accuracy")
     ax.set_ylim(0, 1.02)
-    _log_w_axis(ax, frame)
+    _log_w_axis(ax, frame, upto=max(REFERENCE_ACCURACY))
     ax.legend(fontsize=8, loc="lower left")
     ax.set_title("Does the sample show the digit asked for?")
     return ax

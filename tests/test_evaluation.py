@@ -1,0 +1,146 @@
+"""Experiment 3: the guidance sweep, its table and conclusions, and the CLI's bad-input handling."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cfgutils import report
+from cfgutils.classifier import save_classifier, train_classifier, load_classifier
+from cfgutils.data import MnistSplit, load_mnist
+from cfgutils.errors import UserInputError
+from cfgutils.evaluation import (REFERENCE_ACCURACY, SweepResult, build_reference_for, guidance_sweep,
+                                 write_results)
+from cfgutils.sampling import SamplerSettings
+from cfgutils.train import load_model
+
+from test_sample_cli import tiny_checkpoint  # noqa: F401 - fixture
+from test_train import ENV, small_split  # noqa: F401 - fixture
+
+
+@pytest.fixture(scope="module")
+def real_test_split():
+    """A 1,000-digit stratified slice of the test split (100 per class), like the offline fallback's size."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        test = load_mnist("test", download=False)
+    keep = torch.cat([torch.nonzero(test.labels == d).flatten()[:100] for d in range(10)])
+    return MnistSplit(test.images[keep], test.labels[keep], test.source + " [100 per class]", "test")
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(tmp_path_factory, small_split):  # noqa: F811
+    trained = train_classifier(small_split, steps=3, batch_size=16, seed=0, device="cpu", progress=False)
+    path = tmp_path_factory.mktemp("classifier") / "classifier.pt"
+    save_classifier(path, trained)
+    return path
+
+
+def test_sweep_rows_have_both_conventions_and_a_floor(tiny_checkpoint, tiny_classifier, real_test_split, tmp_path):  # noqa: F811
+    loaded = load_model(tiny_checkpoint, "cpu")
+    classifier = load_classifier(tiny_classifier, "cpu")
+    result = guidance_sweep(loaded, classifier, [0.0, 1.0, 3.0], n_per_class=2, settings=SamplerSettings("dpmpp", 3),
+                            seeds=[0, 1], progress=False, real_split=real_test_split)
+    assert [(row["s"], row["w"], row["seed"]) for row in result.rows] == [
+        (0.0, -1.0, 0), (0.0, -1.0, 1), (1.0, 0.0, 0), (1.0, 0.0, 1), (3.0, 2.0, 0), (3.0, 2.0, 1)]
+    for row in result.rows:
+        assert row["n"] == 20 and 0 <= row["accuracy_ci_low"] <= row["accuracy"] <= row["accuracy_ci_high"] <= 1
+        assert row["frechet_distance"] >= 0 and 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1
+        assert row["sampler"] == "dpmpp" and row["steps"] == 3 and row["guidance"] == "cfg"
+    assert result.floor["n"] == 20 and result.floor["s"] is None
+    assert set(result.strips) == {0.0, 1.0, 3.0} and result.strips[3.0].shape[:2] == (10, 2)
+    path = write_results(tmp_path, result, {"model": "tiny"})
+    with open(path) as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 7 and rows[-1]["guidance"] == "real data floor" and rows[-1]["s"] == ""
+    assert json.loads((tmp_path / "meta.json").read_text())["model"] == "tiny"
+    table = report.results_table(result)
+    assert list(table["w"][:3]) == [-1.0, 0.0, 2.0] and table.index[-1] == "real data"
+    assert table.loc["w=2", "reference accuracy"] == REFERENCE_ACCURACY[2]
+    markdown = report.format_table(result)
+    assert "| 2 | 3 |" in markdown and "| real | data |" in markdown
+    again = guidance_sweep(loaded, classifier, [3.0], n_per_class=2, settings=SamplerSettings("dpmpp", 3),
+                           seeds=[0], progress=False, real_split=real_test_split)
+    assert again.rows[0]["accuracy"] == result.rows[4]["accuracy"]  # deterministic for a seed
+    assert again.rows[0]["frechet_distance"] == pytest.approx(result.rows[4]["frechet_distance"])
+
+
+def test_reference_leaves_half_of_each_class_for_the_floor(tiny_classifier, real_test_split):
+    reference = build_reference_for(load_classifier(tiny_classifier, "cpu"), real_test_split)
+    assert reference.n_per_class == 50 and reference.features.shape[0] == 500
+
+
+def _synthetic_result():
+    rows = []
+    for s, acc, fd, recall in [(0, .3, 40, .9), (1, .8, 10, .85), (3, .99, 12, .7), (6, .95, 20, .5), (11, .85, 30, .3)]:
+        rows.append({"s": float(s), "w": s - 1.0, "seed": 0, "n": 100, "accuracy": acc, "accuracy_ci_low": acc - .05,
+                     "accuracy_ci_high": min(1, acc + .05), "frechet_distance": fd, "precision": .8, "recall": recall})
+    floor = {"accuracy": .98, "accuracy_ci_low": .95, "accuracy_ci_high": 1.0, "frechet_distance": 5.0,
+             "precision": .9, "recall": .9}
+    return SweepResult(rows, floor)
+
+
+def test_conclusions_are_computed_from_the_numbers():
+    found = report.conclusions(_synthetic_result())
+    assert found["best_w_by_accuracy"] == 2 and found["best_accuracy"] == .99
+    assert found["best_w_by_frechet"] == 0 and found["frechet_ratio_at_best_frechet"] == 2.0
+    assert found["first_w_below_90_percent"] == 10 and found["unconditional_accuracy"] == .3
+    assert found["recall_at_highest_w"] == .3 and found["highest_w"] == 10
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"scales": []}, "empty"),
+    ({"scales": [1.0, float("nan")]}, "finite"),
+    ({"n_per_class": 0}, "n per class"),
+    ({"seeds": []}, "seeds"),
+])
+def test_sweep_rejects_bad_arguments(tiny_checkpoint, tiny_classifier, kwargs, message):  # noqa: F811
+    arguments = {"scales": [1.0], "n_per_class": 2, "seeds": [0], **kwargs}
+    with pytest.raises(UserInputError, match=message):
+        guidance_sweep(load_model(tiny_checkpoint, "cpu"), load_classifier(tiny_classifier, "cpu"), progress=False,
+                       **arguments)
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "cfgutils", *map(str, args)], capture_output=True, text=True,
+                          env=ENV, timeout=240, cwd="/")
+
+
+@pytest.mark.parametrize("swap, extra, message", [
+    (False, ["--scales"], "expected at least one argument"),
+    (False, ["--scales", "nan"], "finite"),
+    (False, ["--scales", "inf", "2"], "finite"),
+    (False, ["--n-per-class", "0"], "n per class"),
+    (True, [], "expected"),
+])
+def test_cli_rejects_bad_input_and_writes_nothing(tiny_checkpoint, tiny_classifier, tmp_path, swap, extra, message):  # noqa: F811
+    out = tmp_path / "exp3"
+    model, classifier = (tiny_classifier, tiny_checkpoint) if swap else (tiny_checkpoint, tiny_classifier)
+    result = cli("experiment", "classifier", model, classifier, out, *extra)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert not out.exists()
+
+
+def test_cli_rejects_a_diffusion_model_as_classifier(tiny_checkpoint, tmp_path):  # noqa: F811
+    result = cli("experiment", "classifier", tiny_checkpoint, tiny_checkpoint, tmp_path / "x", "--n-per-class", "1")
+    assert result.returncode == 2 and "classifier was expected" in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_cli_experiment_classifier_end_to_end(tiny_checkpoint, tiny_classifier, tmp_path):  # noqa: F811
+    out = tmp_path / "exp3"
+    result = cli("experiment", "classifier", tiny_checkpoint, tiny_classifier, out, "--scales", "0", "3",
+                 "--n-per-class", "2", "--steps", "3")
+    assert result.returncode == 0, result.stderr
+    assert "| 2 | 3 |" in result.stdout
+    with open(out / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["w"] for r in rows] == ["-1", "2", ""]
+    assert {p.name for p in out.glob("*.png")} >= {"05-classifier-eval-accuracy.png", "05-classifier-eval-frontier.png"}

@@ -1,0 +1,198 @@
+"""Metrics on known inputs: Frechet distance, IS, k-NN precision/recall, bootstrap, diversity, saturation."""
+
+import math
+
+import pytest
+import torch
+
+from cfgutils import metrics
+from cfgutils.classifier import build_classifier
+from cfgutils.data import MnistSplit
+from cfgutils.errors import UserInputError
+
+
+def one_hot(labels, classes=10):
+    return torch.nn.functional.one_hot(torch.as_tensor(labels), classes).double()
+
+
+def cluster(n, dim, centre, seed, spread=1.0):
+    generator = torch.Generator().manual_seed(seed)
+    return centre + spread * torch.randn(n, dim, generator=generator, dtype=torch.float64)
+
+
+# ------------------------------------------------------------------------------------------ classification
+def test_accuracy_per_class_and_confidence_on_known_predictions():
+    labels = torch.arange(10).repeat(10)
+    probs = one_hot(labels)
+    probs[labels == 3] = one_hot([5])  # every 3 is read as a 5
+    acc, low, high = metrics.accuracy_with_ci(probs, labels)
+    assert acc == pytest.approx(0.9)
+    assert low <= acc <= high
+    per_class = metrics.per_class_accuracy(probs, labels)
+    assert per_class[3] == 0 and per_class[5] == 1 and per_class.sum() == 9
+    assert metrics.mean_confidence(probs) == 1.0  # one-hot: sure of something
+    assert metrics.mean_intended_probability(probs, labels) == pytest.approx(0.9)
+    soft = torch.full((4, 10), 0.05, dtype=torch.float64)
+    soft[:, 0] = 0.55
+    assert metrics.mean_confidence(soft) == pytest.approx(0.55)
+    assert metrics.mean_intended_probability(soft, torch.tensor([0, 1, 1, 1])) == pytest.approx((0.55 + 3 * 0.05) / 4)
+
+
+def test_per_class_accuracy_is_nan_for_absent_classes():
+    per_class = metrics.per_class_accuracy(one_hot([1, 1, 2]), torch.tensor([1, 1, 2]))
+    assert per_class[1] == 1 and per_class[2] == 1 and torch.isnan(per_class[0])
+
+
+def test_shuffled_labels_give_chance_accuracy():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (5000,), generator=generator)
+    shuffled = labels[torch.randperm(5000, generator=generator)]
+    acc, low, high = metrics.accuracy_with_ci(one_hot(labels), shuffled)
+    assert acc == pytest.approx(0.1, abs=0.02)
+    assert low < acc < high and high - low < 0.03
+
+
+def test_bootstrap_is_deterministic_and_contains_the_estimate():
+    generator = torch.Generator().manual_seed(1)
+    correct = (torch.rand(300, generator=generator) < 0.7).double()
+    first = metrics.bootstrap_ci(correct, n_boot=500, seed=3)
+    assert first == metrics.bootstrap_ci(correct, n_boot=500, seed=3)
+    assert first != metrics.bootstrap_ci(correct, n_boot=500, seed=4)
+    assert first[0] < float(correct.mean()) < first[1]
+    # the 95% interval of a proportion is about +-1.96 sqrt(p (1 - p) / n)
+    half_width = 1.96 * math.sqrt(0.7 * 0.3 / 300)
+    assert first[1] - first[0] == pytest.approx(2 * half_width, rel=0.2)
+    # chunking does not change the draws' use: a tiny block gives the same answer
+    assert metrics.bootstrap_ci(correct, n_boot=500, seed=3, block=1000) == first
+    assert metrics.bootstrap_ci(torch.ones(50), n_boot=100) == (1.0, 1.0)
+
+
+def test_inception_score_extremes():
+    assert metrics.inception_score(one_hot(torch.arange(10).repeat(7))) == pytest.approx(10.0)
+    assert metrics.inception_score(one_hot(torch.full((50,), 4))) == pytest.approx(1.0)
+    assert metrics.inception_score(torch.full((20, 10), 0.1, dtype=torch.float64)) == pytest.approx(1.0)
+    assert metrics.inception_score(one_hot(torch.tensor([0, 1] * 10))) == pytest.approx(2.0)
+
+
+# ------------------------------------------------------------------------------------------ feature space
+def test_frechet_distance_identical_and_shifted():
+    a = cluster(500, 16, 0.0, seed=0)
+    assert metrics.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+    shifted = metrics.frechet_distance(a, a + 5.0)  # same covariance: distance = |shift|^2 = 16 * 25
+    assert shifted == pytest.approx(16 * 25.0, rel=1e-6)
+    b = cluster(500, 16, 0.0, seed=1)
+    assert metrics.frechet_distance(a, b) < 1.0 < shifted
+    # scaled covariance: Tr(S + 4S - 2 * 2S) = Tr(S)
+    mu, sigma = metrics.gaussian_stats(a)
+    assert metrics.frechet_distance(a, 2 * (a - mu) + mu) == pytest.approx(float(torch.trace(sigma)), rel=1e-6)
+
+
+def test_frechet_distance_matches_known_diagonal_case():
+    # 1-D Gaussians: (m1 - m2)^2 + (s1 - s2)^2
+    mu1, mu2 = torch.tensor([1.0]), torch.tensor([3.0])
+    s1, s2 = torch.tensor([[4.0]]), torch.tensor([[9.0]])
+    assert metrics.frechet_distance_from_stats(mu1, s1, mu2, s2) == pytest.approx(4 + 1)
+
+
+def test_frechet_distance_with_fewer_samples_than_dimensions_is_finite():
+    a, b = cluster(20, 64, 0.0, seed=0), cluster(20, 64, 0.0, seed=1)
+    value = metrics.frechet_distance(a, b)
+    assert math.isfinite(value) and value > 0
+    assert metrics.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_precision_recall_identical_and_far_apart():
+    a = cluster(300, 8, 0.0, seed=0)
+    assert metrics.precision_recall(a, a.clone()) == (1.0, 1.0)
+    assert metrics.precision_recall(a, cluster(200, 8, 100.0, seed=1)) == (0.0, 0.0)
+
+
+def test_precision_recall_detect_mode_collapse():
+    real = cluster(400, 4, 0.0, seed=0)
+    collapsed = cluster(400, 4, 0.0, seed=1, spread=0.05)  # all near the mode: realistic but not diverse
+    precision, recall = metrics.precision_recall(real, collapsed)
+    assert precision > 0.9 and recall < 0.2
+
+
+def test_knn_radii_exclude_self_and_use_blocks(monkeypatch):
+    points = torch.tensor([[0.0], [1.0], [3.0], [6.0]], dtype=torch.float64)
+    assert metrics.knn_radii(points, k=1).tolist() == [1.0, 1.0, 2.0, 3.0]
+    assert metrics.knn_radii(points, k=3).tolist() == [6.0, 5.0, 3.0, 6.0]
+    monkeypatch.setattr(metrics, "DISTANCE_BLOCK", 3)
+    assert metrics.knn_radii(points, k=1).tolist() == [1.0, 1.0, 2.0, 3.0]
+    with pytest.raises(UserInputError):
+        metrics.knn_radii(points, k=4)
+
+
+def test_intra_class_diversity():
+    same = torch.ones(6, 5)
+    assert metrics.intra_class_diversity(same, torch.tensor([0, 0, 0, 1, 1, 1])) == 0.0
+    features = torch.tensor([[0.0, 0.0], [3.0, 4.0], [10.0, 0.0], [10.0, 0.0], [50.0, 50.0]])
+    labels = torch.tensor([0, 0, 1, 1, 2])  # class 0: distance 5; class 1: identical; class 2: single, skipped
+    assert metrics.intra_class_diversity(features, labels) == pytest.approx(2.5)
+
+
+def test_saturation_fraction_on_hand_made_images():
+    image = torch.tensor([-1.0, -0.99, -0.5, 0.0, 0.5, 0.985, 1.0, 1.7]).reshape(1, 1, 2, 4)
+    # within 0.02 of -1: -1, -0.99; within 0.02 of +1: 0.985, 1.0, 1.7 (clamped to 1)
+    assert metrics.saturation_fraction(image) == pytest.approx(5 / 8)
+    assert metrics.saturation_fraction(image, side="high") == pytest.approx(3 / 8)
+    assert metrics.saturation_fraction(image, side="low") == pytest.approx(2 / 8)
+    assert metrics.saturation_fraction(image, tol=0.0) == pytest.approx(3 / 8)
+    assert metrics.saturation_fraction(torch.zeros(2, 1, 28, 28)) == 0.0
+    with pytest.raises(UserInputError):
+        metrics.saturation_fraction(image, side="middle")
+
+
+def test_bad_shapes_are_user_errors():
+    with pytest.raises(UserInputError):
+        metrics.frechet_distance(torch.zeros(10, 3), torch.zeros(10, 4))
+    with pytest.raises(UserInputError):
+        metrics.accuracy_with_ci(one_hot([1, 2]), torch.tensor([1]))
+    with pytest.raises(UserInputError):
+        metrics.precision_recall(torch.zeros(10, 3), torch.zeros(10, 4))
+
+
+# ------------------------------------------------------------------------------------------ with a classifier
+@pytest.fixture(scope="module")
+def fake_test_split():
+    """40 images of each digit (random blobs, untrained classifier): enough to exercise the wrappers."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(10).repeat_interleave(40)
+    images = (torch.rand(400, 1, 28, 28, generator=generator) * 2 - 1) * 0.5 + labels.view(-1, 1, 1, 1) / 10
+    return MnistSplit(images.clamp(-1, 1), labels, "fake test split", "test")
+
+
+def test_stratified_indices_are_balanced_disjoint_and_seeded(fake_test_split):
+    first = metrics.stratified_indices(fake_test_split.labels, 10, seed=0)
+    assert torch.equal(first, metrics.stratified_indices(fake_test_split.labels, 10, seed=0))
+    assert torch.bincount(fake_test_split.labels[first]).tolist() == [10] * 10
+    other = metrics.stratified_indices(fake_test_split.labels, 30, seed=1, exclude=first)
+    assert not set(first.tolist()) & set(other.tolist())
+    with pytest.raises(UserInputError, match="only 0 unused"):
+        metrics.stratified_indices(fake_test_split.labels, 1, seed=2, exclude=torch.cat([first, other]))
+
+
+def test_evaluate_generated_and_real_floor(fake_test_split):
+    model = build_classifier(seed=0)
+    reference = metrics.build_reference(model, fake_test_split, n_per_class=20, seed=0)
+    assert len(reference) == 200 and reference.source == "fake test split"
+    assert reference.features.shape == (200, model.config.feature_dim)
+    images, labels = fake_test_split.images[reference.indices], fake_test_split.labels[reference.indices]
+    same = metrics.evaluate_generated(model, images, labels, reference, n_boot=200)
+    assert same["frechet_distance"] == pytest.approx(0.0, abs=1e-6)
+    assert same["precision"] == 1.0 and same["recall"] == 1.0
+    expected = {"n", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "confidence", "intended_probability",
+                "inception_score", "frechet_distance", "precision", "recall", "diversity", "saturation",
+                "saturation_high"} | {f"accuracy_digit_{d}" for d in range(10)}
+    assert set(same) == expected and all(isinstance(v, (int, float)) for v in same.values())
+    floor = metrics.real_data_floor(model, fake_test_split, reference, n_per_class=20, seed=1, n_boot=200)
+    assert floor["n"] == 200 and floor["frechet_distance"] > 0
+    assert floor == metrics.real_data_floor(model, fake_test_split, reference, n_per_class=20, seed=1, n_boot=200)
+    with pytest.raises(UserInputError, match="unused"):
+        metrics.real_data_floor(model, fake_test_split, reference, n_per_class=21)
+    other = MnistSplit(fake_test_split.images, fake_test_split.labels, "another split", "test")
+    with pytest.raises(UserInputError, match="reference was built from"):
+        metrics.real_data_floor(model, other, reference, n_per_class=5)
+    with pytest.raises(UserInputError, match="held-out"):
+        metrics.build_reference(model, MnistSplit(images, labels, "x", "train"), n_per_class=5)
