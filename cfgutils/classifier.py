@@ -174,7 +174,7 @@ def epoch_permutation(n_items: int, seed: int, epoch: int) -> torch.Tensor:
 
 @dataclass
 class TrainedClassifier:
-    """What :func:`train_classifier` returns: the model and everything needed to save and resume it."""
+    """What :func:`train_classifier` returns: the model and everything needed to save and resume it (05-classifier-eval)."""
 
     model: MnistClassifier
     optimizer: torch.optim.Optimizer
@@ -310,7 +310,7 @@ def save_classifier(path: str | Path, result: TrainedClassifier, **extra_metadat
 
 @dataclass
 class LoadedClassifier:
-    """A classifier ready to score digits (eval mode, no gradients), with its config and metadata."""
+    """A classifier ready to score digits (eval mode, no gradients), with its config and metadata (05-classifier-eval)."""
 
     model: MnistClassifier
     config: dict
@@ -393,7 +393,7 @@ def accuracy(model: MnistClassifier, split: MnistSplit, batch_size: int = 500) -
 
 # --------------------------------------------------------------------------------------------- CLI
 def register_cli(subparsers) -> None:
-    """Add the ``train-classifier`` command."""
+    """Add the ``train-classifier`` command (05-classifier-eval)."""
     defaults = ClassifierTrainConfig()
     parser = subparsers.add_parser(
         "train-classifier", help="train the MNIST classifier that scores generated digits",

@@ -256,7 +256,7 @@ def saturation_fraction(images: torch.Tensor, tol: float = SATURATION_TOL, side:
 # --------------------------------------------------------------------------------------------- with a classifier
 @dataclass(frozen=True)
 class RealReference:
-    """Classifier features of held-out real digits, computed once, that generated samples are compared with."""
+    """Classifier features of held-out real digits, computed once, that generated samples are compared with (05-classifier-eval)."""
 
     features: torch.Tensor  # N x D float32 on the CPU
     labels: torch.Tensor  # N int64

