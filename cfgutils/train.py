@@ -484,8 +484,12 @@ def export_for_sampling(source: str | Path, target: str | Path) -> Path:
 
 
 def find_model(preferred: str | Path | None = None) -> Path | None:
-    """The checkpoint 04/05 use: ``preferred`` if given, else 03's output, else the shipped one (04-cfg-sampling)."""
-    for candidate in ([Path(preferred)] if preferred else []) + [paths.TRAINED_MODEL, paths.PRETRAINED_MODEL]:
+    """The checkpoint 04/05 use: ``preferred`` if given (it must exist), else 03's output, else the shipped one (04-cfg-sampling)."""
+    if preferred:
+        if not Path(preferred).is_file():
+            raise ckpt.CheckpointError(f"checkpoint {preferred} does not exist")
+        return Path(preferred)
+    for candidate in (paths.TRAINED_MODEL, paths.PRETRAINED_MODEL):
         if candidate.is_file():
             return candidate
     return None
