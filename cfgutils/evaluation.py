@@ -167,20 +167,21 @@ def _run_classifier_experiment(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from .sampling_cli import check_output_dir, settings_from_args
+    from .sampling_cli import check_output_dir, guidance_from_args, settings_from_args
 
     scales, seeds = check_sweep_arguments(args.scales, args.n_per_class, args.seeds)
     settings = settings_from_args(args)
+    guidance = guidance_from_args(args)
     outdir = check_output_dir(args.outdir)
     loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
     classifier = load_classifier(args.classifier, args.device)
     result = guidance_sweep(loaded, classifier, scales, args.n_per_class, settings, seeds,
-                            batch_size=args.batch_size)
+                            guidance=guidance, batch_size=args.batch_size)
     meta = {"model": str(args.model), "model_data_source": loaded.metadata.get("data_source"),
             "classifier": str(args.classifier), "classifier_data_source": classifier.metadata.get("data_source"),
             "classifier_test_accuracy": classifier.metadata.get("test_accuracy"),
             "convention": "eps = eps_u + s (eps_c - eps_u); w = s - 1", **settings.describe(),
-            "n_per_class": args.n_per_class, "seeds": seeds}
+            **guidance.describe(), "n_per_class": args.n_per_class, "seeds": seeds}
     path = write_results(outdir, result, meta)
     save_strips(outdir, result)
     from . import report

@@ -16,8 +16,8 @@ import torch
 
 from .errors import UserInputError
 from .sampling import Guidance, SamplerSettings, check_scale, digit_labels, generate, w_from_s
-from .sampling_cli import (add_sampler_arguments, check_output_dir, sample_meta, settings_from_args,
-                           write_samples)
+from .sampling_cli import (add_sampler_arguments, check_output_dir, guidance_from_args, sample_meta,
+                           settings_from_args, write_samples)
 from .train import LoadedModel, load_model
 
 #: the reference study's grid of w, plus the unconditional model (s = 0)
@@ -129,11 +129,12 @@ def _run_digit_control(args: argparse.Namespace) -> int:
     labels = digit_labels("all", args.n)
     scale = check_scale(args.guidance_scale)
     settings = settings_from_args(args)
+    guidance = guidance_from_args(args)
     outdir = check_output_dir(args.outdir)
     loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
     images = generate(loaded.model, loaded.diffusion, labels, scale, settings, args.seed, args.batch_size,
-                      progress=True).cpu()
-    meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, Guidance(), experiment="digit-control")
+                      guidance, progress=True).cpu()
+    meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, experiment="digit-control")
     write_samples(outdir, images, labels, meta, nrow=args.n)
     print(f"wrote {len(labels)} samples (s = {scale:g}, w = {w_from_s(scale):g}) to {outdir}")
     return 0
@@ -150,9 +151,10 @@ def _run_guidance(args: argparse.Namespace) -> int:
     if args.n <= 0:
         raise UserInputError(f"n must be a positive integer, got {args.n}")
     settings = settings_from_args(args)
+    guidance = guidance_from_args(args)
     outdir = check_output_dir(args.outdir)
     loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
-    images = scale_sweep_one_digit(loaded, digit, scales, args.n, settings, args.seed)
+    images = scale_sweep_one_digit(loaded, digit, scales, args.n, settings, args.seed, guidance)
     outdir.mkdir(parents=True, exist_ok=True)
     fig = plot_scale_grid(images.transpose(0, 1), scales,
                           title=f"The digit {digit} at various guidance scales ({settings.sampler})")
@@ -162,7 +164,7 @@ def _run_guidance(args: argparse.Namespace) -> int:
 
     np.savez_compressed(outdir / "samples.npz", images=to_uint8(images).squeeze(2).numpy(),
                         scales=np.array(scales), digit=digit)
-    meta = sample_meta(loaded, scales[0], settings, args.seed, args.n, Guidance(), experiment="guidance",
+    meta = sample_meta(loaded, scales[0], settings, args.seed, args.n, guidance, experiment="guidance",
                        digit=digit)
     meta.pop("guidance_scale_s")
     meta.pop("guidance_weight_w")

@@ -59,7 +59,7 @@ def _as_probs(probs: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------- classification
 def bootstrap_ci(values: torch.Tensor, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
                  block: int = 2_000_000) -> tuple[float, float]:
-    """Percentile-bootstrap interval of the mean of per-sample ``values``, seeded and deterministic (05-classifier-eval).
+    """Percentile-bootstrap interval of the mean of per-sample ``values``; seeded, deterministic (05-classifier-eval).
 
     ``n_boot`` resamples of size N are drawn with replacement from a generator seeded by ``seed``;
     the interval is the (1 - level)/2 and (1 + level)/2 quantiles of their means.
@@ -86,7 +86,10 @@ def bootstrap_ci(values: torch.Tensor, n_boot: int = 1000, seed: int = 0, level:
 
 def accuracy_with_ci(probs: torch.Tensor, labels: torch.Tensor, n_boot: int = 1000, seed: int = 0,
                      level: float = 0.95) -> tuple[float, float, float]:
-    """(accuracy, low, high): argmax of ``probs`` (or logits) vs intended ``labels``, bootstrap interval (05-classifier-eval)."""
+    """(accuracy, low, high): argmax of ``probs`` (or logits) vs intended ``labels`` (05-classifier-eval).
+
+    low and high bound the seeded percentile-bootstrap interval (95% by default) of :func:`bootstrap_ci`.
+    """
     probs = _as_probs(probs)
     correct = (probs.argmax(1) == _as_labels(labels, probs.shape[0])).double()
     low, high = bootstrap_ci(correct, n_boot, seed, level)
@@ -116,9 +119,10 @@ def mean_intended_probability(probs: torch.Tensor, labels: torch.Tensor) -> floa
 
 
 def inception_score(probs: torch.Tensor) -> float:
-    """exp(E_x[KL(p(y|x) || p(y))]) with p(y) the mean prediction: 1 (all alike) to 10 (sure and balanced) (05-classifier-eval).
+    """exp(E_x[KL(p(y|x) || p(y))]), p(y) the mean prediction: 1 (all alike) to 10 (05-classifier-eval).
 
-    Computed on all samples at once (no splits). ``probs`` rows must be probability vectors.
+    10 means confident and balanced over the ten digits. Computed on all samples at once (no splits);
+    ``probs`` rows must be probability vectors.
     """
     probs = _as_probs(probs)
     marginal = probs.mean(0, keepdim=True)
@@ -256,7 +260,7 @@ def saturation_fraction(images: torch.Tensor, tol: float = SATURATION_TOL, side:
 # --------------------------------------------------------------------------------------------- with a classifier
 @dataclass(frozen=True)
 class RealReference:
-    """Classifier features of held-out real digits, computed once, that generated samples are compared with (05-classifier-eval)."""
+    """Classifier features of held-out real digits, computed once, to compare samples with (05-classifier-eval)."""
 
     features: torch.Tensor  # N x D float32 on the CPU
     labels: torch.Tensor  # N int64
@@ -300,7 +304,7 @@ def _model(classifier):
 
 def build_reference(classifier, real_split: MnistSplit, n_per_class: int = 400, seed: int = 0, k: int = 3,
                     batch_size: int = 500) -> RealReference:
-    """Features of ``n_per_class`` held-out real digits per class (use the test split), built once (05-classifier-eval)."""
+    """Features of ``n_per_class`` held-out real digits per class (from the test split) (05-classifier-eval)."""
     from .classifier import extract_features
 
     if real_split.split != "test":
@@ -341,7 +345,7 @@ def score(probs: torch.Tensor, features: torch.Tensor, images: torch.Tensor, lab
 def evaluate_generated(classifier, images: torch.Tensor, labels: torch.Tensor, reference: RealReference,
                        batch_size: int = 500, n_boot: int = 1000, seed: int = 0,
                        saturation_tol: float = SATURATION_TOL) -> dict[str, float]:
-    """Score generated ``images`` (clamped to [-1, 1]) against their intended ``labels``: one flat dict (05-classifier-eval).
+    """Score generated ``images`` (clamped to [-1, 1]) against intended ``labels``: one flat dict (05-classifier-eval).
 
     Keys: n, accuracy (+ accuracy_ci_low/high, bootstrap 95%), confidence (mean max-softmax),
     intended_probability (mean p(intended class)), inception_score, frechet_distance (vs the reference),
@@ -359,7 +363,7 @@ def evaluate_generated(classifier, images: torch.Tensor, labels: torch.Tensor, r
 def real_data_floor(classifier, real_split: MnistSplit, reference: RealReference, n_per_class: int = 100,
                     seed: int = 1, batch_size: int = 500, n_boot: int = 1000,
                     saturation_tol: float = SATURATION_TOL) -> dict[str, float]:
-    """Score held-out real digits *not* in ``reference`` as if generated: each metric's real-data value (05-classifier-eval).
+    """Score held-out real digits *not* in ``reference`` as if generated: real-data values (05-classifier-eval).
 
     Use the same ``n_per_class`` as the generated set, since Frechet distance and recall depend on N.
     """

@@ -45,27 +45,203 @@ def s_from_w(weight: float) -> float:
 class GuidanceContext:
     """What a guidance rule may look at in one step: the noise level and a per-run state dict."""
 
-    sigma: float  # sqrt(1 - alpha_bar) at this step
+    sigma: float  # sqrt(1 - alpha_bar) at this step (the variance-preserving noise level)
     step_index: int
     num_steps: int
-    state: dict = field(default_factory=dict)
+    state: dict = field(default_factory=dict)  # lives for one sampling run (one chunk): APG's momentum
+
+    @property
+    def edm_sigma(self) -> float:
+        """Noise-to-signal ratio sqrt((1 - alpha_bar) / alpha_bar): the sigma of EDM papers (inf at pure noise)."""
+        signal_sq = 1.0 - self.sigma ** 2
+        return math.inf if signal_sq <= 0 else self.sigma / math.sqrt(signal_sq)
+
+
+def _per_sample_norm(x: torch.Tensor) -> torch.Tensor:
+    """L2 norm of every sample of an (n, c, h, w) tensor, shaped (n, 1, 1, 1)."""
+    return x.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
+
+
+def _check_number(value, name: str, low: float = -math.inf, high: float = math.inf, allow_inf: bool = False) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as error:
+        raise UserInputError(f"{name} must be a number, got {value!r}") from error
+    if math.isnan(number) or (math.isinf(number) and not allow_inf) or not low <= number <= high:
+        raise UserInputError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
+    return number
 
 
 class Guidance:
-    """Plain classifier-free guidance: x0 = x0_u + s (x0_c - x0_u) (Ho & Salimans 2021) (04-cfg-sampling)."""
+    """Plain classifier-free guidance: x0 = x0_u + s (x0_c - x0_u) (Ho & Salimans 2021) (04-cfg-sampling).
+
+    The variants of notebook 06 subclass it and override one of the three hooks that
+    :func:`guided_prediction` calls in every step: :meth:`effective_scale` (which s applies at this
+    noise level), :meth:`combine` (how the two predictions are mixed) and :meth:`finalize` (what is done to
+    the mixed prediction).
+    """
 
     name = "cfg"
+
+    def effective_scale(self, scale: float, context: GuidanceContext) -> float:
+        """The scale used in this step (plain CFG: the same in every step)."""
+        return scale
 
     def combine(self, x0_cond: torch.Tensor, x0_uncond: torch.Tensor, scale: float,
                 context: GuidanceContext) -> torch.Tensor:
         return x0_uncond + scale * (x0_cond - x0_uncond)
 
+    def finalize(self, x0: torch.Tensor, context: GuidanceContext) -> torch.Tensor:
+        """Post-process the guided x0 (plain CFG: nothing)."""
+        return x0
+
     def needs_both(self, scale: float, context: GuidanceContext) -> bool:
         """Whether this step needs both predictions (plain CFG at s = 0 or 1 needs only one)."""
         return scale not in (0.0, 1.0)
 
+    def parameters(self) -> dict:
+        """The variant's parameters by name (none for plain CFG)."""
+        return {}
+
     def describe(self) -> dict:
-        return {"guidance": self.name}
+        return {"guidance": self.name, **{f"guidance_{k}": v for k, v in self.parameters().items()}}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.parameters().items())
+        return f"{type(self).__name__}({params})"
+
+
+class RescaledGuidance(Guidance):
+    """CFG rescale (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", eq. 15-16) (06).
+
+    The guided prediction is rescaled to the standard deviation of the conditional one, and mixed
+    back with factor ``phi``: x = phi * x_cfg * std(x_c) / std(x_cfg) + (1 - phi) * x_cfg. Large s
+    inflates the spread of x0 (over-exposure: saturated strokes); rescaling undoes the inflation while
+    keeping the guided direction. ``phi = 0`` is plain CFG. Applied to predicted x0, where cfgutils guides.
+    """
+
+    name = "rescale"
+
+    def __init__(self, phi: float = 0.7):
+        self.phi = _check_number(phi, "rescale phi", 0.0, 1.0)
+
+    def combine(self, x0_cond, x0_uncond, scale, context):
+        guided = super().combine(x0_cond, x0_uncond, scale, context)
+        ratio = x0_cond.flatten(1).std(dim=1) / guided.flatten(1).std(dim=1).clamp_min(1e-8)
+        ratio = ratio.view(-1, *([1] * (guided.dim() - 1)))
+        return self.phi * guided * ratio + (1.0 - self.phi) * guided
+
+    def needs_both(self, scale, context):
+        return scale != 1.0  # at s = 0 the rescale still needs the conditional spread
+
+    def parameters(self):
+        return {"phi": self.phi}
+
+
+class IntervalGuidance(Guidance):
+    """Guidance in a limited interval (Kynkäänniemi et al. 2024, "Applying Guidance in a Limited Interval
+    Improves Sample and Distribution Quality in Diffusion Models") (06-guidance-variants).
+
+    The scale s applies only at noise levels sigma_lo < sigma <= sigma_hi, with sigma the EDM noise-to-signal
+    ratio sqrt((1 - alpha_bar) / alpha_bar); elsewhere the step is plain conditional (s = 1). Guidance at
+    high noise collapses the variety of shapes, at low noise it only sharpens what is already decided.
+    An interval containing every step's sigma is plain CFG.
+    """
+
+    name = "interval"
+
+    def __init__(self, sigma_lo: float = 0.3, sigma_hi: float = 5.0):
+        self.sigma_lo = _check_number(sigma_lo, "interval sigma_lo", 0.0, allow_inf=False)
+        self.sigma_hi = _check_number(sigma_hi, "interval sigma_hi", 0.0, allow_inf=True)
+        if not self.sigma_lo < self.sigma_hi:
+            raise UserInputError(f"the guidance interval needs sigma_lo < sigma_hi, got ({sigma_lo}, {sigma_hi})")
+
+    def inside(self, context: GuidanceContext) -> bool:
+        return self.sigma_lo < context.edm_sigma <= self.sigma_hi
+
+    def effective_scale(self, scale, context):
+        return scale if self.inside(context) else 1.0
+
+    def parameters(self):
+        return {"sigma_lo": self.sigma_lo, "sigma_hi": self.sigma_hi}
+
+
+class ThresholdGuidance(Guidance):
+    """Dynamic thresholding of the predicted x0 (Saharia et al. 2022, "Photorealistic Text-to-Image Diffusion
+    Models with Deep Language Understanding" (Imagen), sec. 2.3) (06-guidance-variants).
+
+    Per sample, q = the ``percentile`` quantile of |x0|; if q > 1, x0 is clipped to [-q, q] and divided by
+    q. Saturated pixels are pulled inwards instead of piling up at +-1, as static clipping does.
+    """
+
+    name = "threshold"
+
+    def __init__(self, percentile: float = 0.995):
+        self.percentile = _check_number(percentile, "threshold percentile", 0.0, 1.0)
+        if self.percentile == 0.0:
+            raise UserInputError("threshold percentile must be in (0, 1], got 0")
+
+    def finalize(self, x0, context):
+        q = torch.quantile(x0.flatten(1).abs().float(), self.percentile, dim=1).clamp_min(1.0).to(x0.dtype)
+        q = q.view(-1, *([1] * (x0.dim() - 1)))
+        return torch.maximum(torch.minimum(x0, q), -q) / q
+
+    def parameters(self):
+        return {"percentile": self.percentile}
+
+
+class ProjectedGuidance(Guidance):
+    """Adaptive projected guidance, APG (Sadat et al. 2024, "Eliminating Oversaturation and Artifacts of High
+    Guidance Scales in Diffusion Models") (06-guidance-variants).
+
+    The update d = x0_c - x0_u is (1) averaged with reverse momentum (d <- d + momentum * previous d, with a
+    negative ``momentum``), (2) shrunk to an L2 norm of at most ``norm_threshold`` (0 = no limit), (3)
+    split into its component parallel to x0_c, which mostly raises contrast and saturates, and the
+    orthogonal rest; the result is x0_c + (s - 1) (d_orth + eta d_par). ``eta = 1``, ``momentum = 0`` and
+    no norm threshold is plain CFG.
+    """
+
+    name = "apg"
+
+    def __init__(self, eta: float = 0.0, norm_threshold: float = 15.0, momentum: float = -0.5):
+        self.eta = _check_number(eta, "apg eta", 0.0, 1.0)
+        self.norm_threshold = _check_number(norm_threshold, "apg norm threshold", 0.0)
+        self.momentum = _check_number(momentum, "apg momentum", -1.0, 1.0)
+
+    def combine(self, x0_cond, x0_uncond, scale, context):
+        update = x0_cond - x0_uncond
+        if self.momentum != 0.0:
+            previous = context.state.get("apg_running")
+            if previous is not None:
+                update = update + self.momentum * previous
+            context.state["apg_running"] = update
+        if self.norm_threshold > 0:
+            update = update * (self.norm_threshold / _per_sample_norm(update).clamp_min(1e-12)).clamp(max=1.0)
+        unit = x0_cond / _per_sample_norm(x0_cond).clamp_min(1e-12)
+        parallel = (update * unit).flatten(1).sum(dim=1).view(-1, *([1] * (update.dim() - 1))) * unit
+        orthogonal = update - parallel
+        return x0_cond + (scale - 1.0) * (orthogonal + self.eta * parallel)
+
+    def needs_both(self, scale, context):
+        return scale != 1.0  # s = 0 is not the null-label prediction under APG
+
+    def parameters(self):
+        return {"eta": self.eta, "norm_threshold": self.norm_threshold, "momentum": self.momentum}
+
+
+#: the guidance rules by name; the first is the default everywhere
+GUIDANCES: dict[str, type[Guidance]] = {"cfg": Guidance, "rescale": RescaledGuidance, "interval": IntervalGuidance,
+                                        "threshold": ThresholdGuidance, "apg": ProjectedGuidance}
+
+
+def make_guidance(name: str = "cfg", **parameters) -> Guidance:
+    """A guidance rule by name (cfg, rescale, interval, threshold, apg) with its parameters (06-guidance-variants)."""
+    if name not in GUIDANCES:
+        raise UserInputError(f"unknown guidance {name!r}: use one of {', '.join(GUIDANCES)}")
+    try:
+        return GUIDANCES[name](**parameters)
+    except TypeError as error:
+        raise UserInputError(f"guidance {name!r} does not take {sorted(parameters)}: {error}") from error
 
 
 def check_scale(scale: float) -> float:
@@ -90,6 +266,7 @@ def guided_prediction(model, diffusion: GaussianDiffusion, x_t: torch.Tensor, t:
     sigma = float((1 - diffusion.alpha_bar64[t]).sqrt())
     context = context or GuidanceContext(sigma=sigma, step_index=0, num_steps=1)
     t_batch = torch.full((n,), t, device=x_t.device, dtype=torch.long)
+    scale = guidance.effective_scale(scale, context)
     if guidance.needs_both(scale, context):
         output = model(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), torch.cat([labels, null]))
         _, x0_both = diffusion.to_eps_and_x0(output, torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]))
@@ -99,6 +276,7 @@ def guided_prediction(model, diffusion: GaussianDiffusion, x_t: torch.Tensor, t:
         # s = 0 is exactly the null-label prediction and s = 1 exactly the conditional one
         output = model(x_t, t_batch, null if scale == 0.0 else labels)
         _, x0 = diffusion.to_eps_and_x0(output, x_t, t_batch)
+    x0 = guidance.finalize(x0, context)
     if clip_x0:
         x0 = x0.clamp(-1.0, 1.0)
     signal = float(diffusion.alpha_bar64[t].sqrt())
@@ -317,3 +495,49 @@ def trajectory(model, diffusion: GaussianDiffusion, labels: torch.Tensor, scale:
                      guidance=guidance, callback=record)
     return {"timesteps": torch.tensor(steps), "x_t": torch.stack(xs), "x0_pred": torch.stack(x0s),
             "final": final.cpu()}
+
+
+class _RecordingGuidance(Guidance):
+    """Wraps a guidance rule and records, per step, the sizes of what it mixes (for :func:`guidance_norms`)."""
+
+    def __init__(self, inner: Guidance):
+        self.inner, self.name, self.rows = inner, inner.name, {}
+
+    def effective_scale(self, scale, context):
+        return self.inner.effective_scale(scale, context)
+
+    def needs_both(self, scale, context):
+        return self.inner.needs_both(scale, context)
+
+    def finalize(self, x0, context):
+        return self.inner.finalize(x0, context)
+
+    def combine(self, x0_cond, x0_uncond, scale, context):
+        guided = self.inner.combine(x0_cond, x0_uncond, scale, context)
+        self.rows[context.step_index] = (
+            _per_sample_norm(x0_cond - x0_uncond).mean().item(), _per_sample_norm(guided - x0_cond).mean().item(),
+            (guided.abs() > 1).float().mean().item())
+        return guided
+
+
+@torch.no_grad()
+def guidance_norms(model, diffusion: GaussianDiffusion, labels: torch.Tensor, scale: float,
+                   settings: SamplerSettings | None = None, seed: int = 0, guidance: Guidance | None = None
+                   ) -> dict[str, list[float]]:
+    """Sample once and record per step: EDM sigma, mean L2 norm of x0_c - x0_u, of the guided update
+    (guided x0 - x0_c, before any clipping) and the fraction of guided x0 pixels outside [-1, 1] (06-guidance-variants).
+
+    Steps where the rule used one prediction only (s = 1, or outside a guidance interval) record zeros.
+    """
+    settings = (settings or SamplerSettings()).validate(diffusion.timesteps)
+    recorder = _RecordingGuidance(guidance or Guidance())
+    sigmas: list[float] = []
+
+    def record_sigma(index: int, t: int, x_t: torch.Tensor, x0: torch.Tensor) -> None:
+        sigmas.append(math.sqrt((1 - float(diffusion.alpha_bar64[t])) / float(diffusion.alpha_bar64[t])))
+
+    generate(model, diffusion, labels, scale, settings, seed, batch_size=max(1, labels.shape[0]), guidance=recorder,
+             callback=record_sigma)
+    rows = [recorder.rows.get(index, (0.0, 0.0, 0.0)) for index in range(len(sigmas))]
+    return {"edm_sigma": sigmas, "difference_norm": [r[0] for r in rows], "update_norm": [r[1] for r in rows],
+            "outside_fraction": [r[2] for r in rows]}

@@ -18,8 +18,9 @@ import torch
 
 from .data import to_uint8
 from .errors import UserInputError
-from .sampling import (DEFAULT_SAMPLER, SAMPLERS, SPACINGS, Guidance, SamplerSettings, check_scale, digit_labels,
-                       generate, w_from_s)
+from .sampling import (DEFAULT_SAMPLER, GUIDANCES, SAMPLERS, SPACINGS, Guidance, IntervalGuidance, ProjectedGuidance,
+                       RescaledGuidance, SamplerSettings, ThresholdGuidance, check_scale, digit_labels, generate,
+                       make_guidance, w_from_s)
 from .train import LoadedModel, load_model
 
 
@@ -116,6 +117,43 @@ def add_sampler_arguments(parser: argparse.ArgumentParser, default_scale: float 
     parser.add_argument("--batch-size", type=int, default=500, help="samples per model call chunk")
     parser.add_argument("--raw-weights", action="store_true", help="use the raw weights instead of the EMA")
     parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+    add_guidance_arguments(parser)
+
+
+def add_guidance_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--guidance cfg|rescale|interval|threshold|apg`` and each variant's parameters (06-guidance-variants)."""
+    rescale, interval, threshold, apg = RescaledGuidance(), IntervalGuidance(), ThresholdGuidance(), ProjectedGuidance()
+    group = parser.add_argument_group("guidance rule (notebook 06-guidance-variants)")
+    group.add_argument("--guidance", default="cfg", choices=list(GUIDANCES),
+                       help="cfg: plain classifier-free guidance (default); rescale: CFG rescale (Lin et al. 2024); "
+                            "interval: guidance only in a noise interval (Kynkaanniemi et al. 2024); threshold: "
+                            "dynamic thresholding of x0 (Imagen, Saharia et al. 2022); apg: adaptive projected "
+                            "guidance (Sadat et al. 2024)")
+    group.add_argument("--rescale-phi", type=float, default=rescale.phi,
+                       help=f"rescale: mix of the rescaled prediction, 0 = plain CFG (default {rescale.phi:g})")
+    group.add_argument("--interval-sigma", type=float, nargs=2, default=[interval.sigma_lo, interval.sigma_hi],
+                       metavar=("LO", "HI"), help="interval: guide only where LO < sigma <= HI, sigma = "
+                       f"sqrt((1-alpha_bar)/alpha_bar) (default {interval.sigma_lo:g} {interval.sigma_hi:g})")
+    group.add_argument("--threshold-percentile", type=float, default=threshold.percentile,
+                       help=f"threshold: quantile of |x0| that is scaled to 1 (default {threshold.percentile:g})")
+    group.add_argument("--apg-eta", type=float, default=apg.eta,
+                       help=f"apg: weight of the update's component parallel to x0_c (default {apg.eta:g})")
+    group.add_argument("--apg-norm-threshold", type=float, default=apg.norm_threshold,
+                       help=f"apg: largest L2 norm of the update, 0 = no limit (default {apg.norm_threshold:g})")
+    group.add_argument("--apg-momentum", type=float, default=apg.momentum,
+                       help=f"apg: momentum of the running update, negative = reverse (default {apg.momentum:g})")
+
+
+def guidance_from_args(args: argparse.Namespace) -> Guidance:
+    """The guidance rule the flags ask for, validated (06-guidance-variants)."""
+    parameters = {
+        "cfg": {},
+        "rescale": {"phi": args.rescale_phi},
+        "interval": {"sigma_lo": args.interval_sigma[0], "sigma_hi": args.interval_sigma[1]},
+        "threshold": {"percentile": args.threshold_percentile},
+        "apg": {"eta": args.apg_eta, "norm_threshold": args.apg_norm_threshold, "momentum": args.apg_momentum},
+    }
+    return make_guidance(args.guidance, **parameters[args.guidance])
 
 
 def settings_from_args(args: argparse.Namespace) -> SamplerSettings:
@@ -144,14 +182,14 @@ def _run(args: argparse.Namespace) -> int:
     labels = digit_labels(args.digit, args.n)
     scale = check_scale(args.guidance_scale)
     settings = settings_from_args(args)
+    guidance = guidance_from_args(args)
     outdir = check_output_dir(args.outdir)
     loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
-    guidance = Guidance()
     images = distributed_generate(loaded, labels, scale, settings, args.seed, args.batch_size, guidance)
     if images is None:
         return 0
     meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, digit=str(args.digit))
     write_samples(outdir, images, labels, meta, nrow=args.n if str(args.digit) == "all" else min(args.n, 16))
     print(f"wrote {len(labels)} samples (s = {scale:g}, w = {w_from_s(scale):g}, {settings.sampler}, "
-          f"{settings.resolved_steps()} steps) to {outdir}")
+          f"{settings.resolved_steps()} steps, guidance {guidance!r}) to {outdir}")
     return 0

@@ -18,7 +18,7 @@ from cfgutils.errors import UserInputError
 
 # one thread per subprocess: a dozen of them start at once on a small machine
 ENV = {**os.environ, "CFGUTILS_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-TINY = {"channels1": 4, "channels2": 8, "feature_dim": 16}
+TINY = {"channels1": 4, "channels2": 8, "channels3": 8, "feature_dim": 16}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -127,8 +127,11 @@ def test_resume_is_bit_exact(tmp_path, small_split):
     assert resumed.step == 8
     assert_identical(weights(uninterrupted.model), weights(resumed.model))
     assert torch.equal(uninterrupted.generator.get_state(), resumed.generator.get_state())
+    assert resumed.data_source == small_split.source
     with pytest.raises(UserInputError, match="already at step 4"):
         tiny_run(small_split, 4, resume_from=path)
+    other = MnistSplit(small_split.images, small_split.labels, "other digits", "train")
+    assert tiny_run(other, 6, resume_from=path).data_source == f"{small_split.source} (steps 1-4), then other digits"
 
 
 def test_checkpoint_round_trip(tmp_path, small_split, eval_split):
@@ -234,6 +237,7 @@ def cli_errors(tmp_path_factory, small_split):
         "load diffusion": [out, "-l", unet],
         "load already done": [out, "-l", finished, "--steps", "2"],
         "bad device": [out, "--device", "tpu9"],
+        "threads zero": [out, "--threads", "0"],
     }
     running = {name: subprocess.Popen([sys.executable, "-m", "cfgutils", "train-classifier", *map(str, args)],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd="/")
@@ -249,7 +253,7 @@ def cli_errors(tmp_path_factory, small_split):
     ("steps zero", "steps"), ("steps negative", "steps"), ("batch zero", "batch size"), ("lr zero", "lr"),
     ("lr nan", "lr"), ("missing folder", "does not exist"), ("out is a folder", "folder"),
     ("load missing", "does not exist"), ("load corrupt", "corrupt"), ("load diffusion", "diffusion"),
-    ("load already done", "already at step 2"), ("bad device", "device"),
+    ("load already done", "already at step 2"), ("bad device", "device"), ("threads zero", "threads"),
 ])
 def test_cli_bad_input(cli_errors, case, hint):
     folder, results = cli_errors
