@@ -245,3 +245,78 @@ def save_sweep_figures(result: SweepResult, figures_dir: str | Path, prefix: str
     paths.append(save_figure(fig, f"{prefix}-strips.png", figures_dir))
     plt.close(fig)
     return paths
+
+
+# --------------------------------------------------------------------------------------------- variants (06)
+def variants_frame(results: dict[str, SweepResult]) -> pd.DataFrame:
+    """One row per (variant, scale): the sweep frames of several guidance rules stacked (06-guidance-variants)."""
+    return pd.concat([sweep_frame(result).assign(variant=name) for name, result in results.items()],
+                     ignore_index=True)
+
+
+def variants_table(results: dict[str, SweepResult], weights=(2, 5, 10, 20)) -> pd.DataFrame:
+    """Accuracy, Fréchet distance, precision and recall per variant at chosen w (rows: variant, w) (06)."""
+    frame = variants_frame(results)
+    frame = frame[frame["w"].round(6).isin([round(float(w), 6) for w in weights])]
+    return frame.set_index(["variant", "w"])[["s", "accuracy", "frechet_distance", "precision", "recall",
+                                              "saturation"]]
+
+
+def plot_variants(results: dict[str, SweepResult], metric: str, ax=None, floor: bool = True):
+    """One metric vs w, one line per guidance rule, the real-data floor dotted (06-guidance-variants)."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(5.5, 3.4))[1]
+    frame = variants_frame(results)
+    for name, group in frame.groupby("variant", sort=False):
+        ax.plot(group["w"], group[metric], "o-", ms=3, label=name)
+    first = next(iter(results.values()))
+    if floor and first.floor.get(metric) is not None:
+        ax.axhline(first.floor[metric], color="green", ls=":", label="real test digits")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    _log_w_axis(ax, frame)
+    ax.legend(fontsize=7)
+    return ax
+
+
+def variant_conclusions(results: dict[str, SweepResult], baseline: str = "cfg", check_w: float = 10.0,
+                        accuracy_target: float = 0.95, high_w: float = 5.0) -> dict:
+    """Per variant: accuracy at ``check_w`` and whether its Fréchet distance beats ``baseline`` at every w >= high_w.
+
+    ``passing`` lists the variants that keep accuracy >= ``accuracy_target`` at ``check_w`` and have a lower
+    Fréchet distance than the baseline at every w >= ``high_w`` (06-guidance-variants).
+    """
+    frame = variants_frame(results)
+    base = frame[frame["variant"] == baseline].set_index("w")
+    found = {}
+    for name, group in frame.groupby("variant", sort=False):
+        group = group.set_index("w")
+        at_check = group["accuracy"].get(check_w)
+        high = [w for w in group.index if w >= high_w and w in base.index]
+        lower_fd = bool(high) and all(group.loc[w, "frechet_distance"] < base.loc[w, "frechet_distance"] for w in high)
+        found[name] = {"accuracy_at_check_w": None if at_check is None else float(at_check),
+                       "frechet_at_check_w": None if check_w not in group.index
+                       else float(group.loc[check_w, "frechet_distance"]),
+                       "lower_frechet_than_baseline_for_high_w": lower_fd if name != baseline else None,
+                       "best_frechet": float(group["frechet_distance"].min()),
+                       "best_frechet_w": float(group["frechet_distance"].idxmin())}
+    passing = [name for name, f in found.items() if name != baseline and f["accuracy_at_check_w"] is not None
+               and f["accuracy_at_check_w"] >= accuracy_target and f["lower_frechet_than_baseline_for_high_w"]]
+    return {"check_w": check_w, "accuracy_target": accuracy_target, "high_w": high_w, "baseline": baseline,
+            "variants": found, "passing": passing}
+
+
+def format_variants_table(results: dict[str, SweepResult], weights=(2, 5, 10, 20)) -> str:
+    """The variants table as Markdown: rows = variant, columns = accuracy / Fréchet at each w (README, 06)."""
+    table = variants_table(results, weights)
+    header = "| variant | " + " | ".join(f"w={w:g} (s={w + 1:g}): acc / FD / recall" for w in weights) + " |"
+    lines = [header, "|---|" + "---|" * len(weights)]
+    for name in results:
+        cells = []
+        for w in weights:
+            key = (name, float(w))
+            row = table.loc[key] if key in table.index else None
+            cells.append("" if row is None else
+                         f"{row['accuracy']:.3f} / {row['frechet_distance']:.1f} / {row['recall']:.2f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

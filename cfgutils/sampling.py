@@ -145,12 +145,13 @@ class IntervalGuidance(Guidance):
     The scale s applies only at noise levels sigma_lo < sigma <= sigma_hi, with sigma the EDM noise-to-signal
     ratio sqrt((1 - alpha_bar) / alpha_bar); elsewhere the step is plain conditional (s = 1). Guidance at
     high noise collapses the variety of shapes, at low noise it only sharpens what is already decided.
-    An interval containing every step's sigma is plain CFG.
+    An interval containing every step's sigma is plain CFG. The default (0.5, 2.0] was the best of five
+    intervals tried on the shipped model (the paper's ImageNet interval, (0.28, 5.42], is one of them).
     """
 
     name = "interval"
 
-    def __init__(self, sigma_lo: float = 0.3, sigma_hi: float = 5.0):
+    def __init__(self, sigma_lo: float = 0.5, sigma_hi: float = 2.0):
         self.sigma_lo = _check_number(sigma_lo, "interval sigma_lo", 0.0, allow_inf=False)
         self.sigma_hi = _check_number(sigma_hi, "interval sigma_hi", 0.0, allow_inf=True)
         if not self.sigma_lo < self.sigma_hi:
@@ -171,12 +172,14 @@ class ThresholdGuidance(Guidance):
     Models with Deep Language Understanding" (Imagen), sec. 2.3) (06-guidance-variants).
 
     Per sample, q = the ``percentile`` quantile of |x0|; if q > 1, x0 is clipped to [-q, q] and divided by
-    q. Saturated pixels are pulled inwards instead of piling up at +-1, as static clipping does.
+    q. Saturated pixels are pulled inwards instead of piling up at +-1, as static clipping does. Imagen used
+    p = 0.995; on MNIST, where most pixels are background at -1, that rescales whole images towards grey,
+    and p = 0.9 measured better on the shipped model.
     """
 
     name = "threshold"
 
-    def __init__(self, percentile: float = 0.995):
+    def __init__(self, percentile: float = 0.9):
         self.percentile = _check_number(percentile, "threshold percentile", 0.0, 1.0)
         if self.percentile == 0.0:
             raise UserInputError("threshold percentile must be in (0, 1], got 0")
@@ -198,12 +201,13 @@ class ProjectedGuidance(Guidance):
     negative ``momentum``), (2) shrunk to an L2 norm of at most ``norm_threshold`` (0 = no limit), (3)
     split into its component parallel to x0_c, which mostly raises contrast and saturates, and the
     orthogonal rest; the result is x0_c + (s - 1) (d_orth + eta d_par). ``eta = 1``, ``momentum = 0`` and
-    no norm threshold is plain CFG.
+    no norm threshold is plain CFG. The norm threshold is in pixels of a [-1, 1] image (a 28x28 digit's
+    x0 has a norm of about 25); 5 measured better than 15 or 3 on the shipped model.
     """
 
     name = "apg"
 
-    def __init__(self, eta: float = 0.0, norm_threshold: float = 15.0, momentum: float = -0.5):
+    def __init__(self, eta: float = 0.0, norm_threshold: float = 5.0, momentum: float = -0.5):
         self.eta = _check_number(eta, "apg eta", 0.0, 1.0)
         self.norm_threshold = _check_number(norm_threshold, "apg norm threshold", 0.0)
         self.momentum = _check_number(momentum, "apg momentum", -1.0, 1.0)

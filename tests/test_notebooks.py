@@ -68,6 +68,8 @@ def check_04(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
     assert set(latency) >= {"first_render_s", "move_ms_median", "move_ms_max"}
     assert all(value > 0 for value in latency.values())
     assert summary["slider_moves"] and all("cached" in move for move in summary["slider_moves"])
+    assert summary["slider_variants"] == ["cfg", "rescale", "interval", "threshold", "apg"]
+    assert "computed" in summary["variant_status"][0] and "cached" in summary["variant_status"][1]
     comparison = {row["sampler"]: row for row in summary["sampler_comparison"]}
     assert set(comparison) == {"ddpm", "ddim", "dpmpp"} and all(row["wall_s"] > 0 for row in comparison.values())
     assert comparison["ddpm"]["steps"] == ci["compare_ddpm_steps"]
@@ -117,12 +119,33 @@ def check_05(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
         "05-classifier-eval-frontier.png", "05-classifier-eval-per-class.png", "05-classifier-eval-strips.png"})
 
 
+def check_06(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> None:
+    assert summary["weights_w"] == [2, 10] and summary["scales_s"] == [3, 11]
+    assert set(summary["rules"]) == {"cfg", "rescale", "interval", "threshold", "apg"}
+    assert summary["rules"]["interval"]["guidance_sigma_lo"] < summary["rules"]["interval"]["guidance_sigma_hi"]
+    with open(summary["variants_csv"]) as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted((row["variant"], float(row["w"])) for row in rows) == sorted(
+        (name, w) for name in summary["rules"] for w in (2.0, 10.0))
+    found = summary["conclusions"]
+    by_rule = {(row["variant"], float(row["w"])): row for row in rows}
+    for name, result in found["variants"].items():  # computed from the rows, not written by hand
+        assert result["accuracy_at_check_w"] == float(by_rule[(name, 10.0)]["accuracy"])
+    for name in found["passing"]:
+        assert float(by_rule[(name, 10.0)]["accuracy"]) >= 0.95
+        assert float(by_rule[(name, 10.0)]["frechet_distance"]) < float(by_rule[("cfg", 10.0)]["frechet_distance"])
+    assert_figures(summary, run_dir.parent / "figures", {
+        "06-guidance-variants-norms.png", "06-guidance-variants-update-by-rule.png", "06-guidance-variants-w10.png",
+        "06-guidance-variants-metrics.png", "06-guidance-variants-frontier.png", "06-guidance-variants-strips.png"})
+
+
 CHECKS = {
     "01-data": check_01,
     "02-unet": check_02,
     "03-train": check_03,
     "04-cfg-sampling": check_04,
     "05-classifier-eval": check_05,
+    "06-guidance-variants": check_06,
 }
 
 
