@@ -67,6 +67,7 @@ def image_grid(images: torch.Tensor | np.ndarray, nrow: int, *, ax=None,
     if row_labels is not None:
         ax.set_yticklabels(row_labels)
     ax.tick_params(length=0)
+    ax.grid(False)  # a seaborn/matplotlib style with grid lines would draw them across the images
     for spine in ax.spines.values():
         spine.set_visible(False)
     if title:
