@@ -42,12 +42,13 @@ class SweepResult:
 
 
 def check_sweep_arguments(scales, n_per_class: int, seeds) -> tuple[list[float], list[int]]:
-    """Validate the sweep's scales (non-empty, finite), n per class (> 0) and seeds (non-empty)."""
+    """Validate the sweep's scales (non-empty, finite), n per class (>= 2) and seeds (non-empty)."""
     from .experiments import check_scales
 
     scales = check_scales(scales)
-    if isinstance(n_per_class, bool) or not isinstance(n_per_class, int) or n_per_class <= 0:
-        raise UserInputError(f"n per class must be a positive integer, got {n_per_class!r}")
+    if isinstance(n_per_class, bool) or not isinstance(n_per_class, int) or n_per_class < 2:
+        raise UserInputError(f"n per class must be an integer >= 2 (diversity compares samples of one class), "
+                             f"got {n_per_class!r}")
     seeds = [int(s) for s in (seeds or [])]
     if not seeds:
         raise UserInputError("the list of seeds is empty")

@@ -258,8 +258,8 @@ def variants_table(results: dict[str, SweepResult], weights=(2, 5, 10, 20)) -> p
     """Accuracy, Fréchet distance, precision and recall per variant at chosen w (rows: variant, w) (06)."""
     frame = variants_frame(results)
     frame = frame[frame["w"].round(6).isin([round(float(w), 6) for w in weights])]
-    return frame.set_index(["variant", "w"])[["s", "accuracy", "frechet_distance", "precision", "recall",
-                                              "saturation"]]
+    columns = [c for c in ("s", "accuracy", "frechet_distance", "precision", "recall", "saturation") if c in frame]
+    return frame.set_index(["variant", "w"])[columns]
 
 
 def plot_variants(results: dict[str, SweepResult], metric: str, ax=None, floor: bool = True):
@@ -305,18 +305,3 @@ def variant_conclusions(results: dict[str, SweepResult], baseline: str = "cfg", 
     return {"check_w": check_w, "accuracy_target": accuracy_target, "high_w": high_w, "baseline": baseline,
             "variants": found, "passing": passing}
 
-
-def format_variants_table(results: dict[str, SweepResult], weights=(2, 5, 10, 20)) -> str:
-    """The variants table as Markdown: rows = variant, columns = accuracy / Fréchet at each w (README, 06)."""
-    table = variants_table(results, weights)
-    header = "| variant | " + " | ".join(f"w={w:g} (s={w + 1:g}): acc / FD / recall" for w in weights) + " |"
-    lines = [header, "|---|" + "---|" * len(weights)]
-    for name in results:
-        cells = []
-        for w in weights:
-            key = (name, float(w))
-            row = table.loc[key] if key in table.index else None
-            cells.append("" if row is None else
-                         f"{row['accuracy']:.3f} / {row['frechet_distance']:.1f} / {row['recall']:.2f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)

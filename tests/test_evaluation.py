@@ -93,10 +93,37 @@ def test_conclusions_are_computed_from_the_numbers():
     assert found["recall_at_highest_w"] == .3 and found["highest_w"] == 10
 
 
+def _shifted(result, accuracy_at, frechet_factor):
+    """A copy of ``result`` with accuracy replaced per w and Fréchet distances multiplied, for variant tests."""
+    rows = [{**row, "accuracy": accuracy_at.get(row["w"], row["accuracy"]),
+             "frechet_distance": row["frechet_distance"] * frechet_factor(row["w"])} for row in result.rows]
+    return SweepResult(rows, result.floor)
+
+
+def test_variant_conclusions_are_computed_from_the_numbers():
+    base = _synthetic_result()  # w = -1, 0, 2, 5, 10; accuracy at w = 10: .85, Fréchet 30
+    results = {
+        "cfg": base,
+        "better": _shifted(base, {10.0: .97}, lambda w: 0.5),  # passes: accurate at w = 10, lower FD for w >= 5
+        "inaccurate": _shifted(base, {10.0: .90}, lambda w: 0.5),  # lower FD, but below 95% at w = 10
+        "worse_at_5": _shifted(base, {10.0: .99}, lambda w: 1.5 if w == 5 else 0.5),  # FD higher at w = 5
+    }
+    found = report.variant_conclusions(results, check_w=10.0)
+    assert found["passing"] == ["better"]
+    assert found["variants"]["better"]["accuracy_at_check_w"] == .97
+    assert found["variants"]["better"]["frechet_at_check_w"] == 15.0
+    assert found["variants"]["worse_at_5"]["lower_frechet_than_baseline_for_high_w"] is False
+    assert found["variants"]["cfg"]["lower_frechet_than_baseline_for_high_w"] is None
+    assert found["variants"]["cfg"]["best_frechet"] == 10 and found["variants"]["cfg"]["best_frechet_w"] == 0
+    table = report.variants_table(results, weights=(2, 10))
+    assert table.loc[("better", 10.0), "frechet_distance"] == 15.0 and len(table) == 8
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"scales": []}, "empty"),
     ({"scales": [1.0, float("nan")]}, "finite"),
     ({"n_per_class": 0}, "n per class"),
+    ({"n_per_class": 1}, "n per class must be an integer >= 2"),
     ({"seeds": []}, "seeds"),
 ])
 def test_sweep_rejects_bad_arguments(tiny_checkpoint, tiny_classifier, kwargs, message):  # noqa: F811
@@ -128,7 +155,7 @@ def test_cli_rejects_bad_input_and_writes_nothing(tiny_checkpoint, tiny_classifi
 
 
 def test_cli_rejects_a_diffusion_model_as_classifier(tiny_checkpoint, tmp_path):  # noqa: F811
-    result = cli("experiment", "classifier", tiny_checkpoint, tiny_checkpoint, tmp_path / "x", "--n-per-class", "1")
+    result = cli("experiment", "classifier", tiny_checkpoint, tiny_checkpoint, tmp_path / "x", "--n-per-class", "2")
     assert result.returncode == 2 and "classifier was expected" in result.stderr
     assert not (tmp_path / "x").exists()
 
@@ -144,3 +171,19 @@ def test_cli_experiment_classifier_end_to_end(tiny_checkpoint, tiny_classifier, 
         rows = list(csv.DictReader(handle))
     assert [r["w"] for r in rows] == ["-1", "2", ""]
     assert {p.name for p in out.glob("*.png")} >= {"05-classifier-eval-accuracy.png", "05-classifier-eval-frontier.png"}
+
+
+@pytest.mark.slow
+def test_cli_experiment_classifier_with_a_guidance_variant(tiny_checkpoint, tiny_classifier, tmp_path):  # noqa: F811
+    out = tmp_path / "exp3-apg"
+    result = cli("experiment", "classifier", tiny_checkpoint, tiny_classifier, out, "--scales", "6",
+                 "--n-per-class", "2", "--steps", "3", "--guidance", "apg", "--apg-momentum", "-0.25")
+    assert result.returncode == 0, result.stderr
+    with open(out / "results.csv") as handle:
+        generated = next(csv.DictReader(handle))
+    assert (generated["guidance"], float(generated["guidance_momentum"])) == ("apg", -0.25)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["guidance"] == "apg" and meta["guidance_norm_threshold"] == 5.0
+    bad = cli("experiment", "classifier", tiny_checkpoint, tiny_classifier, tmp_path / "bad", "--scales", "6",
+              "--guidance", "interval", "--interval-sigma", "2", "1")
+    assert bad.returncode == 2 and "sigma_lo < sigma_hi" in bad.stderr and not (tmp_path / "bad").exists()
