@@ -52,6 +52,12 @@ def base_metadata(data_source: str, step: int, **extra: Any) -> dict[str, Any]:
     }
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(path: str | Path, kind: str, config: dict, state: dict, metadata: dict) -> Path:
     """Write a checkpoint atomically: a temporary file in the same folder, fsync, then rename (03-train)."""
     if kind not in KINDS:
@@ -64,6 +70,7 @@ def save_checkpoint(path: str | Path, kind: str, config: dict, state: dict, meta
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(handle.name, 0o666 & ~_current_umask())  # the temporary file is 0600; give it a normal file's mode
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)

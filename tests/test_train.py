@@ -101,6 +101,9 @@ def test_training_is_deterministic_and_writes_a_complete_checkpoint(tmp_path, sm
     assert log[0] == "step,loss,lr,images_per_s,elapsed_s" and len(log) == 1 + 3
     assert (tmp_path / "run" / "config.yaml").exists()
     assert not list(tmp_path.glob(".*.tmp"))
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (tmp_path / "a.pt").stat().st_mode & 0o777 == 0o666 & ~mask  # a normal file, not the temp file's 0600
 
 
 def test_resume_is_bit_exact(tmp_path, small_split):
