@@ -57,9 +57,14 @@ class GuidanceContext:
         return math.inf if signal_sq <= 0 else self.sigma / math.sqrt(signal_sq)
 
 
+def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """One value per sample, (n,), shaped (n, 1, 1, 1) to broadcast over the (n, c, h, w) batch ``like``."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
 def _per_sample_norm(x: torch.Tensor) -> torch.Tensor:
     """L2 norm of every sample of an (n, c, h, w) tensor, shaped (n, 1, 1, 1)."""
-    return x.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
+    return _per_sample(x.flatten(1).norm(dim=1), x)
 
 
 def _check_number(value, name: str, low: float = -math.inf, high: float = math.inf, allow_inf: bool = False) -> float:
@@ -127,8 +132,7 @@ class RescaledGuidance(Guidance):
 
     def combine(self, x0_cond, x0_uncond, scale, context):
         guided = super().combine(x0_cond, x0_uncond, scale, context)
-        ratio = x0_cond.flatten(1).std(dim=1) / guided.flatten(1).std(dim=1).clamp_min(1e-8)
-        ratio = ratio.view(-1, *([1] * (guided.dim() - 1)))
+        ratio = _per_sample(x0_cond.flatten(1).std(dim=1) / guided.flatten(1).std(dim=1).clamp_min(1e-8), guided)
         return self.phi * guided * ratio + (1.0 - self.phi) * guided
 
     def needs_both(self, scale, context):
@@ -185,8 +189,8 @@ class ThresholdGuidance(Guidance):
             raise UserInputError("threshold percentile must be in (0, 1], got 0")
 
     def finalize(self, x0, context):
-        q = torch.quantile(x0.flatten(1).abs().float(), self.percentile, dim=1).clamp_min(1.0).to(x0.dtype)
-        q = q.view(-1, *([1] * (x0.dim() - 1)))
+        q = _per_sample(torch.quantile(x0.flatten(1).abs().float(), self.percentile, dim=1).clamp_min(1.0), x0)
+        q = q.to(x0.dtype)
         return torch.maximum(torch.minimum(x0, q), -q) / q
 
     def parameters(self):
@@ -222,7 +226,7 @@ class ProjectedGuidance(Guidance):
         if self.norm_threshold > 0:
             update = update * (self.norm_threshold / _per_sample_norm(update).clamp_min(1e-12)).clamp(max=1.0)
         unit = x0_cond / _per_sample_norm(x0_cond).clamp_min(1e-12)
-        parallel = (update * unit).flatten(1).sum(dim=1).view(-1, *([1] * (update.dim() - 1))) * unit
+        parallel = _per_sample((update * unit).flatten(1).sum(dim=1), update) * unit
         orthogonal = update - parallel
         return x0_cond + (scale - 1.0) * (orthogonal + self.eta * parallel)
 
@@ -505,9 +509,10 @@ class _RecordingGuidance(Guidance):
     """Wraps a guidance rule and records, per step, the sizes of what it mixes (for :func:`guidance_norms`)."""
 
     def __init__(self, inner: Guidance):
-        self.inner, self.name, self.rows = inner, inner.name, {}
+        self.inner, self.name, self.rows, self.sigmas = inner, inner.name, {}, []
 
     def effective_scale(self, scale, context):
+        self.sigmas.append(context.edm_sigma)  # called once in every step
         return self.inner.effective_scale(scale, context)
 
     def needs_both(self, scale, context):
@@ -535,13 +540,7 @@ def guidance_norms(model, diffusion: GaussianDiffusion, labels: torch.Tensor, sc
     """
     settings = (settings or SamplerSettings()).validate(diffusion.timesteps)
     recorder = _RecordingGuidance(guidance or Guidance())
-    sigmas: list[float] = []
-
-    def record_sigma(index: int, t: int, x_t: torch.Tensor, x0: torch.Tensor) -> None:
-        sigmas.append(math.sqrt((1 - float(diffusion.alpha_bar64[t])) / float(diffusion.alpha_bar64[t])))
-
-    generate(model, diffusion, labels, scale, settings, seed, batch_size=max(1, labels.shape[0]), guidance=recorder,
-             callback=record_sigma)
-    rows = [recorder.rows.get(index, (0.0, 0.0, 0.0)) for index in range(len(sigmas))]
-    return {"edm_sigma": sigmas, "difference_norm": [r[0] for r in rows], "update_norm": [r[1] for r in rows],
+    generate(model, diffusion, labels, scale, settings, seed, batch_size=max(1, labels.shape[0]), guidance=recorder)
+    rows = [recorder.rows.get(index, (0.0, 0.0, 0.0)) for index in range(len(recorder.sigmas))]
+    return {"edm_sigma": recorder.sigmas, "difference_norm": [r[0] for r in rows], "update_norm": [r[1] for r in rows],
             "outside_fraction": [r[2] for r in rows]}
