@@ -1,6 +1,6 @@
 """Time to quality: train a recipe and score it along the way (CPU minutes vs accuracy at w = 2).
 
-    python benchmarks/time_to_quality.py [--preset default] [--points 6] [--n-per-class 30]
+    python benchmarks/time_to_quality.py [--preset default] [--points 6] [--n-per-class 30] [--opts K V ...]
 
 Trains the preset once (its full lr schedule), pausing at evenly spaced steps: each pause writes the
 checkpoint, samples n-per-class of every digit with the EMA weights at s = 3 (w = 2, DPM-Solver++ 12
@@ -20,7 +20,7 @@ from cfgutils import metrics
 from cfgutils.classifier import find_classifier, load_classifier, predict_proba
 from cfgutils.data import load_mnist
 from cfgutils.sampling import SamplerSettings, digit_labels, generate
-from cfgutils.train import default_config, load_model, train
+from cfgutils.train import load_model, resolve_config, train
 
 
 def main() -> None:
@@ -30,10 +30,12 @@ def main() -> None:
     parser.add_argument("--n-per-class", type=int, default=30, help="samples per digit at each point")
     parser.add_argument("--classifier", default=None, help="classifier checkpoint (default: shipped)")
     parser.add_argument("--csv", default=None, help="also write the table to this CSV file")
+    parser.add_argument("--opts", nargs="+", default=[], metavar="K V",
+                        help="config overrides, as for `python -m cfgutils train` (e.g. train.steps 1000)")
     args = parser.parse_args()
 
     classifier = load_classifier(find_classifier(args.classifier), "cpu")
-    config = default_config(args.preset)
+    config = resolve_config(args.preset, args.opts)
     total = config["train"]["steps"]
     stops = sorted({round(total * (i + 1) / args.points) for i in range(args.points)})
     split = load_mnist("train")
@@ -55,7 +57,8 @@ def main() -> None:
             row = rows[-1]
             print(f"step {stop:5d}: {row['train_minutes']:5.1f} CPU min, accuracy at w=2 {row['accuracy_w2']:.3f}",
                   flush=True)
-    print(f"\npreset {args.preset}: {split.source}; classifier {classifier.path}")
+    print(f"\npreset {args.preset}{' ' + ' '.join(args.opts) if args.opts else ''}: {split.source}; "
+          f"classifier {classifier.path}")
     print("| step | images seen | training minutes | accuracy at w = 2 (95% CI) |")
     print("|---:|---:|---:|---|")
     for row in rows:

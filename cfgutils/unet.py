@@ -30,7 +30,7 @@ from .errors import UserInputError
 class UNetConfig:
     """Widths and depth of :class:`ConditionalUNet`; saved with every checkpoint (02-unet)."""
 
-    base_channels: int = 32  # channels at the first (14x14) level
+    base_channels: int = 48  # channels at the first (14x14) level
     channel_mults: tuple[int, ...] = (1, 2)  # width multiplier per level; each further level halves the size
     blocks_per_level: int = 1  # residual blocks per level on the way down (the way up has one more)
     attention: bool = True  # self-attention at the lowest resolution
