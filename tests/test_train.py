@@ -13,8 +13,9 @@ import torch
 from cfgutils import checkpoint as ckpt
 from cfgutils.data import MnistSplit, load_mnist
 from cfgutils.errors import UserInputError
-from cfgutils.train import (TrainConfig, default_config, learning_rate, load_model, load_or_train, resolve_config,
-                            train)
+from cfgutils.device import keep_freed_memory
+from cfgutils.train import (TrainConfig, build_model, default_config, learning_rate, load_model, load_or_train,
+                            make_optimizer, resolve_config, to_training_layout, train)
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_OPTS = ["model.base_channels", "8", "model.groups", "4", "train.batch_size", "8", "train.warmup_steps", "2",
@@ -86,6 +87,34 @@ def test_learning_rate_schedule():
 
 
 # ------------------------------------------------------------------------------------------ training
+def test_cpu_training_layout_is_channels_last_and_computes_the_same_function():
+    cpu = torch.device("cpu")
+    config = resolve_config(opts=TINY_OPTS)
+    reference = build_model(config, seed=0)
+    with torch.no_grad():  # random weights everywhere (the zero-initialised output layer would hide differences)
+        for parameter in reference.parameters():
+            parameter.normal_(0, 0.3)
+    model = to_training_layout(build_model(config, seed=1), cpu)
+    model.load_state_dict(reference.state_dict())
+    conv_weights = [p for p in model.parameters() if p.dim() == 4]
+    assert conv_weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights)
+    assert not all(p.is_contiguous() for p in conv_weights if p.shape[-1] > 1)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 1, 28, 28, generator=generator)
+    t, y = torch.tensor([0, 10, 300, 700, 999]), torch.tensor([0, 3, 7, 9, 10])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t, y), reference(x, t, y), rtol=1e-4, atol=1e-4)
+    assert make_optimizer(model, TrainConfig(), cpu).defaults["fused"] is True
+
+
+def test_keep_freed_memory_applies_on_glibc_only():
+    import platform
+
+    on_glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is on_glibc
+    assert keep_freed_memory() is on_glibc  # harmless to repeat
+
+
 def test_training_is_deterministic_and_writes_a_complete_checkpoint(tmp_path, small_split):
     config = tiny_config(steps=6)
     first = train(config, small_split, checkpoint_path=tmp_path / "a.pt", run_dir=tmp_path / "run", progress=False)
