@@ -31,9 +31,9 @@ def keep_freed_memory() -> bool:
 
     A training step frees and re-allocates the same activation buffers every step. By default glibc hands
     large blocks back to the OS, and the next step pays a page fault per 4 KiB when it touches them again
-    (about 2,800 per step of the default model, 5% of its training time on a 2-core CPU). This keeps them in the process
-    (memory stays at the peak of one step). Returns False, changing nothing, where the C library is not
-    glibc (macOS, Windows, musl). Process-wide and harmless to call more than once; called by
+    (about 2,800 per step of the default model, 5% of its training time on a 2-core CPU). This keeps them
+    in the process (memory stays at the peak of one step). Returns False, changing nothing, where the C
+    library is not glibc (macOS, Windows, musl). Process-wide and harmless to call more than once; called by
     :func:`cfgutils.train.train` on a CPU.
     """
     import ctypes
