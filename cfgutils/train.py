@@ -193,7 +193,7 @@ def to_training_layout(model: torch.nn.Module, device: torch.device) -> torch.nn
     return model.to(memory_format=torch.channels_last) if device.type == "cpu" else model
 
 
-def make_optimizer(model: torch.nn.Module, config: "TrainConfig", device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW with the run's settings; the fused (one kernel for all tensors) version on CPU and CUDA (03-train)."""
     fused = True if device.type in ("cpu", "cuda") else None
     return torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, config.adam_beta2),
