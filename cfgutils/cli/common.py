@@ -1,28 +1,21 @@
-"""``python -m cfgutils sample``: guided samples of one digit (or all) written as PNGs, a grid, npz and meta.json.
-
-Under ``torchrun --nproc_per_node N -m cfgutils sample ...`` the chunks of ``--batch-size`` samples are
-dealt round-robin to the processes and gathered in order on rank 0, which writes the files: the
-result is the same as one process with the same seed and batch size.
-"""
+"""Flags and file writing shared by the sampling commands (``sample`` and ``experiment ...``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .data import to_uint8
-from .errors import UserInputError
-from .sampling import (DEFAULT_SAMPLER, GUIDANCES, SAMPLERS, SPACINGS, Guidance, IntervalGuidance, ProjectedGuidance,
-                       RescaledGuidance, SamplerSettings, ThresholdGuidance, check_scale, digit_labels, generate,
-                       make_guidance, w_from_s)
-from .train import LoadedModel, load_model
-
+from ..core.guidance import (GUIDANCES, Guidance, IntervalGuidance, ProjectedGuidance, RescaledGuidance,
+                             ThresholdGuidance, make_guidance, w_from_s)
+from ..core.samplers import DEFAULT_SAMPLER, SAMPLERS, SPACINGS, SamplerSettings
+from ..errors import UserInputError, positive_int
+from ..plumbing.checkpoint import LoadedModel
+from ..plumbing.data import to_uint8
+from ..presentation.plots import image_grid
 
 def check_output_dir(path: str | Path) -> Path:
     """An output folder we may create or fill: it must not be a file (04-cfg-sampling)."""
@@ -53,42 +46,9 @@ def sample_meta(loaded: LoadedModel, scale: float, settings: SamplerSettings, se
     }
 
 
-def distributed_generate(loaded: LoadedModel, labels: torch.Tensor, scale: float, settings: SamplerSettings,
-                         seed: int, batch_size: int, guidance: Guidance | None = None,
-                         progress: bool = True) -> torch.Tensor | None:
-    """:func:`generate`, split across torchrun processes; returns all samples on rank 0, None elsewhere."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return generate(loaded.model, loaded.diffusion, labels, scale, settings, seed, batch_size, guidance,
-                        progress=progress).cpu()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    rank = dist.get_rank()
-    n_chunks = math.ceil(labels.shape[0] / batch_size)
-    mine = list(range(rank, n_chunks, world_size))
-    local = generate(loaded.model, loaded.diffusion, labels, scale, settings, seed, batch_size, guidance,
-                     progress=progress and rank == 0, chunk_indices=mine).cpu()
-    pieces: list = [None] * world_size
-    dist.all_gather_object(pieces, (mine, local))
-    if rank != 0:
-        return None
-    by_chunk = {}
-    for chunks, images in pieces:
-        offset = 0
-        for chunk in chunks:
-            size = min(batch_size, labels.shape[0] - chunk * batch_size)
-            by_chunk[chunk] = images[offset:offset + size]
-            offset += size
-    return torch.cat([by_chunk[c] for c in range(n_chunks)])
-
-
 def write_samples(outdir: Path, images: torch.Tensor, labels: torch.Tensor, meta: dict, nrow: int) -> None:
     """Write per-sample PNGs, grid.png, samples.npz (uint8 images, labels) and meta.json into ``outdir``."""
     from PIL import Image
-
-    from .plotting import image_grid
 
     outdir.mkdir(parents=True, exist_ok=True)
     pixels = to_uint8(images.cpu()).squeeze(1).numpy()
@@ -158,38 +118,5 @@ def guidance_from_args(args: argparse.Namespace) -> Guidance:
 
 def settings_from_args(args: argparse.Namespace) -> SamplerSettings:
     """Validated sampler settings from parsed flags."""
-    if args.batch_size <= 0:
-        raise UserInputError(f"batch size must be a positive integer, got {args.batch_size}")
+    positive_int(args.batch_size, "batch size")
     return SamplerSettings(args.sampler, args.steps, args.eta, args.spacing, not args.no_clip).validate()
-
-
-def register_cli(subparsers) -> None:
-    """Add the ``sample`` command."""
-    parser = subparsers.add_parser(
-        "sample", help="sample a digit (or all) with classifier-free guidance",
-        description="Sample DIGIT from MODEL with guidance scale s and write one PNG per sample, grid.png, "
-                    "samples.npz (images uint8 Nx28x28, labels) and meta.json into OUTDIR.")
-    parser.add_argument("model", metavar="MODEL.pt", help="diffusion checkpoint (from `train`)")
-    parser.add_argument("digit", metavar="DIGIT", help="0-9, or 'all' for N of every digit")
-    parser.add_argument("outdir", metavar="OUTDIR", help="output folder (created)")
-    parser.add_argument("-n", "--n", type=int, default=16,
-                        help="samples (per digit with 'all'); default 16 (under torchrun write -n: torchrun claims --n)")
-    add_sampler_arguments(parser)
-    parser.set_defaults(handler=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    labels = digit_labels(args.digit, args.n)
-    scale = check_scale(args.guidance_scale)
-    settings = settings_from_args(args)
-    guidance = guidance_from_args(args)
-    outdir = check_output_dir(args.outdir)
-    loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
-    images = distributed_generate(loaded, labels, scale, settings, args.seed, args.batch_size, guidance)
-    if images is None:
-        return 0
-    meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, digit=str(args.digit))
-    write_samples(outdir, images, labels, meta, nrow=args.n if str(args.digit) == "all" else min(args.n, 16))
-    print(f"wrote {len(labels)} samples (s = {scale:g}, w = {w_from_s(scale):g}, {settings.sampler}, "
-          f"{settings.resolved_steps()} steps, guidance {guidance!r}) to {outdir}")
-    return 0

@@ -1,18 +1,17 @@
-"""Tables and figures of a guidance sweep (notebook 05-classifier-eval; reused by 06 and the CLI).
+"""Tables and computed conclusions of a guidance sweep (notebook 05-classifier-eval; reused by 06 and the CLI).
 
-Metric columns (see :mod:`cfgutils.metrics`): ``accuracy`` with ``accuracy_ci_low/high``,
+The figures of a sweep are in :mod:`cfgutils.presentation.plots`. Metric columns (see
+:mod:`cfgutils.workflows.metrics`): ``accuracy`` with ``accuracy_ci_low/high``,
 ``frechet_distance``, ``precision``, ``recall``, ``inception_score``, ``diversity``,
 ``confidence``, ``saturation``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from .evaluation import REFERENCE_ACCURACY, SweepResult
+from ..workflows.experiments import REFERENCE_ACCURACY, SweepResult
 
 METRIC_LABELS = {
     "accuracy": "classifier accuracy",
@@ -109,142 +108,6 @@ def conclusions(result: SweepResult) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- figures
-def _log_w_axis(ax, frame: pd.DataFrame, upto: float | None = None) -> None:
-    """x axis: w on a symlog scale (so 0..1 and 5..20 are both readable)."""
-    ax.set_xscale("symlog", linthresh=1.0)
-    ax.set_xlabel("guidance weight w  (s = w + 1; w = -1 is unconditional)")
-    highest = max(frame["w"].max(), upto if upto is not None else frame["w"].max())
-    ticks = [w for w in (-1, 0, 0.5, 1, 2, 3, 5, 10, 20) if frame["w"].min() <= w <= highest]
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([f"{t:g}" for t in ticks])
-
-
-def plot_accuracy(result: SweepResult, ax=None, label: str = "cfgutils (this model)"):
-    """Accuracy vs w with its 95% interval, the real-data floor and the reference study's curve (05-classifier-eval)."""
-    import matplotlib.pyplot as plt
-
-    frame = sweep_frame(result)
-    ax = ax or plt.subplots(figsize=(7, 3.8))[1]
-    ax.fill_between(frame["w"], frame["accuracy_ci_low"], frame["accuracy_ci_high"], alpha=0.25)
-    ax.plot(frame["w"], frame["accuracy"], "o-", label=label)
-    ref_w, ref_acc = zip(*sorted(REFERENCE_ACCURACY.items()))
-    ax.plot(ref_w, ref_acc, "s--", color="gray", label="reference study (published, 200 samples/scale)")
-    ax.axhline(result.floor["accuracy"], color="green", ls=":", label="real test digits")
-    ax.set_ylabel("classifier accuracy")
-    ax.set_ylim(0, 1.02)
-    _log_w_axis(ax, frame, upto=max(REFERENCE_ACCURACY))
-    ax.legend(fontsize=8, loc="lower left")
-    ax.set_title("Does the sample show the digit asked for?")
-    return ax
-
-
-def plot_metric(result: SweepResult, metric: str, ax=None, floor: bool = True):
-    """One metric vs w with the real-data floor as a dotted line."""
-    import matplotlib.pyplot as plt
-
-    frame = sweep_frame(result)
-    ax = ax or plt.subplots(figsize=(5, 3.2))[1]
-    ax.plot(frame["w"], frame[metric], "o-")
-    if floor and result.floor.get(metric) is not None:
-        ax.axhline(result.floor[metric], color="green", ls=":", label="real test digits")
-        ax.legend(fontsize=8)
-    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-    _log_w_axis(ax, frame)
-    return ax
-
-
-def plot_precision_recall(result: SweepResult, ax=None):
-    """Precision and recall vs w (fidelity vs coverage)."""
-    import matplotlib.pyplot as plt
-
-    frame = sweep_frame(result)
-    ax = ax or plt.subplots(figsize=(6, 3.4))[1]
-    for metric, marker in (("precision", "o-"), ("recall", "s-")):
-        ax.plot(frame["w"], frame[metric], marker, label=metric)
-        ax.axhline(result.floor[metric], ls=":", lw=1, color=ax.lines[-1].get_color())
-    ax.set_ylim(0, 1.02)
-    ax.set_ylabel("k-NN precision / recall (k = 3)")
-    _log_w_axis(ax, frame)
-    ax.legend(fontsize=8)
-    ax.set_title("Fidelity (precision) vs coverage (recall); dotted: real digits")
-    return ax
-
-
-def plot_frontier(results: dict[str, SweepResult], ax=None, x: str = "recall", y: str = "accuracy"):
-    """The fidelity-diversity frontier: one curve per sweep, points labelled by w (05, 06)."""
-    import matplotlib.pyplot as plt
-
-    ax = ax or plt.subplots(figsize=(6, 4))[1]
-    for name, result in results.items():
-        frame = sweep_frame(result)
-        ax.plot(frame[x], frame[y], "o-", label=name, alpha=0.85)
-        for _, row in frame.iterrows():
-            if row["w"] in (-1, 0, 1, 2, 5, 10, 20):
-                ax.annotate(f"w={row['w']:g}", (row[x], row[y]), fontsize=7, xytext=(3, 3),
-                            textcoords="offset points")
-    first = next(iter(results.values()))
-    ax.plot(first.floor[x], first.floor[y], "*", ms=12, color="green", label="real test digits")
-    ax.set_xlabel(METRIC_LABELS.get(x, x) + "  (diversity →)")
-    ax.set_ylabel(METRIC_LABELS.get(y, y) + "  (fidelity →)")
-    ax.legend(fontsize=8)
-    ax.set_title("Fidelity–diversity frontier")
-    return ax
-
-
-def plot_per_class(result: SweepResult, ax=None):
-    """Heatmap of accuracy per digit (rows) and w (columns)."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    scales = sorted(result.per_class)
-    matrix = pd.DataFrame(np.array([result.per_class[s] for s in scales]).T,
-                          columns=[f"{s - 1:g}" for s in scales], index=range(10))
-    ax = ax or plt.subplots(figsize=(min(1 + 0.55 * len(scales), 12), 4.2))[1]
-    sns.heatmap(matrix, vmin=0, vmax=1, cmap="viridis", annot=len(scales) <= 20, fmt=".2f",
-                annot_kws={"fontsize": 6}, cbar_kws={"label": "accuracy"}, ax=ax)
-    ax.set_xlabel("guidance weight w (s = w + 1)")
-    ax.set_ylabel("digit")
-    ax.set_title("Accuracy per digit and guidance weight")
-    return ax
-
-
-def plot_strips(result: SweepResult, weights=(0, 2, 5, 10, 20), digits=range(10), per_digit: int = 1):
-    """Sample strips at chosen w: rows = w, columns = digits (``per_digit`` each); returns the figure."""
-    import matplotlib.pyplot as plt
-
-    from .plotting import image_grid
-
-    available = sorted(result.strips)
-    chosen = [min(available, key=lambda s: abs(s - (w + 1))) for w in weights]
-    chosen = list(dict.fromkeys(chosen))
-    rows = [result.strips[s][list(digits), :per_digit].reshape(-1, 1, 28, 28) for s in chosen]
-    fig, ax = plt.subplots(figsize=(0.42 * len(list(digits)) * per_digit + 1.4, 0.5 * len(chosen) + 0.8))
-    image_grid(np.concatenate([r.numpy() for r in rows]), nrow=len(list(digits)) * per_digit, ax=ax,
-               row_labels=[f"w={s - 1:g}" for s in chosen], title="Samples at chosen guidance weights")
-    fig.tight_layout()
-    return fig
-
-
-def save_sweep_figures(result: SweepResult, figures_dir: str | Path, prefix: str = "05-classifier-eval") -> list[Path]:
-    """Save every sweep figure as ``<prefix>-*.png`` into ``figures_dir``; returns the paths."""
-    import matplotlib.pyplot as plt
-
-    from .plotting import save_figure
-
-    paths = []
-    for name, draw in (("accuracy", lambda: plot_accuracy(result)),
-                       ("frechet", lambda: plot_metric(result, "frechet_distance")),
-                       ("precision-recall", lambda: plot_precision_recall(result)),
-                       ("frontier", lambda: plot_frontier({"plain CFG": result})),
-                       ("per-class", lambda: plot_per_class(result))):
-        ax = draw()
-        ax.figure.tight_layout()
-        paths.append(save_figure(ax.figure, f"{prefix}-{name}.png", figures_dir))
-        plt.close(ax.figure)
-    fig = plot_strips(result)
-    paths.append(save_figure(fig, f"{prefix}-strips.png", figures_dir))
-    plt.close(fig)
-    return paths
 
 
 # --------------------------------------------------------------------------------------------- variants (06)
@@ -260,23 +123,6 @@ def variants_table(results: dict[str, SweepResult], weights=(2, 5, 10, 20)) -> p
     frame = frame[frame["w"].round(6).isin([round(float(w), 6) for w in weights])]
     columns = [c for c in ("s", "accuracy", "frechet_distance", "precision", "recall", "saturation") if c in frame]
     return frame.set_index(["variant", "w"])[columns]
-
-
-def plot_variants(results: dict[str, SweepResult], metric: str, ax=None, floor: bool = True):
-    """One metric vs w, one line per guidance rule, the real-data floor dotted (06-guidance-variants)."""
-    import matplotlib.pyplot as plt
-
-    ax = ax or plt.subplots(figsize=(5.5, 3.4))[1]
-    frame = variants_frame(results)
-    for name, group in frame.groupby("variant", sort=False):
-        ax.plot(group["w"], group[metric], "o-", ms=3, label=name)
-    first = next(iter(results.values()))
-    if floor and first.floor.get(metric) is not None:
-        ax.axhline(first.floor[metric], color="green", ls=":", label="real test digits")
-    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-    _log_w_axis(ax, frame)
-    ax.legend(fontsize=7)
-    return ax
 
 
 def variant_conclusions(results: dict[str, SweepResult], baseline: str = "cfg", check_w: float = 10.0,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from . import notebooks
+from ..workflows import notebooks
 
 
-def register_cli(subparsers) -> None:
+def register(subparsers) -> None:
     """Add the ``notebooks`` command."""
     parser = subparsers.add_parser(
         "notebooks", help="execute the notebooks headlessly with papermill",

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from . import paths
-from .errors import UserInputError
+from ..errors import UserInputError
 
 SPLITS = ("train", "test")
 IMAGE_SHAPE = (1, 28, 28)

@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .data import to_uint8
-from .errors import UserInputError
-from .sampling import DEFAULT_STEPS, SAMPLERS, Guidance, SamplerSettings, check_scale, digit_labels, generate, w_from_s
+from ..core.guidance import Guidance, check_scale, w_from_s
+from ..core.samplers import DEFAULT_STEPS, SAMPLERS, SamplerSettings, digit_labels, generate
+from ..errors import UserInputError
+from ..plumbing.checkpoint import LoadedModel
+from ..plumbing.data import to_uint8
+from .plots import image_grid
 
 #: the slider's discrete scales s (w = s - 1): unconditional, conditional, then guided up to w = 20
 SLIDER_SCALES = (0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 11.0, 16.0, 21.0)
@@ -39,7 +42,7 @@ class ViewKey:
 class GuidanceExplorer:
     """Samples per (setting, scale), cached as PNG bytes; ``guidances`` maps a name to a Guidance (04-cfg-sampling)."""
 
-    loaded: object  # a cfgutils.train.LoadedModel
+    loaded: LoadedModel
     scales: tuple[float, ...] = SLIDER_SCALES
     n_samples: int = 8
     guidances: dict[str, Guidance] = field(default_factory=lambda: {"cfg": Guidance()})
@@ -155,8 +158,6 @@ class GuidanceExplorer:
 def _png_row(pixels: np.ndarray) -> bytes:
     """uint8 (n, 28, 28) -> PNG bytes of one row, scaled 2x for the screen."""
     from PIL import Image
-
-    from .plotting import image_grid
 
     row = image_grid(pixels, nrow=len(pixels), as_array=True)
     picture = Image.fromarray(row, mode="L").resize((row.shape[1] * 2, row.shape[0] * 2), Image.NEAREST)

@@ -17,13 +17,13 @@ Design, in the order the data flows:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import UserInputError
+from ..errors import UserInputError, config_from_dict
 
 
 @dataclass(frozen=True)
@@ -49,16 +49,8 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "UNetConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise UserInputError(f"unknown model config keys: {', '.join(sorted(unknown))}")
-        values = dict(values)
-        if "channel_mults" in values:
-            values["channel_mults"] = tuple(int(m) for m in values["channel_mults"])
-        config = cls(**values)
-        config.validate()
-        return config
+        """Build and validate from a plain dict (YAML, a checkpoint), refusing unknown keys (02-unet)."""
+        return config_from_dict(cls, values, "model")
 
     def validate(self) -> None:
         widths = [self.base_channels * m for m in self.channel_mults]

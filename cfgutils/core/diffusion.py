@@ -12,12 +12,12 @@ other and to a prediction of x_0, which is what the samplers and guidance use.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from torch.nn import functional as F
 
-from .errors import UserInputError
+from ..errors import UserInputError, config_from_dict
 
 SCHEDULES = ("cosine", "linear")
 PREDICTIONS = ("eps", "v")
@@ -39,13 +39,8 @@ class DiffusionConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "DiffusionConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise UserInputError(f"unknown diffusion config keys: {', '.join(sorted(unknown))}")
-        config = cls(**values)
-        config.validate()
-        return config
+        """Build and validate from a plain dict (YAML, a checkpoint), refusing unknown keys (03-train)."""
+        return config_from_dict(cls, values, "diffusion")
 
     def validate(self) -> None:
         if self.schedule not in SCHEDULES:

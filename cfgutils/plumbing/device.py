@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import UserInputError
+from ..errors import UserInputError
 
 
 def pick_device(requested: str | None = "auto") -> torch.device:
@@ -30,11 +30,10 @@ def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the OS (03-train).
 
     A training step frees and re-allocates the same activation buffers every step. By default glibc hands
-    large blocks back to the OS, and the next step pays a page fault per 4 KiB when it touches them again
-    (about 2,800 per step of the default model, 5% of its training time on a 2-core CPU). This keeps them
-    in the process (memory stays at the peak of one step). Returns False, changing nothing, where the C
-    library is not glibc (macOS, Windows, musl). Process-wide and harmless to call more than once; called by
-    :func:`cfgutils.train.train` on a CPU.
+    large blocks back to the OS, and the next step pays a page fault per 4 KiB when it touches them again.
+    This keeps them in the process (memory stays at the peak of one step); ``benchmarks/README.md`` shows
+    what it saves. Returns False, changing nothing, where the C library is not glibc (macOS, Windows, musl).
+    Process-wide and harmless to call more than once; :func:`cfgutils.workflows.train.train` calls it on a CPU.
     """
     import ctypes
     import ctypes.util

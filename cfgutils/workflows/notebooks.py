@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from . import paths
-from .errors import UserInputError
+from ..plumbing import paths
+from ..errors import UserInputError
 
 #: the series, in order
 NOTEBOOKS = ("01-data", "02-unet", "03-train", "04-cfg-sampling", "05-classifier-eval", "06-guidance-variants")

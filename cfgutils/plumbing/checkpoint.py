@@ -14,15 +14,22 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import __version__
-from .errors import UserInputError
+from .. import __version__
+from ..core.diffusion import DiffusionConfig, GaussianDiffusion
+from ..core.unet import ConditionalUNet, UNetConfig
+from ..errors import UserInputError
+from . import paths
+from .config import resolve_config
+from .device import pick_device
 
 FORMAT_VERSION = 1
+MODEL_KIND = "cfg-unet"
 KINDS = {"cfg-unet": "a CFG diffusion model (UNet)", "mnist-classifier": "an MNIST classifier"}
 
 
@@ -97,3 +104,60 @@ def load_checkpoint(path: str | Path, kind: str, map_location: str | torch.devic
     if payload.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format {payload.get('format')}, this cfgutils reads {FORMAT_VERSION}.")
     return payload
+
+
+# --------------------------------------------------------------------------------------------- diffusion models
+@dataclass
+class LoadedModel:
+    """A diffusion model ready to sample: network (EMA weights unless asked otherwise), diffusion, metadata."""
+
+    model: ConditionalUNet
+    diffusion: GaussianDiffusion
+    config: dict
+    metadata: dict
+    path: Path | None
+    weights: str  # "ema" or "raw"
+
+
+def load_model(path: str | Path, device: str | torch.device | None = "auto", raw_weights: bool = False) -> LoadedModel:
+    """Load a CFG UNet checkpoint for sampling, EMA weights by default (04-cfg-sampling)."""
+    payload = load_checkpoint(path, MODEL_KIND)
+    device = pick_device(device) if not isinstance(device, torch.device) else device
+    if raw_weights and "model" not in payload["state"]:
+        raise CheckpointError(f"{path} was exported with EMA weights only; raw weights are not in it")
+    try:
+        config = resolve_config(base=payload["config"])
+        model = ConditionalUNet(UNetConfig.from_dict(config["model"]))
+        model.load_state_dict(payload["state"]["model" if raw_weights else "ema"])
+    except (KeyError, RuntimeError, TypeError) as error:
+        raise CheckpointError(f"checkpoint {path} does not fit the model it describes: "
+                              f"{str(error).splitlines()[0][:160]}") from error
+    model.to(device).eval().requires_grad_(False)
+    diffusion = GaussianDiffusion(DiffusionConfig.from_dict(config["diffusion"]))
+    return LoadedModel(model, diffusion, config, payload["metadata"], Path(path), "raw" if raw_weights else "ema")
+
+
+def export_for_sampling(source: str | Path, target: str | Path) -> Path:
+    """Write a small copy of a training checkpoint with the EMA weights only (what data/pretrained/ ships)."""
+    payload = load_checkpoint(source, MODEL_KIND)
+    target = check_output_path(target, "export")
+    metadata = {**payload["metadata"], "exported_from": Path(source).name, "contents": "EMA weights only"}
+    return save_checkpoint(target, MODEL_KIND, payload["config"], {"ema": payload["state"]["ema"]}, metadata)
+
+
+def find_model(preferred: str | Path | None = None) -> Path | None:
+    """The checkpoint 04-06 use: ``preferred`` if given (it must exist), else 03's output, else the shipped one."""
+    return _find(preferred, (paths.TRAINED_MODEL, paths.PRETRAINED_MODEL))
+
+
+def find_classifier(preferred: str | Path | None = None) -> Path | None:
+    """The classifier 05-06 use: ``preferred`` if given (it must exist), else a trained one, else the shipped one."""
+    return _find(preferred, (paths.TRAINED_CLASSIFIER, paths.PRETRAINED_CLASSIFIER))
+
+
+def _find(preferred: str | Path | None, candidates: tuple[Path, ...]) -> Path | None:
+    if preferred:
+        if not Path(preferred).is_file():
+            raise CheckpointError(f"checkpoint {preferred} does not exist")
+        return Path(preferred)
+    return next((candidate for candidate in candidates if candidate.is_file()), None)

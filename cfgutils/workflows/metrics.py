@@ -12,20 +12,16 @@ Pure functions on tensors (unit-testable without a model):
 * :func:`intra_class_diversity` - mean pairwise feature distance within each intended class, averaged over classes;
 * :func:`saturation_fraction` - the fraction of pixels within ``tol`` of -1 or +1 after clamping to [-1, 1].
 
-Thin wrappers that take a classifier: :func:`build_reference` (features of held-out real test digits,
-once), :func:`evaluate_generated` (every metric in one flat dict) and :func:`real_data_floor` (a
-*different* set of held-out real digits scored as if generated: what each metric reads for real data).
+The classifier-based scoring that combines them lives in :mod:`cfgutils.workflows.evaluation`.
 Every computation runs in batches; distances and covariances use float64.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 
-from .data import MnistSplit
-from .errors import UserInputError
+from ..errors import UserInputError
 
 NUM_CLASSES = 10
 #: default tolerance of :func:`saturation_fraction`: 0.02 in [-1, 1] is 2.55 of 255 grey levels
@@ -35,22 +31,25 @@ DISTANCE_BLOCK = 1024
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def _as_2d(features: torch.Tensor, name: str) -> torch.Tensor:
+def as_2d(features: torch.Tensor, name: str) -> torch.Tensor:
+    """``features`` as an N x D float64 CPU tensor, or a one-line error."""
     features = torch.as_tensor(features)
     if features.ndim != 2:
         raise UserInputError(f"{name} must be a 2-D tensor (N x D), got shape {tuple(features.shape)}")
     return features.detach().to("cpu", torch.float64)
 
 
-def _as_labels(labels: torch.Tensor, n: int, name: str = "labels") -> torch.Tensor:
+def as_labels(labels: torch.Tensor, n: int, name: str = "labels") -> torch.Tensor:
+    """``labels`` as N int64 on the CPU, checked against the number of samples."""
     labels = torch.as_tensor(labels).detach().to("cpu", torch.int64).reshape(-1)
     if labels.shape[0] != n:
         raise UserInputError(f"{name} has {labels.shape[0]} entries but there are {n} samples")
     return labels
 
 
-def _as_probs(probs: torch.Tensor) -> torch.Tensor:
-    probs = _as_2d(probs, "probabilities")
+def as_probs(probs: torch.Tensor) -> torch.Tensor:
+    """Class probabilities as a non-empty N x C float64 tensor."""
+    probs = as_2d(probs, "probabilities")
     if probs.shape[0] == 0:
         raise UserInputError("no samples to score")
     return probs
@@ -90,16 +89,16 @@ def accuracy_with_ci(probs: torch.Tensor, labels: torch.Tensor, n_boot: int = 10
 
     low and high bound the seeded percentile-bootstrap interval (95% by default) of :func:`bootstrap_ci`.
     """
-    probs = _as_probs(probs)
-    correct = (probs.argmax(1) == _as_labels(labels, probs.shape[0])).double()
+    probs = as_probs(probs)
+    correct = (probs.argmax(1) == as_labels(labels, probs.shape[0])).double()
     low, high = bootstrap_ci(correct, n_boot, seed, level)
     return float(correct.mean()), low, high
 
 
 def per_class_accuracy(probs: torch.Tensor, labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
     """Accuracy of the samples of each intended class (float64, NaN where a class has none) (05-classifier-eval)."""
-    probs = _as_probs(probs)
-    labels = _as_labels(labels, probs.shape[0])
+    probs = as_probs(probs)
+    labels = as_labels(labels, probs.shape[0])
     correct = (probs.argmax(1) == labels).double()
     totals = torch.bincount(labels, minlength=num_classes).double()[:num_classes]
     hits = torch.bincount(labels, weights=correct, minlength=num_classes)[:num_classes]
@@ -108,13 +107,13 @@ def per_class_accuracy(probs: torch.Tensor, labels: torch.Tensor, num_classes: i
 
 def mean_confidence(probs: torch.Tensor) -> float:
     """Mean max-softmax probability: how sure the classifier is of *some* class, right or wrong (05-classifier-eval)."""
-    return float(_as_probs(probs).max(1).values.mean())
+    return float(as_probs(probs).max(1).values.mean())
 
 
 def mean_intended_probability(probs: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean probability the classifier gives the *intended* class (05-classifier-eval)."""
-    probs = _as_probs(probs)
-    labels = _as_labels(labels, probs.shape[0])
+    probs = as_probs(probs)
+    labels = as_labels(labels, probs.shape[0])
     return float(probs.gather(1, labels[:, None]).mean())
 
 
@@ -124,7 +123,7 @@ def inception_score(probs: torch.Tensor) -> float:
     10 means confident and balanced over the ten digits. Computed on all samples at once (no splits);
     ``probs`` rows must be probability vectors.
     """
-    probs = _as_probs(probs)
+    probs = as_probs(probs)
     marginal = probs.mean(0, keepdim=True)
     kl = (torch.xlogy(probs, probs) - torch.xlogy(probs, marginal.expand_as(probs))).sum(1)
     return float(torch.exp(kl.mean()))
@@ -133,7 +132,7 @@ def inception_score(probs: torch.Tensor) -> float:
 # --------------------------------------------------------------------------------------------- feature space
 def gaussian_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and covariance (float64, unbiased) of N x D features (05-classifier-eval)."""
-    features = _as_2d(features, "features")
+    features = as_2d(features, "features")
     if features.shape[0] < 2:
         raise UserInputError(f"need at least 2 feature vectors for a covariance, got {features.shape[0]}")
     mean = features.mean(0)
@@ -180,7 +179,7 @@ def _blocked_distances(a: torch.Tensor, b: torch.Tensor, reduce) -> torch.Tensor
 
 def knn_radii(features: torch.Tensor, k: int = 3) -> torch.Tensor:
     """Distance of each feature vector to its k-th nearest *other* vector of the same set (05-classifier-eval)."""
-    features = _as_2d(features, "features")
+    features = as_2d(features, "features")
     if not isinstance(k, int) or k <= 0:
         raise UserInputError(f"k must be a positive integer, got {k!r}")
     if features.shape[0] <= k:
@@ -207,8 +206,8 @@ def precision_recall(real_features: torch.Tensor, fake_features: torch.Tensor, k
     real sample reaching its k-th nearest real neighbour). Recall: the fraction of real samples inside the
     generated manifold, built the same way. ``real_radii`` may pass precomputed :func:`knn_radii`.
     """
-    real = _as_2d(real_features, "real features")
-    fake = _as_2d(fake_features, "generated features")
+    real = as_2d(real_features, "real features")
+    fake = as_2d(fake_features, "generated features")
     if real.shape[1] != fake.shape[1]:
         raise UserInputError(f"feature sizes differ: real {real.shape[1]}, generated {fake.shape[1]}")
     real_radii = knn_radii(real, k) if real_radii is None else torch.as_tensor(real_radii, dtype=torch.float64)
@@ -223,8 +222,8 @@ def intra_class_diversity(features: torch.Tensor, labels: torch.Tensor) -> float
 
     Classes with fewer than two samples are skipped; 0 means every sample of a class is identical.
     """
-    features = _as_2d(features, "features")
-    labels = _as_labels(labels, features.shape[0])
+    features = as_2d(features, "features")
+    labels = as_labels(labels, features.shape[0])
     per_class = []
     for digit in torch.unique(labels).tolist():
         members = features[labels == digit]
@@ -255,121 +254,3 @@ def saturation_fraction(images: torch.Tensor, tol: float = SATURATION_TOL, side:
     low = images <= -1 + tol
     mask = {"both": high | low, "high": high, "low": low}[side]
     return float(mask.double().mean())
-
-
-# --------------------------------------------------------------------------------------------- with a classifier
-@dataclass(frozen=True)
-class RealReference:
-    """Classifier features of held-out real digits, computed once, to compare samples with (05-classifier-eval)."""
-
-    features: torch.Tensor  # N x D float32 on the CPU
-    labels: torch.Tensor  # N int64
-    indices: torch.Tensor  # rows of the split they came from (real_data_floor avoids them)
-    mean: torch.Tensor  # D float64
-    covariance: torch.Tensor  # D x D float64
-    radii: torch.Tensor  # k-NN radii (float64) for precision
-    k: int
-    source: str  # the split's source (e.g. the official 10,000-image MNIST test split)
-    split_size: int  # len(split), to recognise the split again
-    n_per_class: int
-    seed: int
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-
-def stratified_indices(labels: torch.Tensor, n_per_class: int, seed: int,
-                       exclude: torch.Tensor | None = None) -> torch.Tensor:
-    """``n_per_class`` random row indices of each digit (sorted), avoiding ``exclude``, seeded (05-classifier-eval)."""
-    labels = torch.as_tensor(labels).to("cpu", torch.int64)
-    if not isinstance(n_per_class, int) or n_per_class <= 0:
-        raise UserInputError(f"n_per_class must be a positive integer, got {n_per_class!r}")
-    available = torch.ones(labels.shape[0], dtype=torch.bool)
-    if exclude is not None:
-        available[torch.as_tensor(exclude, dtype=torch.int64)] = False
-    generator = torch.Generator().manual_seed(seed)
-    chosen = []
-    for digit in range(NUM_CLASSES):
-        members = torch.nonzero((labels == digit) & available).flatten()
-        if members.shape[0] < n_per_class:
-            raise UserInputError(f"only {members.shape[0]} unused real images of digit {digit} are available, "
-                                 f"{n_per_class} were asked for; use a smaller n_per_class")
-        chosen.append(members[torch.randperm(members.shape[0], generator=generator)[:n_per_class]])
-    return torch.sort(torch.cat(chosen)).values
-
-
-def _model(classifier):
-    return getattr(classifier, "model", classifier)  # a LoadedClassifier or the module itself
-
-
-def build_reference(classifier, real_split: MnistSplit, n_per_class: int = 400, seed: int = 0, k: int = 3,
-                    batch_size: int = 500) -> RealReference:
-    """Features of ``n_per_class`` held-out real digits per class (from the test split) (05-classifier-eval)."""
-    from .classifier import extract_features
-
-    if real_split.split != "test":
-        raise UserInputError(f"the reference must come from held-out digits (the test split), got the "
-                             f"{real_split.split} split, which the classifier may have trained on")
-    indices = stratified_indices(real_split.labels, n_per_class, seed)
-    features = extract_features(_model(classifier), real_split.images[indices], batch_size)
-    mean, covariance = gaussian_stats(features)
-    return RealReference(features, real_split.labels[indices].clone(), indices, mean, covariance,
-                         knn_radii(features, k), k, real_split.source, len(real_split), n_per_class, seed)
-
-
-def score(probs: torch.Tensor, features: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
-          reference: RealReference, n_boot: int = 1000, seed: int = 0,
-          saturation_tol: float = SATURATION_TOL) -> dict[str, float]:
-    """Every metric from precomputed probabilities and features, as one flat dict (05-classifier-eval)."""
-    labels = _as_labels(labels, _as_probs(probs).shape[0])
-    acc, low, high = accuracy_with_ci(probs, labels, n_boot, seed)
-    precision, recall = precision_recall(reference.features, features, reference.k, reference.radii)
-    result = {
-        "n": int(labels.shape[0]),
-        "accuracy": acc, "accuracy_ci_low": low, "accuracy_ci_high": high,
-        "confidence": mean_confidence(probs),
-        "intended_probability": mean_intended_probability(probs, labels),
-        "inception_score": inception_score(probs),
-        "frechet_distance": frechet_distance_from_stats(*gaussian_stats(features), reference.mean,
-                                                        reference.covariance),
-        "precision": precision, "recall": recall,
-        "diversity": intra_class_diversity(features, labels),
-        "saturation": saturation_fraction(images, saturation_tol, "both"),
-        "saturation_high": saturation_fraction(images, saturation_tol, "high"),
-    }
-    for digit, value in enumerate(per_class_accuracy(probs, labels).tolist()):
-        result[f"accuracy_digit_{digit}"] = value
-    return result
-
-
-def evaluate_generated(classifier, images: torch.Tensor, labels: torch.Tensor, reference: RealReference,
-                       batch_size: int = 500, n_boot: int = 1000, seed: int = 0,
-                       saturation_tol: float = SATURATION_TOL) -> dict[str, float]:
-    """Score generated ``images`` (clamped to [-1, 1]) against intended ``labels``: one flat dict (05-classifier-eval).
-
-    Keys: n, accuracy (+ accuracy_ci_low/high, bootstrap 95%), confidence (mean max-softmax),
-    intended_probability (mean p(intended class)), inception_score, frechet_distance (vs the reference),
-    precision, recall (k-NN, vs the reference), diversity (intra-class), saturation (|x| within tol of 1),
-    saturation_high (x within tol of +1), accuracy_digit_0 ... accuracy_digit_9.
-    Frechet distance is biased upwards for small N: compare against :func:`real_data_floor` with the same N.
-    """
-    from .classifier import predict_logits_and_features
-
-    images = torch.as_tensor(images).detach().to("cpu", torch.float32).clamp(-1, 1)
-    logits, features = predict_logits_and_features(_model(classifier), images, batch_size)
-    return score(logits.softmax(1), features, images, labels, reference, n_boot, seed, saturation_tol)
-
-
-def real_data_floor(classifier, real_split: MnistSplit, reference: RealReference, n_per_class: int = 100,
-                    seed: int = 1, batch_size: int = 500, n_boot: int = 1000,
-                    saturation_tol: float = SATURATION_TOL) -> dict[str, float]:
-    """Score held-out real digits *not* in ``reference`` as if generated: real-data values (05-classifier-eval).
-
-    Use the same ``n_per_class`` as the generated set, since Frechet distance and recall depend on N.
-    """
-    if real_split.source != reference.source or len(real_split) != reference.split_size:
-        raise UserInputError(f"the reference was built from {reference.source!r} ({reference.split_size} images), "
-                             f"not from {real_split.source!r} ({len(real_split)} images)")
-    indices = stratified_indices(real_split.labels, n_per_class, seed, exclude=reference.indices)
-    return evaluate_generated(classifier, real_split.images[indices], real_split.labels[indices], reference,
-                              batch_size, n_boot, seed, saturation_tol)

@@ -1,0 +1,144 @@
+"""``python -m cfgutils experiment digit-control | guidance | classifier``: the reference study's experiments 1-3."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from ..core.guidance import check_scale, w_from_s
+from ..core.samplers import digit_labels, generate
+from ..errors import positive_int
+from ..plumbing.checkpoint import load_model
+from ..plumbing.data import to_uint8
+from ..presentation import plots, report
+from ..workflows.classifier import load_classifier
+from ..workflows.experiments import (FIGURE_SCALES, SWEEP_SCALES, check_scales, check_sweep_arguments, guidance_sweep,
+                                     save_strips, scale_sweep_one_digit, write_results)
+from .common import (add_sampler_arguments, check_output_dir, guidance_from_args, sample_meta, settings_from_args,
+                     write_samples)
+
+
+def register(subparsers) -> None:
+    """Add ``experiment digit-control | guidance | classifier``."""
+    parser = subparsers.add_parser("experiment", help="the reference study's experiments 1-3",
+                                   description="Reproduce (and extend) the reference study's experiments.")
+    experiments = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+
+    control = experiments.add_parser("digit-control", help="experiment 1: every digit at one guidance scale",
+                                     description="Sample every digit at one guidance scale; writes grid.png "
+                                                 "(rows = digits), per-sample PNGs, samples.npz and meta.json.")
+    control.add_argument("model", metavar="MODEL.pt")
+    control.add_argument("outdir", metavar="OUTDIR")
+    control.add_argument("-n", "--n", type=int, default=8, help="samples per digit (default 8)")
+    add_sampler_arguments(control)
+    control.set_defaults(handler=_run_digit_control)
+
+    guidance = experiments.add_parser("guidance", help="experiment 2: one digit across guidance scales",
+                                      description="Sample one digit at several guidance scales from the same "
+                                                  "starting noise; writes guidance.png (columns = scales), "
+                                                  "samples.npz and meta.json.")
+    guidance.add_argument("model", metavar="MODEL.pt")
+    guidance.add_argument("digit", metavar="DIGIT", help="0-9")
+    guidance.add_argument("outdir", metavar="OUTDIR")
+    guidance.add_argument("--scales", type=float, nargs="+", default=list(FIGURE_SCALES), metavar="S",
+                          help=f"guidance scales s (w = s - 1); default {' '.join(f'{s:g}' for s in FIGURE_SCALES)}")
+    guidance.add_argument("-n", "--n", type=int, default=8, help="samples per scale (default 8)")
+    add_sampler_arguments(guidance, default_scale=None)
+    guidance.set_defaults(handler=_run_guidance)
+
+    _register_classifier_experiment(experiments)
+
+
+def _run_digit_control(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    labels = digit_labels("all", args.n)
+    scale = check_scale(args.guidance_scale)
+    settings = settings_from_args(args)
+    guidance = guidance_from_args(args)
+    outdir = check_output_dir(args.outdir)
+    loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
+    images = generate(loaded.model, loaded.diffusion, labels, scale, settings, args.seed, args.batch_size,
+                      guidance, progress=True).cpu()
+    meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, experiment="digit-control")
+    write_samples(outdir, images, labels, meta, nrow=args.n)
+    print(f"wrote {len(labels)} samples (s = {scale:g}, w = {w_from_s(scale):g}) to {outdir}")
+    return 0
+
+
+def _run_guidance(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    digit = int(digit_labels(args.digit, 1)[0])
+    scales = check_scales(args.scales)
+    positive_int(args.n, "n")
+    settings = settings_from_args(args)
+    guidance = guidance_from_args(args)
+    outdir = check_output_dir(args.outdir)
+    loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
+    images = scale_sweep_one_digit(loaded, digit, scales, args.n, settings, args.seed, guidance)
+    outdir.mkdir(parents=True, exist_ok=True)
+    fig = plots.plot_scale_grid(images.transpose(0, 1), scales,
+                          title=f"The digit {digit} at various guidance scales ({settings.sampler})")
+    fig.savefig(outdir / "guidance.png", dpi=120, metadata={"Software": None})
+    plt.close(fig)
+    np.savez_compressed(outdir / "samples.npz", images=to_uint8(images).squeeze(2).numpy(),
+                        scales=np.array(scales), digit=digit)
+    meta = sample_meta(loaded, scales[0], settings, args.seed, args.n, guidance, experiment="guidance",
+                       digit=digit)
+    meta.pop("guidance_scale_s")
+    meta.pop("guidance_weight_w")
+    meta.update({"scales_s": scales, "weights_w": [w_from_s(s) for s in scales], "n_per_scale": args.n})
+    (outdir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"wrote {outdir / 'guidance.png'} ({len(scales)} scales x {args.n} samples of digit {digit})")
+    return 0
+
+
+def _register_classifier_experiment(experiments) -> None:
+    parser = experiments.add_parser(
+        "classifier", help="experiment 3: classifier metrics of generated digits by guidance scale",
+        description="Sample N of every digit at each guidance scale s (w = s - 1) and seed, score them with "
+                    "CLASSIFIER against held-out real test digits (accuracy with a bootstrap 95%% interval, "
+                    "per-class accuracy, confidence, Frechet distance in classifier features, IS analogue, "
+                    "k-NN precision/recall, diversity, saturated pixels), and write results.csv (one row per "
+                    "scale and seed, plus the real-data floor), meta.json, strips.npz and figures.")
+    parser.add_argument("model", metavar="MODEL.pt", help="diffusion checkpoint")
+    parser.add_argument("classifier", metavar="CLASSIFIER.pt", help="classifier checkpoint (train-classifier)")
+    parser.add_argument("outdir", metavar="OUTDIR")
+    parser.add_argument("--scales", type=float, nargs="+", default=list(SWEEP_SCALES), metavar="S",
+                        help="guidance scales s (default: 0 and the reference study's w grid + 1)")
+    parser.add_argument("--n-per-class", type=int, default=30, help="samples per digit per scale (default 30)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="sampling seeds (default 0)")
+    add_sampler_arguments(parser, default_scale=None)
+    parser.set_defaults(handler=_run_classifier_experiment)
+
+
+def _run_classifier_experiment(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    scales, seeds = check_sweep_arguments(args.scales, args.n_per_class, args.seeds)
+    settings = settings_from_args(args)
+    guidance = guidance_from_args(args)
+    outdir = check_output_dir(args.outdir)
+    loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
+    classifier = load_classifier(args.classifier, args.device)
+    result = guidance_sweep(loaded, classifier, scales, args.n_per_class, settings, seeds,
+                            guidance=guidance, batch_size=args.batch_size)
+    meta = {"model": str(args.model), "model_data_source": loaded.metadata.get("data_source"),
+            "classifier": str(args.classifier), "classifier_data_source": classifier.metadata.get("data_source"),
+            "classifier_test_accuracy": classifier.metadata.get("test_accuracy"),
+            "convention": "eps = eps_u + s (eps_c - eps_u); w = s - 1", **settings.describe(),
+            **guidance.describe(), "n_per_class": args.n_per_class, "seeds": seeds}
+    path = write_results(outdir, result, meta)
+    save_strips(outdir, result)
+    plots.save_sweep_figures(result, outdir)
+    print(report.format_table(result))
+    print(f"wrote {path} and figures to {outdir}")
+    return 0

@@ -1,0 +1,64 @@
+"""``python -m cfgutils sample``: guided samples of one digit (or all) written as PNGs, a grid, npz and meta.json.
+
+Under ``torchrun --nproc_per_node N -m cfgutils sample ...`` the chunks of ``--batch-size`` samples are
+dealt round-robin to the processes and gathered in order on rank 0, which writes the files: the
+result is the same as one process with the same seed and batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ..core.guidance import Guidance, check_scale, w_from_s
+from ..core.samplers import SamplerSettings, digit_labels, generate
+from ..plumbing.checkpoint import LoadedModel, load_model
+from ..plumbing.distributed import DistributedContext, chunk_count, distributed, gather_chunks, my_chunks
+from .common import (add_sampler_arguments, check_output_dir, guidance_from_args, sample_meta, settings_from_args,
+                     write_samples)
+
+
+def distributed_generate(loaded: LoadedModel, labels: torch.Tensor, scale: float, settings: SamplerSettings,
+                         seed: int, batch_size: int, guidance: Guidance | None, context: DistributedContext,
+                         progress: bool = True) -> torch.Tensor | None:
+    """:func:`generate`, its chunks split across torchrun processes; all samples on rank 0, None elsewhere."""
+    n_chunks = chunk_count(labels.shape[0], batch_size)
+    mine = my_chunks(n_chunks, context) if context.world_size > 1 else None
+    local = generate(loaded.model, loaded.diffusion, labels, scale, settings, seed, batch_size, guidance,
+                     progress=progress and context.is_main, chunk_indices=mine).cpu()
+    return gather_chunks(mine, local, lambda chunk: min(batch_size, labels.shape[0] - chunk * batch_size),
+                         n_chunks, context)
+
+
+def register(subparsers) -> None:
+    """Add the ``sample`` command."""
+    parser = subparsers.add_parser(
+        "sample", help="sample a digit (or all) with classifier-free guidance",
+        description="Sample DIGIT from MODEL with guidance scale s and write one PNG per sample, grid.png, "
+                    "samples.npz (images uint8 Nx28x28, labels) and meta.json into OUTDIR.")
+    parser.add_argument("model", metavar="MODEL.pt", help="diffusion checkpoint (from `train`)")
+    parser.add_argument("digit", metavar="DIGIT", help="0-9, or 'all' for N of every digit")
+    parser.add_argument("outdir", metavar="OUTDIR", help="output folder (created)")
+    parser.add_argument("-n", "--n", type=int, default=16,
+                        help="samples (per digit with 'all'); default 16 (under torchrun write -n: torchrun claims --n)")
+    add_sampler_arguments(parser)
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    labels = digit_labels(args.digit, args.n)
+    scale = check_scale(args.guidance_scale)
+    settings = settings_from_args(args)
+    guidance = guidance_from_args(args)
+    outdir = check_output_dir(args.outdir)
+    with distributed(args.device) as (context, device):
+        loaded = load_model(args.model, device, raw_weights=args.raw_weights)
+        images = distributed_generate(loaded, labels, scale, settings, args.seed, args.batch_size, guidance, context)
+        if not context.is_main:
+            return 0
+        meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, digit=str(args.digit))
+        write_samples(outdir, images, labels, meta, nrow=args.n if str(args.digit) == "all" else min(args.n, 16))
+    print(f"wrote {len(labels)} samples (s = {scale:g}, w = {w_from_s(scale):g}, {settings.sampler}, "
+          f"{settings.resolved_steps()} steps, guidance {guidance!r}) to {outdir}")
+    return 0

@@ -1,0 +1,252 @@
+"""Every figure of the series: image grids, scale grids, the sweep and variant plots, reproducible PNGs.
+
+Importing this module changes no global state: pyplot is imported only inside the
+functions that draw, and no rcParams are touched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..core.guidance import w_from_s
+from ..errors import UserInputError
+from ..plumbing import paths
+from ..plumbing.data import to_uint8
+from ..workflows.experiments import REFERENCE_ACCURACY, SweepResult
+from .report import METRIC_LABELS, sweep_frame, variants_frame
+
+#: every saved figure uses this resolution, so re-running a notebook gives the same pixels
+DPI = 150
+
+
+def _as_uint8_stack(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(N, 1, H, W) or (N, H, W) images, uint8 or float in [-1, 1] -> uint8 array (N, H, W)."""
+    x = torch.as_tensor(images).detach().cpu()
+    if x.ndim == 4 and x.shape[1] == 1:
+        x = x[:, 0]
+    if x.ndim != 3:
+        raise UserInputError(f"image_grid expects (N, 1, H, W) or (N, H, W) grey images, got shape {tuple(x.shape)}.")
+    if x.dtype != torch.uint8:
+        x = to_uint8(x.float())  # model range [-1, 1]; values outside are clipped for display
+    return x.numpy()
+
+
+def image_grid(images: torch.Tensor | np.ndarray, nrow: int, *, ax=None,
+               row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
+               title: str | None = None, padding: int = 2, as_array: bool = False):
+    """Tile grey images (uint8, or float in [-1, 1]) with ``nrow`` images per row, like torchvision (01-data).
+
+    Returns the uint8 grid (H, W) if ``as_array``, else draws it (into ``ax``, or a new figure sized to
+    the grid) with optional ``row_labels``/``col_labels``/``title`` and returns the axes.
+    """
+    stack = _as_uint8_stack(images)
+    if nrow < 1:
+        raise UserInputError(f"nrow must be at least 1, got {nrow}.")
+    n, height, width = stack.shape
+    ncol = min(nrow, n)
+    nrows = -(-n // nrow)
+    cell_h, cell_w = height + padding, width + padding
+    grid = np.full((nrows * cell_h + padding, ncol * cell_w + padding), 255, dtype=np.uint8)  # white gutters
+    for i, image in enumerate(stack):
+        top, left = padding + (i // nrow) * cell_h, padding + (i % nrow) * cell_w
+        grid[top : top + height, left : left + width] = image
+    if as_array:
+        return grid
+
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.45 * ncol + 0.6, 0.45 * nrows + 0.5))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_xticks([padding + c * cell_w + width / 2 - 0.5 for c in range(ncol)] if col_labels is not None else [])
+    ax.set_yticks([padding + r * cell_h + height / 2 - 0.5 for r in range(nrows)] if row_labels is not None else [])
+    if col_labels is not None:
+        ax.set_xticklabels(col_labels)
+        ax.xaxis.tick_top()
+    if row_labels is not None:
+        ax.set_yticklabels(row_labels)
+    ax.tick_params(length=0)
+    ax.grid(False)  # a seaborn/matplotlib style with grid lines would draw them across the images
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def save_figure(fig, name: str, figures_dir: str | Path | None = None) -> Path:
+    """Save ``fig`` as ``figures/<name>`` (PNG, fixed dpi, no timestamp or version stamp) and return its path (01-data)."""
+    if Path(name).name != name or Path(name).suffix.lower() != ".png":
+        raise UserInputError(f"figure name {name!r} must be a plain file name ending in .png.")
+    path = paths.figure_path(name, figures_dir)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white", metadata={"Software": None})
+    return path.resolve()
+
+
+def scale_label(scale: float) -> str:
+    """"s=3 (w=2)": a column label in both conventions (04-cfg-sampling)."""
+    return f"s={scale:g}\n(w={w_from_s(scale):g})"
+
+
+def plot_scale_grid(images: torch.Tensor, scales, row_labels=None, title: str | None = None):
+    """Draw a (rows, len(scales), 1, 28, 28) grid with columns labelled in both conventions; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    rows, cols = images.shape[:2]
+    fig, ax = plt.subplots(figsize=(0.75 * cols + 1.0, 0.62 * rows + 1.3))
+    flat = images.reshape(rows * cols, 1, 28, 28)
+    image_grid(flat, nrow=cols, ax=ax, col_labels=[scale_label(s) for s in scales], row_labels=row_labels,
+               title=title)
+    ax.tick_params(axis="x", labelsize=7, length=0)
+    ax.tick_params(axis="y", labelsize=8, length=0)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------- sweeps (05, 06)
+def _log_w_axis(ax, frame: pd.DataFrame, upto: float | None = None) -> None:
+    """x axis: w on a symlog scale (so 0..1 and 5..20 are both readable)."""
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlabel("guidance weight w  (s = w + 1; w = -1 is unconditional)")
+    highest = max(frame["w"].max(), upto if upto is not None else frame["w"].max())
+    ticks = [w for w in (-1, 0, 0.5, 1, 2, 3, 5, 10, 20) if frame["w"].min() <= w <= highest]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}" for t in ticks])
+
+def plot_accuracy(result: SweepResult, ax=None, label: str = "cfgutils (this model)"):
+    """Accuracy vs w with its 95% interval, the real-data floor and the reference study's curve (05-classifier-eval)."""
+    import matplotlib.pyplot as plt
+
+    frame = sweep_frame(result)
+    ax = ax or plt.subplots(figsize=(7, 3.8))[1]
+    ax.fill_between(frame["w"], frame["accuracy_ci_low"], frame["accuracy_ci_high"], alpha=0.25)
+    ax.plot(frame["w"], frame["accuracy"], "o-", label=label)
+    ref_w, ref_acc = zip(*sorted(REFERENCE_ACCURACY.items()))
+    ax.plot(ref_w, ref_acc, "s--", color="gray", label="reference study (published, 200 samples/scale)")
+    ax.axhline(result.floor["accuracy"], color="green", ls=":", label="real test digits")
+    ax.set_ylabel("classifier accuracy")
+    ax.set_ylim(0, 1.02)
+    _log_w_axis(ax, frame, upto=max(REFERENCE_ACCURACY))
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("Does the sample show the digit asked for?")
+    return ax
+
+def plot_metric(result: SweepResult, metric: str, ax=None, floor: bool = True):
+    """One metric vs w with the real-data floor as a dotted line."""
+    import matplotlib.pyplot as plt
+
+    frame = sweep_frame(result)
+    ax = ax or plt.subplots(figsize=(5, 3.2))[1]
+    ax.plot(frame["w"], frame[metric], "o-")
+    if floor and result.floor.get(metric) is not None:
+        ax.axhline(result.floor[metric], color="green", ls=":", label="real test digits")
+        ax.legend(fontsize=8)
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    _log_w_axis(ax, frame)
+    return ax
+
+def plot_precision_recall(result: SweepResult, ax=None):
+    """Precision and recall vs w (fidelity vs coverage)."""
+    import matplotlib.pyplot as plt
+
+    frame = sweep_frame(result)
+    ax = ax or plt.subplots(figsize=(6, 3.4))[1]
+    for metric, marker in (("precision", "o-"), ("recall", "s-")):
+        ax.plot(frame["w"], frame[metric], marker, label=metric)
+        ax.axhline(result.floor[metric], ls=":", lw=1, color=ax.lines[-1].get_color())
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("k-NN precision / recall (k = 3)")
+    _log_w_axis(ax, frame)
+    ax.legend(fontsize=8)
+    ax.set_title("Fidelity (precision) vs coverage (recall); dotted: real digits")
+    return ax
+
+def plot_frontier(results: dict[str, SweepResult], ax=None, x: str = "recall", y: str = "accuracy"):
+    """The fidelity-diversity frontier: one curve per sweep, points labelled by w (05, 06)."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(6, 4))[1]
+    for name, result in results.items():
+        frame = sweep_frame(result)
+        ax.plot(frame[x], frame[y], "o-", label=name, alpha=0.85)
+        for _, row in frame.iterrows():
+            if row["w"] in (-1, 0, 1, 2, 5, 10, 20):
+                ax.annotate(f"w={row['w']:g}", (row[x], row[y]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
+    first = next(iter(results.values()))
+    ax.plot(first.floor[x], first.floor[y], "*", ms=12, color="green", label="real test digits")
+    ax.set_xlabel(METRIC_LABELS.get(x, x) + "  (diversity →)")
+    ax.set_ylabel(METRIC_LABELS.get(y, y) + "  (fidelity →)")
+    ax.legend(fontsize=8)
+    ax.set_title("Fidelity–diversity frontier")
+    return ax
+
+def plot_per_class(result: SweepResult, ax=None):
+    """Heatmap of accuracy per digit (rows) and w (columns)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    scales = sorted(result.per_class)
+    matrix = pd.DataFrame(np.array([result.per_class[s] for s in scales]).T,
+                          columns=[f"{s - 1:g}" for s in scales], index=range(10))
+    ax = ax or plt.subplots(figsize=(min(1 + 0.55 * len(scales), 12), 4.2))[1]
+    sns.heatmap(matrix, vmin=0, vmax=1, cmap="viridis", annot=len(scales) <= 20, fmt=".2f",
+                annot_kws={"fontsize": 6}, cbar_kws={"label": "accuracy"}, ax=ax)
+    ax.set_xlabel("guidance weight w (s = w + 1)")
+    ax.set_ylabel("digit")
+    ax.set_title("Accuracy per digit and guidance weight")
+    return ax
+
+def plot_strips(result: SweepResult, weights=(0, 2, 5, 10, 20), digits=range(10), per_digit: int = 1):
+    """Sample strips at chosen w: rows = w, columns = digits (``per_digit`` each); returns the figure."""
+    import matplotlib.pyplot as plt
+
+    available = sorted(result.strips)
+    chosen = [min(available, key=lambda s: abs(s - (w + 1))) for w in weights]
+    chosen = list(dict.fromkeys(chosen))
+    rows = [result.strips[s][list(digits), :per_digit].reshape(-1, 1, 28, 28) for s in chosen]
+    fig, ax = plt.subplots(figsize=(0.42 * len(list(digits)) * per_digit + 1.4, 0.5 * len(chosen) + 0.8))
+    image_grid(np.concatenate([r.numpy() for r in rows]), nrow=len(list(digits)) * per_digit, ax=ax,
+               row_labels=[f"w={s - 1:g}" for s in chosen], title="Samples at chosen guidance weights")
+    fig.tight_layout()
+    return fig
+
+def save_sweep_figures(result: SweepResult, figures_dir: str | Path, prefix: str = "05-classifier-eval") -> list[Path]:
+    """Save every sweep figure as ``<prefix>-*.png`` into ``figures_dir``; returns the paths."""
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for name, draw in (("accuracy", lambda: plot_accuracy(result)),
+                       ("frechet", lambda: plot_metric(result, "frechet_distance")),
+                       ("precision-recall", lambda: plot_precision_recall(result)),
+                       ("frontier", lambda: plot_frontier({"plain CFG": result})),
+                       ("per-class", lambda: plot_per_class(result))):
+        ax = draw()
+        ax.figure.tight_layout()
+        paths.append(save_figure(ax.figure, f"{prefix}-{name}.png", figures_dir))
+        plt.close(ax.figure)
+    fig = plot_strips(result)
+    paths.append(save_figure(fig, f"{prefix}-strips.png", figures_dir))
+    plt.close(fig)
+    return paths
+
+def plot_variants(results: dict[str, SweepResult], metric: str, ax=None, floor: bool = True):
+    """One metric vs w, one line per guidance rule, the real-data floor dotted (06-guidance-variants)."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(5.5, 3.4))[1]
+    frame = variants_frame(results)
+    for name, group in frame.groupby("variant", sort=False):
+        ax.plot(group["w"], group[metric], "o-", ms=3, label=name)
+    first = next(iter(results.values()))
+    if floor and first.floor.get(metric) is not None:
+        ax.axhline(first.floor[metric], color="green", ls=":", label="real test digits")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    _log_w_axis(ax, frame)
+    ax.legend(fontsize=7)
+    return ax
