@@ -16,8 +16,14 @@ import time
 
 import torch
 
-from cfgutils.sampling import DEFAULT_SAMPLER, DEFAULT_STEPS, SamplerSettings, digit_labels, generate
-from cfgutils.train import find_model, load_model
+from cfgutils.core.samplers import (
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    SamplerSettings,
+    digit_labels,
+    generate,
+)
+from cfgutils.plumbing.checkpoint import find_model, load_model
 
 CASES = [("ddpm", 1000), ("ddpm", 100), ("ddim", 50), ("ddim", 20), ("dpmpp", 20), ("dpmpp", 12), ("dpmpp", 8)]
 

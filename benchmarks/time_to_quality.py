@@ -16,11 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from cfgutils import metrics
-from cfgutils.classifier import find_classifier, load_classifier, predict_proba
-from cfgutils.data import load_mnist
-from cfgutils.sampling import SamplerSettings, digit_labels, generate
-from cfgutils.train import load_model, resolve_config, train
+from cfgutils.core.samplers import SamplerSettings, digit_labels, generate
+from cfgutils.plumbing.checkpoint import find_classifier, load_model
+from cfgutils.plumbing.config import resolve_config
+from cfgutils.plumbing.data import load_mnist
+from cfgutils.workflows import metrics
+from cfgutils.workflows.classifier import load_classifier, predict_proba
+from cfgutils.workflows.train import train
 
 
 def main() -> None:

@@ -10,9 +10,9 @@ machine noise hits both alike. Like the peak (the best of three timings), a mode
 round: on a shared machine the slow rounds measure the neighbours, not the code. The median round is
 printed too.
 
-Both models take the training step of ``cfgutils.train``: the memory layout it trains in
-(channels-last on a CPU), fused AdamW, gradient clipping at 1 and the EMA update, on random
-MNIST-shaped batches; only the network differs.
+Both models take ``cfgutils.workflows.train.training_step`` itself: label dropout, noise, the weighted
+loss, backward, gradient clipping at 1, fused AdamW and the EMA update, in the memory layout ``train``
+uses for ours (channels-last on a CPU), on random MNIST-shaped batches; only the network differs.
 """
 
 from __future__ import annotations
@@ -20,14 +20,22 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from types import SimpleNamespace
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cfgutils.device import keep_freed_memory
-from cfgutils.diffusion import GaussianDiffusion, DiffusionConfig
-from cfgutils.train import TrainConfig, apply_update, build_model, make_optimizer, resolve_config, to_training_layout
-from cfgutils.unet import count_parameters, forward_flops
+from cfgutils.core.diffusion import DiffusionConfig, GaussianDiffusion
+from cfgutils.core.unet import count_parameters, forward_flops
+from cfgutils.plumbing.config import TrainConfig, resolve_config
+from cfgutils.plumbing.device import keep_freed_memory
+from cfgutils.workflows.optim import make_optimizer
+from cfgutils.workflows.train import (
+    TrainingRun,
+    build_model,
+    to_training_layout,
+    training_step,
+)
 
 
 def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
@@ -44,37 +52,34 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
 
 
 class Candidate:
-    """A model plus one training step (``cfgutils.train.apply_update``) on random MNIST-shaped data."""
+    """A network plus ``training_step`` (the one ``cfgutils.workflows.train.train`` runs) on random MNIST-shaped data."""
 
-    def __init__(self, name, model, step_fn, forward_fn, device):
-        self.name, self.model, self.step_fn, self.forward_fn = name, model, step_fn, forward_fn
-        self.optimizer = make_optimizer(model, TrainConfig(lr=1e-4), device)
-        self.params = list(model.parameters())
-        self.ema_params = [p.detach().clone() for p in self.params]
+    def __init__(self, name, model, forward_fn, device):
+        self.name, self.model, self.forward_fn = name, model, forward_fn
+        diffusion = GaussianDiffusion(DiffusionConfig())
+        settings = TrainConfig(lr=1e-4, grad_clip=1.0)
+        ema = [p.detach().clone() for p in model.parameters()]
+        self.run = TrainingRun(model, model, model, make_optimizer(model, settings.lr, device),
+                               torch.Generator().manual_seed(0), diffusion, settings, device,
+                               params=list(model.parameters()), ema_params=ema)
         self.times: list[float] = []
 
     def train_step(self, batch):
-        apply_update(self.step_fn(batch), self.optimizer, self.params, self.ema_params, ema_decay=0.999,
-                     grad_clip=1.0)
+        training_step(self.run, batch["x"], batch["y"])
 
     def counted_train_flops(self, batch) -> float:
         with FlopCounterMode(display=False) as counter:
-            loss = self.step_fn(batch)
+            loss = self.run.diffusion.training_loss(self.model, batch["x"], batch["y"], batch["t"], batch["noise"])
             loss.backward()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.run.optimizer.zero_grad(set_to_none=True)
         return counter.get_total_flops() / batch["x"].shape[0]
 
 
 def ours(config_name: str, opts: list[str], device: torch.device) -> Candidate:
     config = resolve_config(config_name, opts)
     model = to_training_layout(build_model(config, seed=0), device)
-    diffusion = GaussianDiffusion(DiffusionConfig.from_dict(config["diffusion"]))
-
-    def step(batch):
-        return diffusion.training_loss(model, batch["x"], batch["y"], batch["t"], batch["noise"])
-
     label = config_name + "".join(f" {key.split('.')[-1]}={value}" for key, value in zip(opts[::2], opts[1::2]))
-    return Candidate(f"cfgutils UNet ({label})", model, step, lambda: forward_flops(model), device)
+    return Candidate(f"cfgutils UNet ({label})", model, lambda: forward_flops(model), device)
 
 
 def huggingface_course_unet(device: torch.device) -> Candidate | None:
@@ -88,6 +93,7 @@ def huggingface_course_unet(device: torch.device) -> Candidate | None:
 
         def __init__(self):
             super().__init__()
+            self.config = SimpleNamespace(null_label=10)  # label 10 = "no label", as in cfgutils
             self.class_embedding = torch.nn.Embedding(11, 4)
             self.unet = UNet2DModel(sample_size=28, in_channels=1 + 4, out_channels=1, layers_per_block=2,
                                     block_out_channels=(32, 64, 64),
@@ -101,15 +107,12 @@ def huggingface_course_unet(device: torch.device) -> Candidate | None:
     torch.manual_seed(0)
     model = ClassConditioned().to(device)  # its own layout: channels-last makes it slower (33% vs 39% of peak)
 
-    def step(batch):
-        return torch.nn.functional.mse_loss(model(batch["x"], batch["t"], batch["y"]), batch["noise"])
-
     def forward():
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long))
         return counter.get_total_flops()
 
-    return Candidate("diffusers UNet2DModel (HF course MNIST)", model, step, forward, device)
+    return Candidate("diffusers UNet2DModel (HF course MNIST)", model, forward, device)
 
 
 def main() -> None:
@@ -129,7 +132,7 @@ def main() -> None:
              "t": torch.randint(0, 1000, (args.batch_size,), generator=generator),
              "y": torch.randint(0, 11, (args.batch_size,), generator=generator)}
     device = torch.device("cpu")
-    keep_freed_memory()  # as cfgutils.train.train does on a CPU
+    keep_freed_memory()  # as cfgutils.workflows.train.train does on a CPU
     candidates = [ours(args.config, args.opts, device)]
     reference = None if args.no_reference else huggingface_course_unet(device)
     candidates += [reference] if reference is not None else []

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cfgutils import data, paths
+from cfgutils.plumbing import data, paths
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from cfgutils import paths
+from cfgutils.plumbing import paths
 
 pytestmark = pytest.mark.slow
 
@@ -163,7 +163,7 @@ def _prepare_notebook(root: Path, work: Path) -> Path:
     """``notebooks/04`` with the CI preset and temporary output and figure folders injected (not executed)."""
     import papermill
 
-    from cfgutils.notebooks import notebook_parameters
+    from cfgutils.workflows.notebooks import notebook_parameters
 
     target = root / f"{NOTEBOOK}.ipynb"
     parameters = {**notebook_parameters(NOTEBOOK, "ci"), "output_dir": str(work / "out"),

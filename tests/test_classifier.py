@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cfgutils import checkpoint as ckpt
-from cfgutils import classifier as clf
 from cfgutils.cli import build_parser
-from cfgutils.data import MnistSplit, load_mnist
 from cfgutils.errors import UserInputError
+from cfgutils.plumbing import checkpoint as ckpt
+from cfgutils.plumbing.data import MnistSplit, load_mnist
+from cfgutils.workflows import classifier as clf
 
 # one thread per subprocess: a dozen of them start at once on a small machine
 ENV = {**os.environ, "CFGUTILS_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -200,7 +200,9 @@ def test_batched_inference_matches_and_restores_mode(small_split):
 def test_find_classifier_prefers_the_given_path(tmp_path):
     given = tmp_path / "mine.pt"
     given.write_bytes(b"x")
-    assert clf.find_classifier(given) == given
+    assert ckpt.find_classifier(given) == given
+    with pytest.raises(ckpt.CheckpointError, match="does not exist"):
+        ckpt.find_classifier(tmp_path / "missing.pt")
 
 
 # ------------------------------------------------------------------------------------------ CLI

@@ -1,4 +1,4 @@
-"""Unit tests of cfgutils.data on small files made here, plus the official test split where present."""
+"""Unit tests of cfgutils.plumbing.data on small files made here, plus the official test split where present."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from cfgutils import data
-from cfgutils.data import DataError, FallbackDataWarning, load_mnist
 from cfgutils.errors import UserInputError
+from cfgutils.plumbing import data
+from cfgutils.plumbing.data import DataError, FallbackDataWarning, load_mnist
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -194,7 +194,7 @@ def test_importing_changes_no_global_state(tmp_path):
 
         before = snapshot()
         import cfgutils
-        modules = [m.name for m in pkgutil.iter_modules(cfgutils.__path__, "cfgutils.") if m.name != "cfgutils.__main__"]
+        modules = [m.name for m in pkgutil.walk_packages(cfgutils.__path__, "cfgutils.") if m.name != "cfgutils.__main__"]
         for name in modules:
             importlib.import_module(name)
         after = snapshot()
@@ -205,4 +205,4 @@ def test_importing_changes_no_global_state(tmp_path):
     """)
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "cfgutils.data" in result.stdout and "cfgutils.plotting" in result.stdout
+    assert "cfgutils.plumbing.data" in result.stdout and "cfgutils.presentation.plots" in result.stdout

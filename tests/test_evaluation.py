@@ -7,18 +7,26 @@ import sys
 
 import pytest
 import torch
-
-from cfgutils import report
-from cfgutils.classifier import save_classifier, train_classifier, load_classifier
-from cfgutils.data import MnistSplit, load_mnist
-from cfgutils.errors import UserInputError
-from cfgutils.evaluation import (REFERENCE_ACCURACY, SweepResult, build_reference_for, guidance_sweep,
-                                 write_results)
-from cfgutils.sampling import SamplerSettings
-from cfgutils.train import load_model
-
 from test_sample_cli import tiny_checkpoint  # noqa: F401 - fixture
 from test_train import ENV, small_split  # noqa: F401 - fixture
+
+from cfgutils.core.samplers import SamplerSettings
+from cfgutils.errors import UserInputError
+from cfgutils.plumbing.checkpoint import load_model
+from cfgutils.plumbing.data import MnistSplit, load_mnist
+from cfgutils.presentation import report
+from cfgutils.workflows.classifier import (
+    load_classifier,
+    save_classifier,
+    train_classifier,
+)
+from cfgutils.workflows.experiments import (
+    REFERENCE_ACCURACY,
+    SweepResult,
+    build_reference_for,
+    guidance_sweep,
+    write_results,
+)
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,16 @@ import math
 import numpy as np
 import pytest
 from PIL import Image
+from test_sample_cli import small_split, tiny_checkpoint  # noqa: F401 - fixtures
 
 from cfgutils.errors import UserInputError
-from cfgutils.explorer import SLIDER_SCALES, GuidanceExplorer, ViewKey, measure_latency
-from cfgutils.train import load_model
-
-from test_sample_cli import small_split, tiny_checkpoint  # noqa: F401 - fixtures
+from cfgutils.plumbing.checkpoint import load_model
+from cfgutils.presentation.explorer import (
+    SLIDER_SCALES,
+    GuidanceExplorer,
+    ViewKey,
+    measure_latency,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SCALES = (0.0, 1.0, 3.0)

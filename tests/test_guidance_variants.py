@@ -6,17 +6,29 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from cfgutils.errors import UserInputError
-from cfgutils.sampling import (GUIDANCES, Guidance, GuidanceContext, IntervalGuidance, ProjectedGuidance,
-                               RescaledGuidance, SamplerSettings, ThresholdGuidance, digit_labels, generate,
-                               guidance_norms, make_guidance)
-
 from test_model_and_diffusion import TINY, randomized
 from test_sample_cli import cli, tiny_checkpoint  # noqa: F401 - fixture
 from test_sampling import diffusion  # noqa: F401 - fixture
 from test_train import small_split  # noqa: F401 - fixture
-from cfgutils.unet import ConditionalUNet
+
+from cfgutils.core.guidance import (
+    GUIDANCES,
+    Guidance,
+    GuidanceContext,
+    IntervalGuidance,
+    ProjectedGuidance,
+    RescaledGuidance,
+    ThresholdGuidance,
+    make_guidance,
+)
+from cfgutils.core.samplers import (
+    SamplerSettings,
+    digit_labels,
+    generate,
+    guidance_norms,
+)
+from cfgutils.core.unet import ConditionalUNet
+from cfgutils.errors import UserInputError
 
 SAMPLERS = [SamplerSettings("ddpm", 6), SamplerSettings("ddim", 5, eta=0.5), SamplerSettings("dpmpp", 5)]
 LABELS = digit_labels("all", 1)
@@ -32,8 +44,9 @@ def sample(model, diffusion, guidance, scale=4.0, settings=SAMPLERS[2], seed=0):
     return generate(model, diffusion, LABELS, scale, settings, seed, guidance=guidance)
 
 
-def context(sigma=0.8):
-    return GuidanceContext(sigma=sigma, step_index=0, num_steps=1)
+def context(noise_std=0.8, step_index=0, num_steps=1, state=None):
+    """A guidance context at the step where x_t's noise has standard deviation ``noise_std``."""
+    return GuidanceContext(1 - noise_std ** 2, step_index, num_steps, {} if state is None else state)
 
 
 def pair(seed=0, n=3):
@@ -67,11 +80,12 @@ def test_an_empty_interval_is_conditional_sampling(tiny_model, diffusion):  # no
 
 def test_interval_guides_only_inside():
     rule = IntervalGuidance(0.5, 2.0)
-    # VP sigma -> EDM sigma sqrt((1 - a) / a) with a = 1 - sigma^2: 0.3 -> 0.314, 0.6 -> 0.75, 0.9 -> 2.065
-    contexts = [GuidanceContext(sigma, 0, 1) for sigma in (0.3, 0.6, 0.9)]
+    # noise std -> EDM sigma sqrt((1 - a) / a) with a = 1 - std^2: 0.3 -> 0.314, 0.6 -> 0.75, 0.9 -> 2.065
+    contexts = [context(std) for std in (0.3, 0.6, 0.9)]
+    assert [round(c.noise_std, 3) for c in contexts] == [0.3, 0.6, 0.9]
     assert [round(c.edm_sigma, 3) for c in contexts] == [0.314, 0.75, 2.065]
     assert [rule.effective_scale(5.0, c) for c in contexts] == [1.0, 5.0, 1.0]
-    assert GuidanceContext(1.0, 0, 1).edm_sigma == math.inf
+    assert context(1.0).edm_sigma == math.inf
 
 
 def test_rescale_matches_the_conditional_spread():
@@ -106,8 +120,8 @@ def test_apg_drops_the_parallel_part_and_bounds_the_norm():
 def test_apg_momentum_carries_the_previous_update():
     (c1, u1), (c2, u2) = pair(2), pair(3)
     rule, state = ProjectedGuidance(eta=1.0, norm_threshold=0.0, momentum=-0.5), {}
-    rule.combine(c1, u1, 2.0, GuidanceContext(0.9, 0, 2, state))
-    second = rule.combine(c2, u2, 2.0, GuidanceContext(0.5, 1, 2, state))
+    rule.combine(c1, u1, 2.0, context(0.9, 0, 2, state))
+    second = rule.combine(c2, u2, 2.0, context(0.5, 1, 2, state))
     torch.testing.assert_close(second, c2 + ((c2 - u2) - 0.5 * (c1 - u1)))
 
 

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from cfgutils import metrics
-from cfgutils.classifier import build_classifier
-from cfgutils.data import MnistSplit
 from cfgutils.errors import UserInputError
+from cfgutils.plumbing.data import MnistSplit
+from cfgutils.workflows import evaluation, metrics
+from cfgutils.workflows.classifier import build_classifier
 
 
 def one_hot(labels, classes=10):
@@ -164,35 +164,35 @@ def fake_test_split():
 
 
 def test_stratified_indices_are_balanced_disjoint_and_seeded(fake_test_split):
-    first = metrics.stratified_indices(fake_test_split.labels, 10, seed=0)
-    assert torch.equal(first, metrics.stratified_indices(fake_test_split.labels, 10, seed=0))
+    first = evaluation.stratified_indices(fake_test_split.labels, 10, seed=0)
+    assert torch.equal(first, evaluation.stratified_indices(fake_test_split.labels, 10, seed=0))
     assert torch.bincount(fake_test_split.labels[first]).tolist() == [10] * 10
-    other = metrics.stratified_indices(fake_test_split.labels, 30, seed=1, exclude=first)
+    other = evaluation.stratified_indices(fake_test_split.labels, 30, seed=1, exclude=first)
     assert not set(first.tolist()) & set(other.tolist())
     with pytest.raises(UserInputError, match="only 0 unused"):
-        metrics.stratified_indices(fake_test_split.labels, 1, seed=2, exclude=torch.cat([first, other]))
+        evaluation.stratified_indices(fake_test_split.labels, 1, seed=2, exclude=torch.cat([first, other]))
 
 
 def test_evaluate_generated_and_real_floor(fake_test_split):
     model = build_classifier(seed=0)
-    reference = metrics.build_reference(model, fake_test_split, n_per_class=20, seed=0)
+    reference = evaluation.build_reference(model, fake_test_split, n_per_class=20, seed=0)
     assert len(reference) == 200 and reference.source == "fake test split"
     assert reference.features.shape == (200, model.config.feature_dim)
     images, labels = fake_test_split.images[reference.indices], fake_test_split.labels[reference.indices]
-    same = metrics.evaluate_generated(model, images, labels, reference, n_boot=200)
+    same = evaluation.evaluate_generated(model, images, labels, reference, n_boot=200)
     assert same["frechet_distance"] == pytest.approx(0.0, abs=1e-6)
     assert same["precision"] == 1.0 and same["recall"] == 1.0
     expected = {"n", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "confidence", "intended_probability",
                 "inception_score", "frechet_distance", "precision", "recall", "diversity", "saturation",
                 "saturation_high"} | {f"accuracy_digit_{d}" for d in range(10)}
     assert set(same) == expected and all(isinstance(v, (int, float)) for v in same.values())
-    floor = metrics.real_data_floor(model, fake_test_split, reference, n_per_class=20, seed=1, n_boot=200)
+    floor = evaluation.real_data_floor(model, fake_test_split, reference, n_per_class=20, seed=1, n_boot=200)
     assert floor["n"] == 200 and floor["frechet_distance"] > 0
-    assert floor == metrics.real_data_floor(model, fake_test_split, reference, n_per_class=20, seed=1, n_boot=200)
+    assert floor == evaluation.real_data_floor(model, fake_test_split, reference, n_per_class=20, seed=1, n_boot=200)
     with pytest.raises(UserInputError, match="unused"):
-        metrics.real_data_floor(model, fake_test_split, reference, n_per_class=21)
+        evaluation.real_data_floor(model, fake_test_split, reference, n_per_class=21)
     other = MnistSplit(fake_test_split.images, fake_test_split.labels, "another split", "test")
     with pytest.raises(UserInputError, match="reference was built from"):
-        metrics.real_data_floor(model, other, reference, n_per_class=5)
+        evaluation.real_data_floor(model, other, reference, n_per_class=5)
     with pytest.raises(UserInputError, match="held-out"):
-        metrics.build_reference(model, MnistSplit(images, labels, "x", "train"), n_per_class=5)
+        evaluation.build_reference(model, MnistSplit(images, labels, "x", "train"), n_per_class=5)

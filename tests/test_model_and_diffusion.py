@@ -5,9 +5,19 @@ import math
 import pytest
 import torch
 
-from cfgutils.diffusion import DiffusionConfig, GaussianDiffusion, alpha_bar_schedule, drop_labels
+from cfgutils.core.diffusion import (
+    DiffusionConfig,
+    GaussianDiffusion,
+    alpha_bar_schedule,
+    drop_labels,
+)
+from cfgutils.core.unet import (
+    ConditionalUNet,
+    UNetConfig,
+    count_parameters,
+    forward_flops,
+)
 from cfgutils.errors import UserInputError
-from cfgutils.unet import ConditionalUNet, UNetConfig, count_parameters, forward_flops
 
 TINY = UNetConfig(base_channels=8, channel_mults=(1, 2), groups=4)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cfgutils.checkpoint import load_checkpoint
-from cfgutils.notebooks import available_notebooks, run_notebook
+from cfgutils.plumbing.checkpoint import load_checkpoint
+from cfgutils.workflows.notebooks import available_notebooks, run_notebook
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def check_02(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
 
 
 def check_04(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> None:
-    from cfgutils.notebooks import notebook_parameters
+    from cfgutils.workflows.notebooks import notebook_parameters
 
     ci = notebook_parameters("04-cfg-sampling", "ci")  # the preset this test ran with
     assert summary["scales_s"] == [float(s) for s in ci["scales"]]

@@ -8,7 +8,8 @@ import nbformat
 import pytest
 import yaml
 
-from cfgutils import notebooks, paths
+from cfgutils.plumbing import paths
+from cfgutils.workflows import notebooks
 
 NOTEBOOK_FILES = sorted(paths.NOTEBOOKS_DIR.glob("*.ipynb"))
 

@@ -7,11 +7,11 @@ import sys
 
 import numpy as np
 import pytest
-
-from cfgutils import checkpoint as ckpt
-from cfgutils.train import resolve_config, train
-
 from test_train import ENV, TINY_OPTS, small_split  # noqa: F401 - fixture
+
+from cfgutils.plumbing import checkpoint as ckpt
+from cfgutils.plumbing.config import resolve_config
+from cfgutils.workflows.train import train
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,26 @@ import math
 
 import pytest
 import torch
+from test_model_and_diffusion import TINY, randomized
 from torch import nn
 
-from cfgutils.diffusion import DiffusionConfig, GaussianDiffusion
+from cfgutils.core.diffusion import DiffusionConfig, GaussianDiffusion
+from cfgutils.core.guidance import Guidance, guided_prediction, s_from_w, w_from_s
+from cfgutils.core.samplers import (
+    SAMPLER_STEPS,
+    SAMPLERS,
+    SamplerSettings,
+    chunk_generator,
+    ddim_step,
+    ddpm_step,
+    digit_labels,
+    dpmpp_2m_step,
+    generate,
+    sampling_timesteps,
+    trajectory,
+)
+from cfgutils.core.unet import ConditionalUNet, UNetConfig
 from cfgutils.errors import UserInputError
-from cfgutils.sampling import (Guidance, SamplerSettings, ddim_step, ddpm_step, digit_labels, generate,
-                               guided_prediction, s_from_w, sampling_timesteps, trajectory, w_from_s)
-from cfgutils.unet import ConditionalUNet, UNetConfig
-
-from test_model_and_diffusion import TINY, randomized
 
 
 class AlwaysBoth(Guidance):
@@ -111,6 +122,24 @@ def test_trajectory_records_every_step(tiny_model, diffusion):
     torch.testing.assert_close(record["final"], again)
 
 
+def test_every_sampler_is_one_step_function():
+    assert set(SAMPLER_STEPS) == set(SAMPLERS)
+
+
+def test_first_order_dpmpp_step_is_a_deterministic_ddim_step():
+    """DPM-Solver++ without history is DDIM with eta = 0 (Lu et al. 2022, sec. 4): same x_{t_prev}."""
+    diffusion = GaussianDiffusion(DiffusionConfig(prediction="eps"))
+    generator = torch.Generator().manual_seed(3)
+    x_t, x0 = torch.randn(2, 1, 28, 28, generator=generator), torch.rand(2, 1, 28, 28, generator=generator) * 2 - 1
+    for t, t_prev in ((999, 899), (500, 400), (120, 20)):
+        ab = float(diffusion.alpha_bar64[t])
+        eps = (x_t - ab ** 0.5 * x0) / (1 - ab) ** 0.5
+        x_prev, (kept_x0, h) = dpmpp_2m_step(diffusion, x_t, x0, t, t_prev, None)
+        torch.testing.assert_close(x_prev, ddim_step(diffusion, x_t, eps, x0, t, t_prev, 0.0, None), atol=1e-5, rtol=1e-5)
+        assert kept_x0 is x0 and h > 0
+    assert dpmpp_2m_step(diffusion, x_t, x0, 20, -1, None)[0] is x0  # the last step returns the data prediction
+
+
 def test_timestep_spacings():
     assert sampling_timesteps(4, 1000, "uniform") == [750, 500, 250, 0]
     assert sampling_timesteps(4, 1000, "trailing") == [999, 749, 499, 249]
@@ -141,8 +170,6 @@ def test_deterministic_samplers_solve_the_gaussian_ode(sampler, steps, tolerance
     labels = torch.tensor([0, 9, 4, 10])
     settings = SamplerSettings(sampler, steps, clip_x0=False)
     out = generate(model, diffusion, labels, 1.0, settings, seed=0)
-    from cfgutils.sampling import chunk_generator
-
     x_T = torch.randn((4, 1, 28, 28), generator=chunk_generator(0, 0))
     t_start = sampling_timesteps(steps, 1000, "trailing")[0]
     ab = float(diffusion.alpha_bar64[t_start])
@@ -156,8 +183,6 @@ def test_dpmpp_beats_ddim_at_equal_steps():
     diffusion = GaussianDiffusion(DiffusionConfig(prediction="eps"))
     model = GaussianDenoiser(diffusion)
     labels = torch.tensor([1, 8])
-    from cfgutils.sampling import chunk_generator
-
     reference = generate(model, diffusion, labels, 1.0, SamplerSettings("dpmpp", 200, clip_x0=False), seed=0)
     errors = {s: (generate(model, diffusion, labels, 1.0, SamplerSettings(s, 20, clip_x0=False), seed=0)
                   - reference).abs().max() for s in ("ddim", "dpmpp")}
@@ -166,7 +191,10 @@ def test_dpmpp_beats_ddim_at_equal_steps():
 
 
 # -------------------------------------------------------------------------------- reference schedulers
-diffusers = pytest.importorskip("diffusers", reason="diffusers is in the dev extra; reference checks need it")
+@pytest.fixture(scope="module")
+def diffusers():
+    """The diffusers package (in the test extra); only the tests that compare against its schedulers need it."""
+    return pytest.importorskip("diffusers", reason="diffusers is in the test extra; reference checks need it")
 
 
 def _betas(diffusion):
@@ -176,7 +204,7 @@ def _betas(diffusion):
 
 
 @pytest.mark.parametrize("spacing, diffusers_spacing", [("uniform", "leading"), ("trailing", "trailing")])
-def test_ddpm_step_equals_diffusers(spacing, diffusers_spacing):
+def test_ddpm_step_equals_diffusers(diffusers, spacing, diffusers_spacing):
     diffusion = GaussianDiffusion(DiffusionConfig(prediction="eps"))
     scheduler = diffusers.DDPMScheduler(num_train_timesteps=1000, trained_betas=_betas(diffusion).numpy(),
                                         prediction_type="epsilon", clip_sample=False, variance_type="fixed_small",
@@ -199,7 +227,7 @@ def test_ddpm_step_equals_diffusers(spacing, diffusers_spacing):
 
 @pytest.mark.parametrize("spacing, diffusers_spacing", [("uniform", "leading"), ("trailing", "trailing")])
 @pytest.mark.parametrize("eta", [0.0, 1.0])
-def test_ddim_step_equals_diffusers(spacing, diffusers_spacing, eta):
+def test_ddim_step_equals_diffusers(diffusers, spacing, diffusers_spacing, eta):
     diffusion = GaussianDiffusion(DiffusionConfig(prediction="eps"))
     scheduler = diffusers.DDIMScheduler(num_train_timesteps=1000, trained_betas=_betas(diffusion).numpy(),
                                         prediction_type="epsilon", clip_sample=False, set_alpha_to_one=True,
@@ -220,7 +248,7 @@ def test_ddim_step_equals_diffusers(spacing, diffusers_spacing, eta):
         x = expected
 
 
-def test_dpmpp_trajectory_equals_diffusers():
+def test_dpmpp_trajectory_equals_diffusers(diffusers):
     diffusion = GaussianDiffusion(DiffusionConfig(prediction="eps"))
     model = GaussianDenoiser(diffusion)
     scheduler = diffusers.DPMSolverMultistepScheduler(
@@ -230,8 +258,6 @@ def test_dpmpp_trajectory_equals_diffusers():
     scheduler.set_timesteps(10)
     assert scheduler.timesteps.tolist() == sampling_timesteps(10, 1000, "trailing")
     labels = torch.tensor([2, 6, 10])
-    from cfgutils.sampling import chunk_generator
-
     x = torch.randn((3, 1, 28, 28), generator=chunk_generator(0, 0))
     for t in scheduler.timesteps:
         eps = model(x, torch.full((3,), int(t)), labels)

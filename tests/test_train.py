@@ -10,12 +10,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from cfgutils import checkpoint as ckpt
-from cfgutils.data import MnistSplit, load_mnist
 from cfgutils.errors import UserInputError
-from cfgutils.device import keep_freed_memory
-from cfgutils.train import (TrainConfig, build_model, default_config, learning_rate, load_model, load_or_train,
-                            make_optimizer, resolve_config, to_training_layout, train)
+from cfgutils.plumbing import checkpoint as ckpt
+from cfgutils.plumbing.checkpoint import load_model
+from cfgutils.plumbing.config import TrainConfig, default_config, resolve_config
+from cfgutils.plumbing.data import MnistSplit, load_mnist
+from cfgutils.plumbing.device import keep_freed_memory
+from cfgutils.workflows.optim import make_optimizer
+from cfgutils.workflows.train import (
+    build_model,
+    learning_rate,
+    load_or_train,
+    to_training_layout,
+    train,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_OPTS = ["model.base_channels", "8", "model.groups", "4", "train.batch_size", "8", "train.warmup_steps", "2",
@@ -104,7 +112,7 @@ def test_cpu_training_layout_is_channels_last_and_computes_the_same_function():
     t, y = torch.tensor([0, 10, 300, 700, 999]), torch.tensor([0, 3, 7, 9, 10])
     with torch.no_grad():
         torch.testing.assert_close(model(x, t, y), reference(x, t, y), rtol=1e-4, atol=1e-4)
-    assert make_optimizer(model, TrainConfig(), cpu).defaults["fused"] is True
+    assert make_optimizer(model, TrainConfig().lr, cpu).defaults["fused"] is True
 
 
 def test_keep_freed_memory_applies_on_glibc_only():
@@ -169,7 +177,7 @@ def test_resume_with_a_different_model_is_refused(tmp_path, small_split):
 def test_load_or_train_reuses_a_finished_checkpoint(tmp_path, small_split, monkeypatch):
     config = tiny_config(steps=2)
     train(config, small_split, checkpoint_path=tmp_path / "m.pt", progress=False)
-    monkeypatch.setattr("cfgutils.train.train", lambda *a, **k: pytest.fail("should not retrain"))
+    monkeypatch.setattr("cfgutils.workflows.train.train", lambda *a, **k: pytest.fail("should not retrain"))
     loaded, result = load_or_train(tmp_path / "m.pt", config, device="cpu")
     assert result is None and loaded.metadata["step"] == 2
 
