@@ -120,3 +120,16 @@ def test_torchrun_sampling_equals_one_process(tiny_checkpoint, tmp_path):
     assert np.array_equal(a["labels"], b["labels"])
     assert np.abs(a["images"].astype(int) - b["images"].astype(int)).max() <= 1  # uint8 rounding at most
     assert os.path.exists(tmp_path / "two" / "grid.png")
+
+
+@pytest.mark.slow
+def test_torchrun_sampling_exits_cleanly_every_time(tiny_checkpoint, tmp_path):
+    """Every rank leaves the process group before exiting: no 'terminate called' abort on any run."""
+    for run in range(4):
+        out = tmp_path / f"run{run}"
+        result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                                 str(29530 + run), "-m", "cfgutils", "sample", str(tiny_checkpoint), "all", str(out),
+                                 "-n", "2", "--steps", "2", "--batch-size", "5", "--device", "cpu"],
+                                capture_output=True, text=True, env=ENV, timeout=240, cwd="/")
+        assert result.returncode == 0, f"run {run}: " + result.stderr[-2000:]
+        assert "terminate called" not in result.stderr and (out / "samples.npz").is_file()

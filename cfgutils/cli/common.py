@@ -1,4 +1,4 @@
-"""Flags and file writing shared by the sampling commands (``sample`` and ``experiment ...``)."""
+"""Flags and file writing shared by several commands (the training commands, ``sample`` and ``experiment ...``)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,12 @@ from ..errors import UserInputError, positive_int
 from ..plumbing.checkpoint import LoadedModel
 from ..plumbing.data import to_uint8
 from ..presentation.plots import image_grid
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser, resume_help: str) -> None:
+    """``OUT.pt`` (the checkpoint to write) and ``-l/--load PREV.pt`` (a run to resume), for the training commands."""
+    parser.add_argument("out", metavar="OUT.pt", help="checkpoint to write (its folder must exist)")
+    parser.add_argument("-l", "--load", metavar="PREV.pt", help=resume_help)
+
 
 def check_output_dir(path: str | Path) -> Path:
     """An output folder we may create or fill: it must not be a file (04-cfg-sampling)."""

@@ -100,14 +100,17 @@ def _run_guidance(args: argparse.Namespace) -> int:
     return 0
 
 
+#: what ``experiment classifier --help`` says the command does
+CLASSIFIER_DESCRIPTION = ("Sample N of every digit at each guidance scale s (w = s - 1) and seed, score them with "
+                          "CLASSIFIER against held-out real test digits (accuracy with a bootstrap 95%% interval, "
+                          "per-class accuracy, confidence, Frechet distance in classifier features, IS analogue, "
+                          "k-NN precision/recall, diversity, saturated pixels), and write results.csv (one row per "
+                          "scale and seed, plus the real-data floor), meta.json, strips.npz and figures.")
+
+
 def _register_classifier_experiment(experiments) -> None:
-    parser = experiments.add_parser(
-        "classifier", help="experiment 3: classifier metrics of generated digits by guidance scale",
-        description="Sample N of every digit at each guidance scale s (w = s - 1) and seed, score them with "
-                    "CLASSIFIER against held-out real test digits (accuracy with a bootstrap 95%% interval, "
-                    "per-class accuracy, confidence, Frechet distance in classifier features, IS analogue, "
-                    "k-NN precision/recall, diversity, saturated pixels), and write results.csv (one row per "
-                    "scale and seed, plus the real-data floor), meta.json, strips.npz and figures.")
+    help_line = "experiment 3: classifier metrics of generated digits by guidance scale"
+    parser = experiments.add_parser("classifier", help=help_line, description=CLASSIFIER_DESCRIPTION)
     parser.add_argument("model", metavar="MODEL.pt", help="diffusion checkpoint")
     parser.add_argument("classifier", metavar="CLASSIFIER.pt", help="classifier checkpoint (train-classifier)")
     parser.add_argument("outdir", metavar="OUTDIR")

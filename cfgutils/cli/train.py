@@ -14,6 +14,7 @@ from ..plumbing import checkpoint as ckpt
 from ..plumbing import paths
 from ..plumbing.config import resolve_config
 from ..workflows.train import train
+from .common import add_checkpoint_arguments
 
 
 def register(subparsers) -> None:
@@ -24,9 +25,7 @@ def register(subparsers) -> None:
                     "atomically, every --checkpoint-every steps and at the end. Under "
                     "`torchrun --nproc_per_node N -m cfgutils train ...` it trains with DistributedDataParallel; "
                     "--batch-size is then the effective batch, split across the N processes.")
-    parser.add_argument("out", metavar="OUT.pt", help="checkpoint to write (its folder must exist)")
-    parser.add_argument("-l", "--load", metavar="PREV.pt",
-                        help="resume this checkpoint's run exactly (model and diffusion config must match)")
+    add_checkpoint_arguments(parser, "resume this checkpoint's run exactly (model and diffusion config must match)")
     parser.add_argument("-c", "--config", metavar="CONFIG.yaml",
                         help="YAML config file, or a preset name: default (fast CPU recipe) or reference "
                              "(the reference study's recipe)")
