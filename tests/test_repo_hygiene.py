@@ -1,4 +1,5 @@
-"""What every committed notebook must satisfy: no outputs, one parameters cell, a CI parameter file."""
+"""What the repository must satisfy: notebooks without outputs, one parameters cell, a CI parameter file; the
+library's layers."""
 
 from __future__ import annotations
 
@@ -49,3 +50,21 @@ def test_notebook_has_ci_parameters(name):
                if isinstance(target, ast.Name)}
     unknown = sorted(set(values) - defined)
     assert not unknown, f"{params_file.name} sets {unknown}, which are not in {name}'s parameters cell"
+
+
+def test_repository_root_holds_the_series():
+    """Paths resolve from the repository root, wherever the library's modules sit inside cfgutils/."""
+    assert (paths.REPO_ROOT / "cfgutils" / "__init__.py").is_file()
+    assert (paths.NOTEBOOKS_DIR / "01-data.ipynb").is_file() and paths.PRETRAINED_MODEL.is_file()
+
+
+def test_import_layers_are_kept():
+    """The layer contracts in pyproject.toml hold (import-linter); an upward import fails this test."""
+    import shutil
+    import subprocess
+
+    command = shutil.which("lint-imports")
+    assert command, "import-linter is in the test extra: pip install -e '.[test]'"
+    result = subprocess.run([command, "--no-cache"], capture_output=True, text=True, cwd=paths.REPO_ROOT, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "broken" in result.stdout and " 0 broken" in result.stdout

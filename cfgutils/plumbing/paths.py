@@ -11,7 +11,7 @@ from pathlib import Path
 
 #: The repository root: the folder that holds ``cfgutils/`` (works for editable installs).
 #: ``CFGUTILS_ROOT`` overrides it, e.g. for a non-editable install.
-REPO_ROOT = Path(os.environ.get("CFGUTILS_ROOT", Path(__file__).resolve().parent.parent)).resolve()
+REPO_ROOT = Path(os.environ.get("CFGUTILS_ROOT", Path(__file__).resolve().parents[2])).resolve()
 DATA_DIR = REPO_ROOT / "data"
 FIGURES_DIR = REPO_ROOT / "figures"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"

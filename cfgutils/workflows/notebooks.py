@@ -58,6 +58,8 @@ def run_series(names: list[str] | None = None, output_dir: str | Path = OUTPUT_D
                figures_dir: str | Path | None = None) -> list[Path]:
     """Execute notebooks in order (all available ones by default), printing where results went."""
     names = names or available_notebooks()
+    if not names:
+        raise UserInputError(f"no notebooks of the series found in {paths.NOTEBOOKS_DIR}")
     extra = {"figures_dir": str(Path(figures_dir).resolve())} if figures_dir is not None else {}
     executed = []
     for name in names:
