@@ -68,3 +68,15 @@ def test_import_layers_are_kept():
     result = subprocess.run([command, "--no-cache"], capture_output=True, text=True, cwd=paths.REPO_ROOT, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "broken" in result.stdout and " 0 broken" in result.stdout
+
+
+def test_functions_stay_short():
+    """Every function of the library fits on a screen; the training step and loop stay readable."""
+    lengths = {}
+    for path in sorted((paths.REPO_ROOT / "cfgutils").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lengths[f"{path.relative_to(paths.REPO_ROOT)}:{node.name}"] = node.end_lineno - node.lineno + 1
+    assert {name: n for name, n in lengths.items() if n > 60} == {}
+    assert lengths["cfgutils/workflows/train.py:training_step"] <= 15
+    assert lengths["cfgutils/workflows/train.py:train"] <= 40
