@@ -4,7 +4,7 @@ The test starts a private JupyterLab on 127.0.0.1 (a free port, a random token, 
 settings and workspaces), opens a copy of ``notebooks/04-cfg-sampling.ipynb`` with the CI parameters
 injected, runs every cell from the Run menu, moves the guidance slider with the keyboard and checks that
 the picture and the status line follow, with no error anywhere in the notebook. When all of that holds it
-saves a screenshot of the widget to ``figures/04-slider-browser.png`` (shown in the README).
+saves a screenshot of the widget to ``out/figures/04-slider-browser.png`` (the README shows the copy in figures/).
 
 It skips without ``/usr/bin/chromium`` (``apt-get install chromium``; Playwright cannot download its own
 browsers here) or without the ``playwright`` package. Everything stays on this machine: the page may only
@@ -37,7 +37,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync"]
 NOTEBOOK = "04-cfg-sampling"
-SCREENSHOT = paths.FIGURES_DIR / "04-slider-browser.png"
+SCREENSHOT = paths.OUTPUT_FIGURES_DIR / "04-slider-browser.png"  # copy to figures/ to update the README
 SCREENSHOT_MAX_BYTES = 300_000
 SLIDER_PRESSES = 3  # arrow-key presses on the slider handle, one option each
 

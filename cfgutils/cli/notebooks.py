@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import UserInputError
+from ..plumbing import paths
 from ..workflows import notebooks
 
 
@@ -19,10 +21,15 @@ def register(subparsers) -> None:
     parser.add_argument("--preset", default="default",
                         help="'default' = the notebooks' own full-quality parameters; 'ci' = the tiny settings "
                              "in notebooks/params/ci-NN.yaml")
-    parser.add_argument("--figures-dir", default=None, help="where figures go (default: figures/)")
+    parser.add_argument("--figures-dir", default=None, help="where figures go (default: OUT/figures/)")
+    parser.add_argument("--update-figures", action="store_true",
+                        help="write the figures into the committed gallery figures/ (what the README shows)")
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    notebooks.run_series(args.names or None, args.out, args.preset, args.figures_dir)
+    if args.update_figures and args.figures_dir is not None:
+        raise UserInputError("--update-figures writes to figures/; leave out --figures-dir")
+    figures_dir = paths.FIGURES_DIR if args.update_figures else args.figures_dir
+    notebooks.run_series(args.names or None, args.out, args.preset, figures_dir)
     return 0

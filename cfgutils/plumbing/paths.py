@@ -13,7 +13,12 @@ from pathlib import Path
 #: ``CFGUTILS_ROOT`` overrides it, e.g. for a non-editable install.
 REPO_ROOT = Path(os.environ.get("CFGUTILS_ROOT", Path(__file__).resolve().parents[2])).resolve()
 DATA_DIR = REPO_ROOT / "data"
+#: the committed gallery that the README and the notebooks' markdown show; rewritten only on request
+#: (``python -m cfgutils notebooks --update-figures``)
 FIGURES_DIR = REPO_ROOT / "figures"
+#: where runs write: executed notebooks, recorded results and figures (git-ignored)
+OUTPUT_DIR = REPO_ROOT / "out"
+OUTPUT_FIGURES_DIR = OUTPUT_DIR / "figures"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 RUNS_DIR = DATA_DIR / "runs"
 PRETRAINED_DIR = DATA_DIR / "pretrained"
@@ -28,7 +33,7 @@ PRETRAINED_CLASSIFIER = PRETRAINED_DIR / "classifier.pt"
 
 
 def figure_path(name: str, figures_dir: str | Path | None = None) -> Path:
-    """Return ``figures/<name>`` (creating the folder); notebooks save every figure here (01-data)."""
-    folder = Path(figures_dir) if figures_dir is not None else FIGURES_DIR
+    """Return ``<figures_dir>/<name>``, by default ``out/figures/<name>`` (creating the folder) (01-data)."""
+    folder = Path(figures_dir) if figures_dir is not None else OUTPUT_FIGURES_DIR
     folder.mkdir(parents=True, exist_ok=True)
     return folder / name

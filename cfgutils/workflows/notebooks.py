@@ -12,7 +12,7 @@ from ..errors import UserInputError
 
 #: the series, in order
 NOTEBOOKS = ("01-data", "02-unet", "03-train", "04-cfg-sampling", "05-classifier-eval", "06-guidance-variants")
-OUTPUT_DIR = paths.REPO_ROOT / "out"
+OUTPUT_DIR = paths.OUTPUT_DIR
 
 
 def available_notebooks() -> list[str]:
@@ -56,18 +56,22 @@ def run_notebook(name: str, output_dir: str | Path = OUTPUT_DIR, preset: str = "
 
 def run_series(names: list[str] | None = None, output_dir: str | Path = OUTPUT_DIR, preset: str = "default",
                figures_dir: str | Path | None = None) -> list[Path]:
-    """Execute notebooks in order (all available ones by default), printing where results went."""
+    """Execute notebooks in order (all available ones by default), printing where results went.
+
+    Figures go to ``output_dir/figures/`` unless ``figures_dir`` says otherwise (``paths.FIGURES_DIR`` rewrites
+    the committed gallery), so a run leaves the repository's tracked files as they were.
+    """
     names = names or available_notebooks()
     if not names:
         raise UserInputError(f"no notebooks of the series found in {paths.NOTEBOOKS_DIR}")
-    extra = {"figures_dir": str(Path(figures_dir).resolve())} if figures_dir is not None else {}
+    figures = Path(figures_dir if figures_dir is not None else Path(output_dir) / "figures").resolve()
+    extra = {"figures_dir": str(figures)}
     executed = []
     for name in names:
         start = time.perf_counter()
         print(f"== {name} ({preset} parameters)", flush=True)
         executed.append(run_notebook(name, output_dir, preset, extra))
         print(f"   executed in {time.perf_counter() - start:.0f} s -> {executed[-1]}", flush=True)
-    figures = Path(figures_dir) if figures_dir is not None else paths.FIGURES_DIR
     print(f"Executed notebooks and recorded results: {Path(output_dir).resolve()}")
-    print(f"Figures: {figures.resolve()}")
+    print(f"Figures: {figures}")
     return executed
