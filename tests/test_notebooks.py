@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from cfgutils.plumbing import paths
 from cfgutils.plumbing.checkpoint import load_checkpoint
 from cfgutils.workflows.notebooks import available_notebooks, run_notebook
 
@@ -156,11 +160,41 @@ def run_and_load(name: str, tmp_path: Path, **parameters) -> tuple[Path, dict]:
     return executed, json.loads((tmp_path / name / "summary.json").read_text())
 
 
+def git_status() -> str | None:
+    """``git status --porcelain`` of the repository (untracked files listed), or None outside a git checkout."""
+    try:
+        result = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=paths.REPO_ROOT,
+                                capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        return None
+    return result.stdout if result.returncode == 0 else None
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    """The whole series, run the way the README says (``python -m cfgutils notebooks``), on the CI parameters."""
+    out = tmp_path_factory.mktemp("series")
+    before = git_status()
+    result = subprocess.run([sys.executable, "-m", "cfgutils", "notebooks", "--preset", "ci", "--out", str(out)],
+                            capture_output=True, text=True, cwd=paths.REPO_ROOT, timeout=2400,
+                            env={**os.environ, "CFGUTILS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+    return {"out": out, "result": result, "git_before": before, "git_after": git_status()}
+
+
 @pytest.mark.parametrize("name", available_notebooks())
-def test_notebook_runs_and_records(name, tmp_path, offline, official_splits):
+def test_notebook_runs_and_records(name, series, official_splits):
     assert name in CHECKS, f"no checker for {name}: add one to CHECKS in tests/test_notebooks.py"
-    _, summary = run_and_load(name, tmp_path)
-    CHECKS[name](summary, tmp_path / name, official_splits)
+    assert series["result"].returncode == 0, series["result"].stdout[-3000:] + series["result"].stderr[-3000:]
+    summary = json.loads((series["out"] / name / "summary.json").read_text())
+    CHECKS[name](summary, series["out"] / name, official_splits)
+
+
+def test_running_the_series_leaves_the_repository_as_it_was(series):
+    """Runs write under their output folder (figures included), never over tracked files or beside them."""
+    if series["git_before"] is None:
+        pytest.skip("not a git checkout: nothing to compare")
+    assert series["result"].returncode == 0, series["result"].stderr[-3000:]
+    assert series["git_after"] == series["git_before"]
 
 
 def test_01_data_falls_back_offline_and_says_so(tmp_path, offline):
