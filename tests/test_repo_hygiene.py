@@ -37,6 +37,19 @@ def test_notebook_has_one_parameters_cell(path):
     assert cells[0].cell_type == "code"
 
 
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_every_code_cell_follows_a_sentence(path):
+    """A reader is told what a cell will show before it runs: a markdown cell with prose, not only a heading."""
+    cells = nbformat.read(path, as_version=4).cells
+    for index, cell in enumerate(cells):
+        if cell.cell_type != "code":
+            continue
+        previous = cells[index - 1] if index else None
+        assert previous is not None and previous.cell_type == "markdown", f"code cell {index} has no prose before it"
+        prose = [line for line in previous.source.splitlines() if line.strip() and not line.startswith("#")]
+        assert prose, f"code cell {index} follows a bare heading: {previous.source.strip()!r}"
+
+
 @pytest.mark.parametrize("name", notebooks.available_notebooks())
 def test_notebook_has_ci_parameters(name):
     params_file = paths.NOTEBOOKS_DIR / "params" / f"ci-{name.split('-')[0]}.yaml"
