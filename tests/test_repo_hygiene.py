@@ -50,6 +50,29 @@ def test_every_code_cell_follows_a_sentence(path):
         assert prose, f"code cell {index} follows a bare heading: {previous.source.strip()!r}"
 
 
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_notebook_shows_committed_figures_before_it_runs(path):
+    """On a code host a notebook without outputs still shows pictures: its markdown embeds committed figures."""
+    import re
+
+    links = [link for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "markdown"
+             for link in re.findall(r"!\[[^\]]*\]\((\.\./figures/[^)]+)\)", cell.source)]
+    assert links, f"{path.name} embeds no figure from figures/"
+    for link in links:
+        assert (path.parent / link).resolve().is_file(), f"{path.name} links a missing figure: {link}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_notebook_ends_with_exercises_and_checked_solutions(path):
+    """2-4 exercises, each with a collapsed solution cell that asserts its answer (the notebook runs execute them)."""
+    cells = nbformat.read(path, as_version=4).cells
+    solutions = [cell for cell in cells if "solution" in cell.metadata.get("tags", [])]
+    assert 2 <= len(solutions) <= 4, f"{path.name} has {len(solutions)} exercise solutions"
+    for cell in solutions:
+        assert cell.cell_type == "code" and "assert " in cell.source
+        assert cell.metadata.get("jupyter", {}).get("source_hidden") is True, "solutions start collapsed"
+
+
 @pytest.mark.parametrize("name", notebooks.available_notebooks())
 def test_notebook_has_ci_parameters(name):
     params_file = paths.NOTEBOOKS_DIR / "params" / f"ci-{name.split('-')[0]}.yaml"
