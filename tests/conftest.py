@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,3 +31,25 @@ def official_splits() -> frozenset[str]:
     raw = paths.DATA_DIR / "MNIST" / "raw"
     return frozenset(split for split, files in data.IDX_FILES.items()
                      if all((raw / name).is_file() for name, _ in files))
+
+
+def git_status() -> str | None:
+    """``git status --porcelain`` of the repository (untracked files listed), or None outside a git checkout."""
+    try:
+        result = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=paths.REPO_ROOT,
+                                capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        return None
+    return result.stdout if result.returncode == 0 else None
+
+
+@pytest.fixture(scope="session")
+def ci_series(tmp_path_factory):
+    """The whole series, run once per session the way the README says (``python -m cfgutils notebooks``) on the
+    CI parameters; the notebook tests check what it recorded, the site tests build the site from it."""
+    out = tmp_path_factory.mktemp("series")
+    before = git_status()
+    result = subprocess.run([sys.executable, "-m", "cfgutils", "notebooks", "--preset", "ci", "--out", str(out)],
+                            capture_output=True, text=True, cwd=paths.REPO_ROOT, timeout=2400,
+                            env={**os.environ, "CFGUTILS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+    return {"out": out, "result": result, "git_before": before, "git_after": git_status()}

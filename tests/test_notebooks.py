@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from cfgutils.plumbing import paths
 from cfgutils.plumbing.checkpoint import load_checkpoint
 from cfgutils.workflows.notebooks import available_notebooks, run_notebook
 
@@ -160,25 +156,11 @@ def run_and_load(name: str, tmp_path: Path, **parameters) -> tuple[Path, dict]:
     return executed, json.loads((tmp_path / name / "summary.json").read_text())
 
 
-def git_status() -> str | None:
-    """``git status --porcelain`` of the repository (untracked files listed), or None outside a git checkout."""
-    try:
-        result = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=paths.REPO_ROOT,
-                                capture_output=True, text=True, timeout=60)
-    except FileNotFoundError:
-        return None
-    return result.stdout if result.returncode == 0 else None
-
-
 @pytest.fixture(scope="module")
-def series(tmp_path_factory):
-    """The whole series, run the way the README says (``python -m cfgutils notebooks``), on the CI parameters."""
-    out = tmp_path_factory.mktemp("series")
-    before = git_status()
-    result = subprocess.run([sys.executable, "-m", "cfgutils", "notebooks", "--preset", "ci", "--out", str(out)],
-                            capture_output=True, text=True, cwd=paths.REPO_ROOT, timeout=2400,
-                            env={**os.environ, "CFGUTILS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
-    return {"out": out, "result": result, "git_before": before, "git_after": git_status()}
+def series(ci_series):
+    """The whole series, run the way the README says (``python -m cfgutils notebooks``), on the CI parameters
+    (the session's one run, ``ci_series`` in conftest.py, which the site tests share)."""
+    return ci_series
 
 
 @pytest.mark.parametrize("name", available_notebooks())

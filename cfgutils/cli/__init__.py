@@ -11,10 +11,10 @@ import argparse
 import sys
 
 from ..errors import UserInputError
-from . import classifier, experiments, notebooks, sample, train
+from . import classifier, experiments, notebooks, sample, site, train
 
 #: command modules, in the order ``--help`` lists them
-COMMAND_MODULES = (notebooks, train, sample, classifier, experiments)
+COMMAND_MODULES = (notebooks, site, train, sample, classifier, experiments)
 
 
 def build_parser() -> argparse.ArgumentParser:

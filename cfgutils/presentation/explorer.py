@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ import torch
 from ..core.guidance import Guidance, check_scale, w_from_s
 from ..core.samplers import DEFAULT_STEPS, SAMPLERS, SamplerSettings, digit_labels, generate
 from ..errors import UserInputError
-from ..plumbing.checkpoint import LoadedModel
+from ..plumbing.checkpoint import LoadedModel, find_model, load_model
 from ..plumbing.data import to_uint8
 from .plots import image_grid
 
@@ -178,6 +179,44 @@ def measure_latency(explorer: GuidanceExplorer, key: ViewKey, moves: int = 20) -
         move_ms.append(1000 * (time.perf_counter() - started))
     return {"first_render_s": first_render_s, "move_ms_median": float(np.median(move_ms)),
             "move_ms_max": float(np.max(move_ms))}
+
+
+def slider_strip(explorer: GuidanceExplorer, key: ViewKey) -> bytes:
+    """PNG bytes of every cached slider frame of a setting, one row per scale labelled "s=3 (w=2)" (the site's 04 page)."""
+    from PIL import Image, ImageDraw
+
+    frames = [Image.open(io.BytesIO(explorer.render(key, scale))).convert("L") for scale in explorer.scales]
+    label_width, gap = 100, 4
+    width = label_width + max(frame.width for frame in frames)
+    strip = Image.new("L", (width, sum(frame.height + gap for frame in frames) + gap), 255)
+    draw = ImageDraw.Draw(strip)
+    top = gap
+    for scale, frame in zip(explorer.scales, frames):
+        strip.paste(frame, (label_width, top))
+        draw.text((6, top + frame.height // 2 - 6), f"s={scale:g}  (w={w_from_s(scale):g})", fill=0)
+        top += frame.height + gap
+    buffer = io.BytesIO()
+    strip.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_slider_strip(explorer: GuidanceExplorer, key: ViewKey, path: str | Path) -> str:
+    """Write :func:`slider_strip` to ``path`` (what the slider showed, for a page without a kernel); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(slider_strip(explorer, key))
+    return str(path.resolve())
+
+
+def render_slider_strip(digit: int = 3, n_samples: int = 4, sampler: str = "dpmpp", steps: int = 12,
+                        seed: int = 0) -> bytes:
+    """The slider strip sampled afresh with the model ``find_model`` finds (default SLIDER_SCALES), as PNG bytes."""
+    checkpoint = find_model()
+    if checkpoint is None:
+        raise UserInputError("no diffusion model to draw the slider strip with: run notebook 03-train "
+                             "or restore data/pretrained/cfg-unet.pt")
+    explorer = GuidanceExplorer(load_model(checkpoint), n_samples=n_samples)
+    return slider_strip(explorer, explorer.key(digit, sampler, steps, seed))
 
 
 def torch_threads() -> int:

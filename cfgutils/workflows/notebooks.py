@@ -20,6 +20,12 @@ def available_notebooks() -> list[str]:
     return [name for name in NOTEBOOKS if (paths.NOTEBOOKS_DIR / f"{name}.ipynb").exists()]
 
 
+def available_presets() -> list[str]:
+    """``default`` and every preset with parameter files ``notebooks/params/<preset>-NN.yaml`` (e.g. ``ci``)."""
+    found = {path.name.rsplit("-", 1)[0] for path in (paths.NOTEBOOKS_DIR / "params").glob("*-[0-9][0-9].yaml")}
+    return ["default", *sorted(found - {"default"})]
+
+
 def notebook_parameters(name: str, preset: str = "default") -> dict:
     """Parameters for one notebook: ``{}`` for the notebook's own defaults, else ``notebooks/params/<preset>-NN.yaml``."""
     if preset == "default":
@@ -64,6 +70,8 @@ def run_series(names: list[str] | None = None, output_dir: str | Path = OUTPUT_D
     names = names or available_notebooks()
     if not names:
         raise UserInputError(f"no notebooks of the series found in {paths.NOTEBOOKS_DIR}")
+    for name in names:  # every parameter file is there before anything runs or is written
+        notebook_parameters(name, preset)
     figures = Path(figures_dir if figures_dir is not None else Path(output_dir) / "figures").resolve()
     extra = {"figures_dir": str(figures)}
     executed = []
