@@ -66,6 +66,11 @@ def test_site_has_an_index_and_one_page_per_notebook(built):
     assert built["git_after"] == built["git_before"], "building the site must write under OUT/site/ only"
 
 
+def test_exercise_solutions_start_collapsed(built):
+    for page in sorted(built["site"].glob("[0-9][0-9]-*.html")):
+        assert page.read_text().count('<details class="site-solution">') >= 2, f"{page.name}: solutions not collapsed"
+
+
 def test_pages_need_nothing_from_the_web(built):
     """No page loads a script, style sheet or image from http(s): a CDN would be fetched at view time."""
     for page in built["site"].glob("*.html"):

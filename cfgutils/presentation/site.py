@@ -34,7 +34,7 @@ SLIDER_STRIP = "04-cfg-sampling-slider-strip.png"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 #: nbconvert's lab template without the scripts it would fetch from a CDN (require.js, MathJax, mermaid,
-#: the widget manager), plus the navigation bar above and below each notebook
+#: the widget manager), plus the navigation bar above and below each notebook; exercise solutions start collapsed
 PAGE_TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js -%}{%- endblock html_head_js -%}
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
@@ -43,6 +43,11 @@ PAGE_TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block extra_css -%}<style type="text/css">{{ resources.site_css }}</style>{%- endblock extra_css -%}
 {%- block body_header -%}{{ super() }}{{ resources.site_nav }}{%- endblock body_header -%}
 {%- block body_footer -%}{{ resources.site_nav }}{{ super() }}{%- endblock body_footer -%}
+{%- block input_group -%}
+{%- if 'solution' in cell.metadata.get('tags', []) -%}
+<details class="site-solution"><summary>Solution: show the code</summary>{{ super() }}</details>
+{%- else -%}{{ super() }}{%- endif -%}
+{%- endblock input_group -%}
 """
 NAV_CSS = """
 nav.site-nav { display: flex; gap: 1.5em; flex-wrap: wrap; padding: 10px 16px; margin: 0 0 8px 0;
@@ -51,6 +56,7 @@ nav.site-nav { display: flex; gap: 1.5em; flex-wrap: wrap; padding: 10px 16px; m
 nav.site-nav a { text-decoration: none; color: #1565c0; }
 nav.site-nav span.disabled { color: #999; }
 .site-note { font-style: italic; color: #555; }
+details.site-solution > summary { cursor: pointer; color: #1565c0; padding: 4px 16px; font-size: 14px; }
 """
 INDEX_CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; max-width: 980px; margin: 0 auto;
