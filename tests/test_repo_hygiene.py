@@ -116,3 +116,23 @@ def test_functions_stay_short():
     assert {name: n for name, n in lengths.items() if n > 60} == {}
     assert lengths["cfgutils/workflows/train.py:training_step"] <= 15
     assert lengths["cfgutils/workflows/train.py:train"] <= 40
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_every_shown_function_exists_in_the_library(path):
+    """``show_source(X)`` reads the library's own code: X must be imported from cfgutils and still exist there."""
+    import importlib
+    import re
+
+    source = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code")
+    imported = {name.strip().split(" as ")[-1]: module for module, names in
+                re.findall(r"^from (cfgutils[\w.]*) import ([^\n(]+)$", source, flags=re.M) for name in names.split(",")}
+    for shown in re.findall(r"show_source\((\w+(?:\.\w+)*)\)", source):
+        head, *rest = shown.split(".")
+        if head not in imported:
+            continue  # a loop variable (``for step in (ddpm_step, ...)``): its values are imported names
+        target = getattr(importlib.import_module(imported[head]), head)
+        for attribute in rest:
+            target = getattr(target, attribute)
+        assert callable(target), shown
+    assert "show_source" not in source or imported.get("show_source") == "cfgutils.presentation.source"
