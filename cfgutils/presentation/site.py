@@ -29,6 +29,8 @@ HEADLINE_FIGURES = (
     ("06-guidance-variants-metrics.png", "Accuracy, Fréchet distance and recall by weight for every guidance rule "
                                          "(notebook 06)."),
 )
+#: how a notebook's markdown embeds a committed figure (relative to notebooks/)
+EMBEDDED_PREFIX = "](../figures/"
 SLIDER_NOTEBOOK = "04-cfg-sampling"
 SLIDER_STRIP = "04-cfg-sampling-slider-strip.png"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -172,6 +174,7 @@ def site_notebook(page: Page, pages: list[Page], strip_src: str | None = None):
         if cell.cell_type == "markdown":
             for other in pages:
                 cell.source = cell.source.replace(f"]({other.name}.ipynb", f"]({other.filename}")
+            cell.source = cell.source.replace(EMBEDDED_PREFIX, f"]({SITE_FIGURES}/")  # committed figures, copied
         for position, output in enumerate(cell.get("outputs", [])):
             if WIDGET_MIME in output.get("data", {}):
                 cell.outputs[position] = nbformat.v4.new_output(
@@ -205,6 +208,20 @@ def copy_headline_figures(site_dir: Path, run_dir: Path) -> list[tuple[str, str]
             shutil.copyfile(source, site_dir / SITE_FIGURES / name)
             copied.append((f"{SITE_FIGURES}/{name}", caption))
     return copied
+
+
+def copy_embedded_figures(site_dir: Path, pages: list[Page]) -> int:
+    """Copy the committed figures that the notebooks' markdown embeds into ``site_dir/figures/``; how many."""
+    import re
+
+    import nbformat
+
+    names = {name for page in pages for cell in nbformat.read(page.notebook, as_version=4).cells
+             if cell.cell_type == "markdown" for name in re.findall(re.escape(EMBEDDED_PREFIX) + r"([^)]+)\)", cell.source)}
+    for name in names:
+        if (paths.FIGURES_DIR / name).is_file():
+            shutil.copyfile(paths.FIGURES_DIR / name, site_dir / SITE_FIGURES / name)
+    return len(names)
 
 
 def recorded_slider_strip(run_dir: Path) -> Path | None:
@@ -273,6 +290,7 @@ def build_site(run_dir: str | Path, site_dir: str | Path | None = None) -> Path:
         strip_src = write_slider_strip(run_dir, site_dir) if page.name == SLIDER_NOTEBOOK else None
         (site_dir / page.filename).write_text(render_page(page, pages, strip_src), encoding="utf-8")
         print(f"   {page.filename}: {page.title}", flush=True)
+    copy_embedded_figures(site_dir, pages)
     figures = copy_headline_figures(site_dir, run_dir)
     index = site_dir / "index.html"
     index.write_text(index_html(pages, figures), encoding="utf-8")
