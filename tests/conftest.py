@@ -53,3 +53,21 @@ def ci_series(tmp_path_factory):
                             capture_output=True, text=True, cwd=paths.REPO_ROOT, timeout=2400,
                             env={**os.environ, "CFGUTILS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
     return {"out": out, "result": result, "git_before": before, "git_after": git_status()}
+
+
+#: Debian's Chromium, which the browser tests drive through Playwright (it cannot download a browser here)
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync"]
+
+
+def missing_browser() -> str | None:
+    """Why a browser test cannot run here (no Chromium, no Playwright), or None when it can."""
+    if not CHROMIUM.is_file():
+        return f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run installs it)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is missing: pip install playwright (it is in the test extra)"
+    return None
+

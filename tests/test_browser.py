@@ -28,14 +28,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import CHROMIUM, CHROMIUM_ARGS, missing_browser
 
 from cfgutils.plumbing import paths
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync"]
 NOTEBOOK = "04-cfg-sampling"
 SCREENSHOT = paths.OUTPUT_FIGURES_DIR / "04-slider-browser.png"  # copy to figures/ to update the README
 SCREENSHOT_MAX_BYTES = 300_000
@@ -63,15 +61,6 @@ SLIDER_READOUT = ".widget-hslider .widget-readout"  # "s=3  (w=2)"
 IMAGE = "img.widget-image"  # src is a fresh blob: URL for every new picture
 STATUS = ".widget-html .widget-html-content"  # "s = 3 (w = 2) · cached in 0.1 ms"
 
-
-def _missing_requirement() -> str | None:
-    if not CHROMIUM.is_file():
-        return f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run installs it)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright package is missing: pip install playwright (it is in the test extra)"
-    return None
 
 
 def _free_port() -> int:
@@ -238,7 +227,7 @@ def _scale(text: str, pattern: str) -> float:
 
 
 def test_guidance_slider_in_the_browser(tmp_path):
-    reason = _missing_requirement()
+    reason = missing_browser()
     if reason:
         pytest.skip(reason)
     from playwright.sync_api import expect, sync_playwright

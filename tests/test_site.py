@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import urldefrag, urljoin, urlparse
 
 import pytest
-from conftest import git_status
+from conftest import CHROMIUM, CHROMIUM_ARGS, git_status, missing_browser
 
 from cfgutils.plumbing import paths
 from cfgutils.presentation import site
@@ -30,9 +30,6 @@ from cfgutils.workflows.notebooks import available_notebooks
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync"]
 SCREENSHOT = paths.OUTPUT_FIGURES_DIR / "site-index.png"  # copy to figures/ to update the README
 SCREENSHOT_MAX_BYTES = 300_000
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -127,15 +124,6 @@ def serve(folder: Path):
         server.server_close()
 
 
-def _missing_requirement() -> str | None:
-    if not CHROMIUM.is_file():
-        return f"{CHROMIUM} is missing: apt-get install -y chromium"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright package is missing: pip install playwright (it is in the test extra)"
-    return None
-
 
 def _open(page, url: str) -> None:
     """Go to ``url``; the answer is 200 and every image on the page has loaded with a width."""
@@ -153,7 +141,7 @@ def _local_links(page, base: str) -> set[str]:
 
 
 def test_site_in_the_browser(built):
-    reason = _missing_requirement()
+    reason = missing_browser()
     if reason:
         pytest.skip(reason)
     from playwright.sync_api import sync_playwright
