@@ -18,6 +18,7 @@ uses for ours (channels-last on a CPU), on random MNIST-shaped batches; only the
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from types import SimpleNamespace
@@ -58,10 +59,9 @@ class Candidate:
         self.name, self.model, self.forward_fn = name, model, forward_fn
         diffusion = GaussianDiffusion(DiffusionConfig())
         settings = TrainConfig(lr=1e-4, grad_clip=1.0)
-        ema = [p.detach().clone() for p in model.parameters()]
-        self.run = TrainingRun(model, model, model, make_optimizer(model, settings.lr, device),
-                               torch.Generator().manual_seed(0), diffusion, settings, device,
-                               params=list(model.parameters()), ema_params=ema)
+        ema_model = copy.deepcopy(model).requires_grad_(False)
+        self.run = TrainingRun(model, ema_model, model, make_optimizer(model, settings.lr, device),
+                               torch.Generator().manual_seed(0), diffusion, settings, device)
         self.times: list[float] = []
 
     def train_step(self, batch):

@@ -12,9 +12,9 @@ import argparse
 import torch
 
 from ..core.guidance import Guidance, check_scale, w_from_s
-from ..core.samplers import SamplerSettings, digit_labels, generate
+from ..core.samplers import SamplerSettings, chunk_count, digit_labels, generate
 from ..plumbing.checkpoint import LoadedModel, load_model
-from ..plumbing.distributed import DistributedContext, chunk_count, distributed, gather_chunks, my_chunks
+from ..plumbing.distributed import DistributedContext, distributed, gather_chunks, my_chunks
 from .common import (add_sampler_arguments, check_output_dir, guidance_from_args, sample_meta, settings_from_args,
                      write_samples)
 
@@ -23,12 +23,10 @@ def distributed_generate(loaded: LoadedModel, labels: torch.Tensor, scale: float
                          seed: int, batch_size: int, guidance: Guidance | None, context: DistributedContext,
                          progress: bool = True) -> torch.Tensor | None:
     """:func:`generate`, its chunks split across torchrun processes; all samples on rank 0, None elsewhere."""
-    n_chunks = chunk_count(labels.shape[0], batch_size)
-    mine = my_chunks(n_chunks, context) if context.world_size > 1 else None
+    mine = my_chunks(chunk_count(len(labels), batch_size), context) if context.world_size > 1 else None
     local = generate(loaded.model, loaded.diffusion, labels, scale, settings, seed, batch_size, guidance,
                      progress=progress and context.is_main, chunk_indices=mine).cpu()
-    return gather_chunks(mine, local, lambda chunk: min(batch_size, labels.shape[0] - chunk * batch_size),
-                         n_chunks, context)
+    return gather_chunks(mine, local, batch_size, len(labels), context)
 
 
 def register(subparsers) -> None:

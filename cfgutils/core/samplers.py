@@ -46,7 +46,6 @@ def sampling_timesteps(num_steps: int, timesteps: int = 1000, spacing: str = "tr
     raise UserInputError(f"unknown spacing {spacing!r}: use one of {', '.join(SPACINGS)}")
 
 
-
 @dataclass
 class SamplerSettings:
     """How to sample: sampler, model evaluations, DDIM eta, spacing, x0 clipping (04-cfg-sampling).
@@ -186,6 +185,11 @@ def sample_chunk(model, diffusion: GaussianDiffusion, labels: torch.Tensor, scal
     return x.clamp(-1.0, 1.0)
 
 
+def chunk_count(n_samples: int, batch_size: int) -> int:
+    """How many chunks of ``batch_size`` samples :func:`generate` draws ``n_samples`` in (the last may be shorter)."""
+    return math.ceil(n_samples / batch_size)
+
+
 def chunk_generator(seed: int, chunk_index: int) -> torch.Generator:
     """The CPU generator of chunk ``chunk_index`` for ``seed`` (same pixels every run) (04-cfg-sampling)."""
     return derived_generator(seed, chunk_index)
@@ -218,8 +222,7 @@ def generate(model, diffusion: GaussianDiffusion, labels: torch.Tensor, scale: f
     labels = labels.to(device)
     was_training = model.training
     model.eval()
-    n_chunks = math.ceil(labels.shape[0] / batch_size)
-    chunks = range(n_chunks) if chunk_indices is None else chunk_indices
+    chunks = range(chunk_count(labels.shape[0], batch_size)) if chunk_indices is None else chunk_indices
     outputs = []
     iterator = chunks
     if progress:

@@ -16,3 +16,9 @@ def derived_generator(seed: int, index: int) -> torch.Generator:
 def epoch_permutation(n_items: int, seed: int, epoch: int) -> torch.Tensor:
     """The batch order of one training epoch: a permutation of ``n_items`` from stream ``epoch`` of ``seed`` (03)."""
     return torch.randperm(n_items, generator=derived_generator(seed, epoch))
+
+
+def batch_indices(step: int, n_items: int, batch_size: int, seed: int) -> torch.Tensor:
+    """The indices of the batch of training ``step``: its slice of its epoch's permutation (03, 05)."""
+    epoch, position = divmod(step, n_items // batch_size)
+    return epoch_permutation(n_items, seed, epoch)[position * batch_size:(position + 1) * batch_size]

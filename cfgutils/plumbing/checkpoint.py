@@ -137,12 +137,12 @@ def load_model(path: str | Path, device: str | torch.device | None = "auto", raw
     return LoadedModel(model, diffusion, config, payload["metadata"], Path(path), "raw" if raw_weights else "ema")
 
 
-def export_for_sampling(source: str | Path, target: str | Path) -> Path:
+def export_for_sampling(source: str | Path, destination: str | Path) -> Path:
     """Write a small copy of a training checkpoint with the EMA weights only (what data/pretrained/ ships)."""
     payload = load_checkpoint(source, MODEL_KIND)
-    target = check_output_path(target, "export")
+    destination = check_output_path(destination, "export")
     metadata = {**payload["metadata"], "exported_from": Path(source).name, "contents": "EMA weights only"}
-    return save_checkpoint(target, MODEL_KIND, payload["config"], {"ema": payload["state"]["ema"]}, metadata)
+    return save_checkpoint(destination, MODEL_KIND, payload["config"], {"ema": payload["state"]["ema"]}, metadata)
 
 
 def find_model(preferred: str | Path | None = None) -> Path | None:

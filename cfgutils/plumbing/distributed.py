@@ -8,10 +8,9 @@ group again, so no process aborts at exit with work still pending.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
@@ -41,8 +40,8 @@ def launched_by_torchrun() -> bool:
 def distributed(device_request: str | torch.device | None = "auto") -> Iterator[tuple[DistributedContext, torch.device]]:
     """Join the torchrun process group for the duration of a ``with`` block; a no-op for one process.
 
-    Yields ``(context, device)``. On the way out (also after an error) the processes meet at a barrier,
-    unless the block failed, and the process group is destroyed.
+    Yields ``(context, device)``. When the block ends normally the processes meet at a barrier; however it
+    ends (an error included), the process group is destroyed.
     """
     if isinstance(device_request, torch.device):
         device = device_request
@@ -61,16 +60,12 @@ def distributed(device_request: str | torch.device | None = "auto") -> Iterator[
     owner = not dist.is_initialized()
     if owner:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    failed = False
     try:
         yield context, device
-    except BaseException:
-        failed = True
-        raise
+        if owner:
+            dist.barrier()  # reached only when the block ended normally: wait for the others' writes
     finally:
         if owner and dist.is_initialized():
-            if not failed:
-                dist.barrier()
             dist.destroy_process_group()
 
 
@@ -79,9 +74,10 @@ def my_chunks(n_chunks: int, context: DistributedContext) -> list[int]:
     return list(range(context.rank, n_chunks, context.world_size))
 
 
-def gather_chunks(mine: list[int], local: torch.Tensor, sizes: Callable[[int], int], n_chunks: int,
+def gather_chunks(mine: list[int], local: torch.Tensor, chunk_size: int, n_items: int,
                   context: DistributedContext) -> torch.Tensor | None:
-    """Collect every process's chunks on rank 0 in chunk order; None on the other ranks."""
+    """Collect every process's chunks (``chunk_size`` items each, the last one shorter) on rank 0 in chunk order;
+    None on the other ranks. ``local`` holds this process's chunks ``mine``, concatenated."""
     if context.world_size == 1:
         return local
     import torch.distributed as dist
@@ -91,14 +87,7 @@ def gather_chunks(mine: list[int], local: torch.Tensor, sizes: Callable[[int], i
     if not context.is_main:
         return None
     by_chunk = {}
-    for chunks, images in pieces:
-        offset = 0
-        for chunk in chunks:
-            by_chunk[chunk] = images[offset:offset + sizes(chunk)]
-            offset += sizes(chunk)
-    return torch.cat([by_chunk[c] for c in range(n_chunks)])
-
-
-def chunk_count(n_items: int, chunk_size: int) -> int:
-    """How many chunks of ``chunk_size`` cover ``n_items``."""
-    return math.ceil(n_items / chunk_size)
+    for chunks, items in pieces:
+        sizes = [min(chunk_size, n_items - chunk * chunk_size) for chunk in chunks]
+        by_chunk.update(zip(chunks, items.split(sizes)))
+    return torch.cat([by_chunk[chunk] for chunk in sorted(by_chunk)])

@@ -235,14 +235,14 @@ def recorded_slider_strip(run_dir: Path) -> Path | None:
 
 def write_slider_strip(run_dir: Path, site_dir: Path) -> str:
     """Put notebook 04's slider strip into the site (the recorded one, else drawn with the library); its src."""
-    target = site_dir / SITE_FIGURES / SLIDER_STRIP
+    strip_path = site_dir / SITE_FIGURES / SLIDER_STRIP
     recorded = recorded_slider_strip(run_dir)
     if recorded is not None:
-        shutil.copyfile(recorded, target)
+        shutil.copyfile(recorded, strip_path)
         print(f"   slider strip: {recorded} (recorded by {SLIDER_NOTEBOOK})")
     else:
         print(f"   slider strip: none recorded in {run_dir / SLIDER_NOTEBOOK}, sampling one with the library ...")
-        target.write_bytes(render_slider_strip())
+        strip_path.write_bytes(render_slider_strip())
     return f"{SITE_FIGURES}/{SLIDER_STRIP}"
 
 

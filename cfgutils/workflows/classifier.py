@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.seeding import epoch_permutation
+from ..core.seeding import batch_indices
 from ..core.unet import count_parameters
 from ..errors import UserInputError, config_from_dict, finite_number, positive_int
 from ..plumbing import checkpoint as ckpt
@@ -174,15 +174,15 @@ def _check_split(split: MnistSplit, what: str) -> None:
 
 
 def classifier_step(model: MnistClassifier, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                    target: torch.Tensor, generator: torch.Generator, augment: bool) -> tuple[float, float]:
+                    labels: torch.Tensor, generator: torch.Generator, augment: bool) -> tuple[float, float]:
     """One step: augment, cross-entropy, backward, AdamW; returns (loss, accuracy) of the batch (05-classifier-eval)."""
     batch = augment_batch(images, generator) if augment else images
     logits = model(batch)
-    loss = F.cross_entropy(logits, target)
+    loss = F.cross_entropy(logits, labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return float(loss.detach()), float((logits.detach().argmax(1) == target).float().mean())
+    return float(loss.detach()), float((logits.detach().argmax(1) == labels).float().mean())
 
 
 def train_classifier(train: MnistSplit, steps: int = ClassifierTrainConfig.steps,
@@ -207,13 +207,11 @@ def train_classifier(train: MnistSplit, steps: int = ClassifierTrainConfig.steps
         raise UserInputError(f"batch size {settings.batch_size} exceeds the {len(train)} training images")
     device = device if isinstance(device, torch.device) else pick_device(device)
     result = start_classifier(settings, model_config, device, train.source, payload, resume_from)
-    images, labels, per_epoch = train.images.to(device), train.labels.to(device), len(train) // settings.batch_size
+    images, labels = train.images.to(device), train.labels.to(device)
     with RunLogger(result.step, settings.steps, settings.log_every, ("loss", "train_accuracy"), progress=progress,
                    desc="classifier", previous_wall_s=result.wall_time_s) as log:
         for step in range(result.step, settings.steps):
-            epoch, position = divmod(step, per_epoch)
-            index = epoch_permutation(len(train), settings.seed, epoch)[
-                position * settings.batch_size:(position + 1) * settings.batch_size].to(device)
+            index = batch_indices(step, len(train), settings.batch_size, settings.seed).to(device)
             set_learning_rate(result.optimizer, lr_now := classifier_learning_rate(step, settings))
             loss, batch_accuracy = classifier_step(result.model, result.optimizer, images[index], labels[index],
                                                    result.generator, settings.augment)

@@ -54,10 +54,10 @@ def run_notebook(name: str, output_dir: str | Path = OUTPUT_DIR, preset: str = "
     output_dir = Path(output_dir).resolve()
     (output_dir / name).mkdir(parents=True, exist_ok=True)
     parameters = {**notebook_parameters(name, preset), "output_dir": str(output_dir / name), **(extra_parameters or {})}
-    target = output_dir / f"{name}.ipynb"
-    papermill.execute_notebook(str(source), str(target), parameters=parameters, cwd=str(paths.NOTEBOOKS_DIR),
+    executed = output_dir / f"{name}.ipynb"
+    papermill.execute_notebook(str(source), str(executed), parameters=parameters, cwd=str(paths.NOTEBOOKS_DIR),
                                progress_bar=progress, kernel_name="python3")
-    return target
+    return executed
 
 
 def run_series(names: list[str] | None = None, output_dir: str | Path = OUTPUT_DIR, preset: str = "default",

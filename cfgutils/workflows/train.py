@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..core.diffusion import DiffusionConfig, GaussianDiffusion, drop_labels
-from ..core.seeding import epoch_permutation
+from ..core.seeding import batch_indices
 from ..core.unet import ConditionalUNet, UNetConfig
 from ..errors import UserInputError
 from ..plumbing import checkpoint as ckpt
@@ -47,8 +47,16 @@ class TrainingRun:
     shard: slice = field(default_factory=lambda: slice(None))  # this process's part of the global batch
     step: int = 0
     images_seen: int = 0
-    params: list = field(default_factory=list)
-    ema_params: list = field(default_factory=list)
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        """The trained weights, in the order AdamW and the EMA see them."""
+        return list(self.model.parameters())
+
+    @property
+    def ema_params(self) -> list[torch.Tensor]:
+        """The averaged weights, matching :attr:`params` one to one."""
+        return list(self.ema_model.parameters())
 
 
 def training_step(run: TrainingRun, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -108,11 +116,10 @@ def start_run(config: dict, device: torch.device, context: DistributedContext, r
     local = settings.batch_size // context.world_size
     run = TrainingRun(model, ema_model, network, optimizer, torch.Generator().manual_seed(settings.seed),
                       GaussianDiffusion(DiffusionConfig.from_dict(config["diffusion"])), settings, device,
-                      slice(context.rank * local, (context.rank + 1) * local),
-                      params=list(model.parameters()), ema_params=list(ema_model.parameters()))
+                      slice(context.rank * local, (context.rank + 1) * local))
     if resume is not None:
-        for name, target in (("model", model), ("ema", ema_model), ("optimizer", optimizer)):
-            target.load_state_dict(resume["state"][name])
+        for name, part in (("model", model), ("ema", ema_model), ("optimizer", optimizer)):
+            part.load_state_dict(resume["state"][name])
         run.generator.set_state(resume["state"]["generator"])
         run.step, run.images_seen = int(resume["metadata"]["step"]), int(resume["metadata"].get("images_seen", 0))
     return run
@@ -159,7 +166,7 @@ class TrainResult:
     wall_time_s: float
 
 
-def check_training_inputs(config: dict, checkpoint_path, resume_from, run_dir, stop_at) -> tuple:
+def check_training_inputs(config: dict, checkpoint_path, resume_from, run_dir, end_step: int) -> tuple:
     """Validate a run's paths and resume checkpoint before anything runs; returns (checkpoint, resume, run dir)."""
     if checkpoint_path is not None:
         checkpoint_path = ckpt.check_output_path(checkpoint_path, "checkpoint")
@@ -175,8 +182,7 @@ def check_training_inputs(config: dict, checkpoint_path, resume_from, run_dir, s
             if differences:
                 raise UserInputError(f"checkpoint {resume_from} does not match the requested {section}: "
                                      + "; ".join(differences))
-        end = config["train"]["steps"] if stop_at is None else min(int(stop_at), config["train"]["steps"])
-        if int(resume["metadata"]["step"]) >= end:
+        if int(resume["metadata"]["step"]) >= end_step:
             raise UserInputError(f"{resume_from} is already at step {resume['metadata']['step']}: nothing to train; "
                                  "ask for more steps (train.steps counts the whole run) or a later --stop-at")
     if run_dir is not None and Path(run_dir).exists() and not Path(run_dir).is_dir():
@@ -198,8 +204,8 @@ def train(config: dict, train_split: MnistSplit | None = None, checkpoint_path: 
     train_split = train_split if train_split is not None else load_mnist("train")
     if settings.batch_size > len(train_split):
         raise UserInputError(f"batch size {settings.batch_size} exceeds the {len(train_split)} training images")
-    checkpoint_path, resume, run_dir = check_training_inputs(config, checkpoint_path, resume_from, run_dir, stop_at)
     end_step = settings.steps if stop_at is None else min(int(stop_at), settings.steps)
+    checkpoint_path, resume, run_dir = check_training_inputs(config, checkpoint_path, resume_from, run_dir, end_step)
     preview_steps = {round(settings.steps * (i + 1) / settings.previews) for i in range(settings.previews)}
     with distributed(device) as (context, device):
         run = start_run(config, device, context, resume)
@@ -208,7 +214,7 @@ def train(config: dict, train_split: MnistSplit | None = None, checkpoint_path: 
                        progress=progress and main,
                        previous_wall_s=float(resume["metadata"].get("wall_time_s", 0.0)) if resume else 0.0) as log:
             for step in range(run.step, end_step):
-                index = epoch_batch(step, len(train_split), settings)
+                index = batch_indices(step, len(train_split), settings.batch_size, settings.seed)
                 set_learning_rate(run.optimizer, lr := learning_rate(step, settings))
                 loss = training_step(run, images[index.to(device)], train_split.labels[index])
                 run.step, run.images_seen = step + 1, run.images_seen + settings.batch_size
@@ -223,13 +229,6 @@ def train(config: dict, train_split: MnistSplit | None = None, checkpoint_path: 
     run.ema_model.eval()
     return TrainResult(run.model, run.ema_model, run.diffusion, config, log.history, checkpoint_path, run_dir,
                        train_split.source, run.step, log.elapsed())
-
-
-def epoch_batch(step: int, n_items: int, settings: TrainConfig) -> torch.Tensor:
-    """The indices of the global batch of ``step``: a slice of its epoch's permutation (03-train)."""
-    epoch, position = divmod(step, n_items // settings.batch_size)
-    return epoch_permutation(n_items, settings.seed, epoch)[position * settings.batch_size:
-                                                          (position + 1) * settings.batch_size]
 
 
 def load_or_train(checkpoint_path: str | Path, config: dict, device: str | None = "auto",
