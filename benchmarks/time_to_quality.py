@@ -51,7 +51,7 @@ def main() -> None:
             loaded = load_model(path, "cpu")
             start = time.perf_counter()
             images = generate(loaded.model, loaded.diffusion, labels, 3.0, SamplerSettings("dpmpp"), seed=0)
-            accuracy, low, high = metrics.accuracy_with_ci(predict_proba(classifier.model, images), labels, seed=0)
+            accuracy, low, high = metrics.accuracy_with_ci(predict_proba(classifier.model, images), labels)
             rows.append({"step": stop, "images": stop * config["train"]["batch_size"],
                          "train_minutes": loaded.metadata["wall_time_s"] / 60,
                          "accuracy_w2": accuracy, "ci_low": low, "ci_high": high,

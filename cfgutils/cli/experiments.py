@@ -14,8 +14,8 @@ from ..plumbing.checkpoint import load_model
 from ..plumbing.data import to_uint8
 from ..presentation import plots, report
 from ..workflows.classifier import load_classifier
-from ..workflows.experiments import (FIGURE_SCALES, SWEEP_SCALES, check_scales, check_sweep_arguments, guidance_sweep,
-                                     save_strips, scale_sweep_one_digit, write_results)
+from ..workflows.experiments import (FIGURE_SCALES, REPORT_SEEDS, SWEEP_SCALES, check_scales, check_sweep_arguments,
+                                     guidance_sweep, save_strips, scale_sweep_one_digit, write_results)
 from .common import (add_sampler_arguments, check_output_dir, guidance_from_args, sample_meta, settings_from_args,
                      write_samples)
 
@@ -102,10 +102,12 @@ def _run_guidance(args: argparse.Namespace) -> int:
 
 #: what ``experiment classifier --help`` says the command does
 CLASSIFIER_DESCRIPTION = ("Sample N of every digit at each guidance scale s (w = s - 1) and seed, score them with "
-                          "CLASSIFIER against held-out real test digits (accuracy with a bootstrap 95%% interval, "
-                          "per-class accuracy, confidence, Frechet distance in classifier features, IS analogue, "
-                          "k-NN precision/recall, diversity, saturated pixels), and write results.csv (one row per "
-                          "scale and seed, plus the real-data floor), meta.json, strips.npz and figures.")
+                          "CLASSIFIER against held-out real test digits (accuracy, per-class accuracy, confidence, "
+                          "Frechet distance in classifier features, IS analogue, k-NN precision/recall, diversity, "
+                          "saturated pixels, near copies of training digits), and write results.csv (one row per "
+                          "scale and seed, plus one real-data floor row per seed), summary.csv (every metric with "
+                          "its 95%% interval: exact for proportions of samples, Student t over seeds otherwise), "
+                          "meta.json, strips.npz and figures.")
 
 
 def _register_classifier_experiment(experiments) -> None:
@@ -116,8 +118,10 @@ def _register_classifier_experiment(experiments) -> None:
     parser.add_argument("outdir", metavar="OUTDIR")
     parser.add_argument("--scales", type=float, nargs="+", default=list(SWEEP_SCALES), metavar="S",
                         help="guidance scales s (default: 0 and the reference study's w grid + 1)")
-    parser.add_argument("--n-per-class", type=int, default=30, help="samples per digit per scale (default 30)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="sampling seeds (default 0)")
+    parser.add_argument("--n-per-class", type=int, default=20, help="samples per digit, scale and seed (default 20)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(REPORT_SEEDS),
+                        help=f"sampling seeds, two or more for intervals of set statistics "
+                             f"(default {' '.join(map(str, REPORT_SEEDS))})")
     add_sampler_arguments(parser, default_scale=None)
     parser.set_defaults(handler=_run_classifier_experiment)
 
@@ -138,8 +142,10 @@ def _run_classifier_experiment(args: argparse.Namespace) -> int:
             "classifier": str(args.classifier), "classifier_data_source": classifier.metadata.get("data_source"),
             "classifier_test_accuracy": classifier.metadata.get("test_accuracy"),
             "convention": "eps = eps_u + s (eps_c - eps_u); w = s - 1", **settings.describe(),
-            **guidance.describe(), "n_per_class": args.n_per_class, "seeds": seeds}
+            **guidance.describe(), "n_per_class": args.n_per_class, "seeds": seeds,
+            "near_copy_training_source": result.training_source}
     path = write_results(outdir, result, meta)
+    report.sweep_frame(result).to_csv(outdir / "summary.csv", index=False)
     save_strips(outdir, result)
     plots.save_sweep_figures(result, outdir)
     print(report.format_table(result))

@@ -118,17 +118,38 @@ def _log_w_axis(ax, frame: pd.DataFrame, upto: float | None = None) -> None:
     ax.set_xticks(ticks)
     ax.set_xticklabels([f"{t:g}" for t in ticks])
 
+def _band(ax, frame: pd.DataFrame, metric: str, color, alpha: float = 0.25) -> None:
+    """Shade ``metric``'s 95% interval (columns ``<metric>_low/high``) where the frame has one."""
+    if f"{metric}_low" in frame and frame[f"{metric}_low"].notna().any():
+        ax.fill_between(frame["w"], frame[f"{metric}_low"], frame[f"{metric}_high"], color=color, alpha=alpha, lw=0)
+
+
+def _floor_band(ax, floor: dict, metric: str, color="green", label: str | None = "real test digits") -> None:
+    """The real-data floor of ``metric``: a dotted line, its 95% interval shaded across the plot."""
+    ax.axhline(floor[metric], color=color, ls=":", lw=1, label=label)
+    low, high = floor.get(f"{metric}_low"), floor.get(f"{metric}_high")
+    if low is not None and not (pd.isna(low) or pd.isna(high)):
+        ax.axhspan(low, high, color=color, alpha=0.08, lw=0)
+
+
+def _error_bars(frame: pd.DataFrame, metric: str):
+    """Asymmetric error bars from ``<metric>_low/high``, or None where there are none."""
+    if f"{metric}_low" not in frame or frame[f"{metric}_low"].isna().all():
+        return None
+    return np.vstack([frame[metric] - frame[f"{metric}_low"], frame[f"{metric}_high"] - frame[metric]]).clip(min=0)
+
+
 def plot_accuracy(result: SweepResult, ax=None, label: str = "cfgutils (this model)"):
-    """Accuracy vs w with its 95% interval, the real-data floor and the reference study's curve (05-classifier-eval)."""
+    """Accuracy vs w with its exact 95% interval (shaded), the real-data floor and the reference study (05)."""
     import matplotlib.pyplot as plt
 
     frame = sweep_frame(result)
     ax = ax or plt.subplots(figsize=(7, 3.8))[1]
-    ax.fill_between(frame["w"], frame["accuracy_ci_low"], frame["accuracy_ci_high"], alpha=0.25)
-    ax.plot(frame["w"], frame["accuracy"], "o-", label=label)
+    line, = ax.plot(frame["w"], frame["accuracy"], "o-", label=label)
+    _band(ax, frame, "accuracy", line.get_color())
     ref_w, ref_acc = zip(*sorted(REFERENCE_ACCURACY.items()))
     ax.plot(ref_w, ref_acc, "s--", color="gray", label="reference study (published, 200 samples/scale)")
-    ax.axhline(result.floor["accuracy"], color="green", ls=":", label="real test digits")
+    _floor_band(ax, result.floor, "accuracy")
     ax.set_ylabel("classifier accuracy")
     ax.set_ylim(0, 1.02)
     _log_w_axis(ax, frame, upto=max(REFERENCE_ACCURACY))
@@ -137,28 +158,30 @@ def plot_accuracy(result: SweepResult, ax=None, label: str = "cfgutils (this mod
     return ax
 
 def plot_metric(result: SweepResult, metric: str, ax=None, floor: bool = True):
-    """One metric vs w with the real-data floor as a dotted line."""
+    """One metric vs w with its 95% interval (shaded) and the real-data floor (dotted, its interval shaded)."""
     import matplotlib.pyplot as plt
 
     frame = sweep_frame(result)
     ax = ax or plt.subplots(figsize=(5, 3.2))[1]
-    ax.plot(frame["w"], frame[metric], "o-")
+    line, = ax.plot(frame["w"], frame[metric], "o-")
+    _band(ax, frame, metric, line.get_color())
     if floor and result.floor.get(metric) is not None:
-        ax.axhline(result.floor[metric], color="green", ls=":", label="real test digits")
+        _floor_band(ax, result.floor, metric)
         ax.legend(fontsize=8)
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     _log_w_axis(ax, frame)
     return ax
 
 def plot_precision_recall(result: SweepResult, ax=None):
-    """Precision and recall vs w (fidelity vs coverage)."""
+    """Precision and recall vs w with their 95% intervals (fidelity vs coverage)."""
     import matplotlib.pyplot as plt
 
     frame = sweep_frame(result)
     ax = ax or plt.subplots(figsize=(6, 3.4))[1]
     for metric, marker in (("precision", "o-"), ("recall", "s-")):
-        ax.plot(frame["w"], frame[metric], marker, label=metric)
-        ax.axhline(result.floor[metric], ls=":", lw=1, color=ax.lines[-1].get_color())
+        line, = ax.plot(frame["w"], frame[metric], marker, label=metric)
+        _band(ax, frame, metric, line.get_color())
+        _floor_band(ax, result.floor, metric, color=line.get_color(), label=None)
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("k-NN precision / recall (k = 3)")
     _log_w_axis(ax, frame)
@@ -167,13 +190,14 @@ def plot_precision_recall(result: SweepResult, ax=None):
     return ax
 
 def plot_frontier(results: dict[str, SweepResult], ax=None, x: str = "recall", y: str = "accuracy"):
-    """The fidelity-diversity frontier: one curve per sweep, points labelled by w (05, 06)."""
+    """The fidelity-diversity frontier: one curve per sweep, 95% intervals as error bars, points labelled by w."""
     import matplotlib.pyplot as plt
 
     ax = ax or plt.subplots(figsize=(6, 4))[1]
     for name, result in results.items():
         frame = sweep_frame(result)
-        ax.plot(frame[x], frame[y], "o-", label=name, alpha=0.85)
+        ax.errorbar(frame[x], frame[y], xerr=_error_bars(frame, x), yerr=_error_bars(frame, y), fmt="o-", ms=4,
+                    capsize=2, elinewidth=0.8, label=name, alpha=0.85)
         for _, row in frame.iterrows():
             if row["w"] in (-1, 0, 1, 2, 5, 10, 20):
                 ax.annotate(f"w={row['w']:g}", (row[x], row[y]), fontsize=7, xytext=(3, 3),
@@ -225,27 +249,67 @@ def save_sweep_figures(result: SweepResult, figures_dir: str | Path, prefix: str
                        ("frechet", lambda: plot_metric(result, "frechet_distance")),
                        ("precision-recall", lambda: plot_precision_recall(result)),
                        ("frontier", lambda: plot_frontier({"plain CFG": result})),
-                       ("per-class", lambda: plot_per_class(result))):
+                       ("per-class", lambda: plot_per_class(result)),
+                       ("near-copies", lambda: plot_near_copies(result))):
         ax = draw()
         ax.figure.tight_layout()
         paths.append(save_figure(ax.figure, f"{prefix}-{name}.png", figures_dir))
         plt.close(ax.figure)
-    fig = plot_strips(result)
-    paths.append(save_figure(fig, f"{prefix}-strips.png", figures_dir))
-    plt.close(fig)
+    for name, fig in (("strips", plot_strips(result)), ("closest-pairs", plot_closest_pairs(result))):
+        paths.append(save_figure(fig, f"{prefix}-{name}.png", figures_dir))
+        plt.close(fig)
     return paths
 
+def plot_near_copies(result: SweepResult, ax=None):
+    """Fraction of near copies of training digits by w (pixels and features), 95% intervals, real floor (05)."""
+    import matplotlib.pyplot as plt
+
+    frame = sweep_frame(result)
+    ax = ax or plt.subplots(figsize=(6, 3.4))[1]
+    for metric, marker in (("near_copy_pixels", "o-"), ("near_copy_features", "s-")):
+        line, = ax.plot(frame["w"], frame[metric], marker, label=METRIC_LABELS[metric])
+        _band(ax, frame, metric, line.get_color())
+        _floor_band(ax, result.floor, metric, color=line.get_color(), label=None)
+    ax.set_ylabel("fraction of near copies")
+    ax.set_ylim(bottom=0)
+    _log_w_axis(ax, frame)
+    ax.legend(fontsize=8)
+    ax.set_title("Samples closer to a training digit than 99% of real test digits are\n(dotted: real test digits)")
+    return ax
+
+
+def plot_closest_pairs(result: SweepResult, weights=(-1, 0, 2, 10), k: int = 6):
+    """For chosen w: the ``k`` samples closest to a training digit (top) above that training digit (below)."""
+    import matplotlib.pyplot as plt
+
+    available = sorted(result.closest)
+    chosen = list(dict.fromkeys(min(available, key=lambda s: abs(s - (w + 1))) for w in weights))
+    fig, axes = plt.subplots(1, len(chosen), figsize=(1.05 * k * len(chosen) / 2 + 0.5, 2.4), squeeze=False)
+    for ax, scale in zip(axes[0], chosen):
+        pairs = result.closest[scale]
+        shown = min(k, pairs["samples"].shape[0])
+        image_grid(torch.cat([pairs["samples"][:shown], pairs["training"][:shown]]), nrow=shown, ax=ax,
+                   row_labels=["sample", "training"] if ax is axes[0][0] else None,
+                   title=f"w={scale - 1:g}: distance {pairs['distances'][0]:.1f}-{pairs['distances'][shown - 1]:.1f}")
+        ax.title.set_fontsize(8)
+    fig.suptitle("The generated digits closest to a training digit (pixel distance; a whole digit's norm is ~25)",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def plot_variants(results: dict[str, SweepResult], metric: str, ax=None, floor: bool = True):
-    """One metric vs w, one line per guidance rule, the real-data floor dotted (06-guidance-variants)."""
+    """One metric vs w with its 95% interval, one line per guidance rule, the real-data floor dotted (06)."""
     import matplotlib.pyplot as plt
 
     ax = ax or plt.subplots(figsize=(5.5, 3.4))[1]
     frame = variants_frame(results)
     for name, group in frame.groupby("variant", sort=False):
-        ax.plot(group["w"], group[metric], "o-", ms=3, label=name)
+        line, = ax.plot(group["w"], group[metric], "o-", ms=3, label=name)
+        _band(ax, group, metric, line.get_color(), alpha=0.15)
     first = next(iter(results.values()))
     if floor and first.floor.get(metric) is not None:
-        ax.axhline(first.floor[metric], color="green", ls=":", label="real test digits")
+        _floor_band(ax, first.floor, metric)
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     _log_w_axis(ax, frame)
     ax.legend(fontsize=7)

@@ -1,9 +1,10 @@
 """Tables and computed conclusions of a guidance sweep (notebook 05-classifier-eval; reused by 06 and the CLI).
 
 The figures of a sweep are in :mod:`cfgutils.presentation.plots`. Metric columns (see
-:mod:`cfgutils.workflows.metrics`): ``accuracy`` with ``accuracy_ci_low/high``,
+:mod:`cfgutils.workflows.metrics`): ``accuracy``,
 ``frechet_distance``, ``precision``, ``recall``, ``inception_score``, ``diversity``,
-``confidence``, ``saturation``.
+``confidence``, ``saturation``, ``near_copy_pixels``; each with ``<metric>_low/high``, its 95% interval.
+A weight or rule is called best only where its interval separates from the others' (:func:`best_or_tied`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..workflows.evaluation import summarise_seeds
 from ..workflows.experiments import REFERENCE_ACCURACY, SweepResult
 
 METRIC_LABELS = {
@@ -22,17 +24,23 @@ METRIC_LABELS = {
     "diversity": "intra-class diversity",
     "confidence": "mean confidence",
     "saturation": "saturated pixels",
+    "near_copy_pixels": "near copies (pixels)",
+    "near_copy_features": "near copies (features)",
+    "nearest_training_pixels": "distance to nearest training digit (pixels)",
 }
 
 
 def sweep_frame(result: SweepResult) -> pd.DataFrame:
-    """One row per scale (metrics averaged over seeds), sorted by s, with both conventions (05-classifier-eval)."""
-    frame = pd.DataFrame(result.rows)
-    numeric = [c for c in frame.columns if c not in ("sampler", "guidance") and pd.api.types.is_numeric_dtype(frame[c])]
-    grouped = frame[numeric].groupby("s", as_index=False).mean()
-    grouped["seeds"] = frame.groupby("s")["seed"].nunique().values
-    grouped["w"] = grouped["s"] - 1
-    return grouped.drop(columns=["seed"]).sort_values("s").reset_index(drop=True)
+    """One row per scale, each metric with its 95% interval over seeds (``<metric>_low/high``), sorted by s (05).
+
+    The intervals come from :func:`cfgutils.workflows.evaluation.summarise_seeds`.
+    """
+    scales = sorted({row["s"] for row in result.rows})
+    rows = [summarise_seeds([row for row in result.rows if row["s"] == s]) for s in scales]
+    frame = pd.DataFrame(rows)
+    frame["s"] = scales
+    frame["w"] = frame["s"] - 1
+    return frame
 
 
 def reference_accuracy(w: float) -> float | None:
@@ -43,68 +51,138 @@ def reference_accuracy(w: float) -> float | None:
     return None
 
 
+def with_interval(row, metric: str, digits: int = 3) -> str:
+    """"0.997 [0.988, 1.000]": a metric and its 95% interval; "(one seed: no interval)" where it has none."""
+    value, low, high = row[metric], row.get(f"{metric}_low"), row.get(f"{metric}_high")  # a dict or a frame row
+    if low is None or pd.isna(low) or pd.isna(high):
+        return f"{value:.{digits}f} (one seed: no interval)"
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+#: the columns of the headline table and the digits each is printed with
+TABLE_METRICS = {"accuracy": 3, "frechet_distance": 1, "precision": 3, "recall": 3, "near_copy_pixels": 3}
+
+
 def results_table(result: SweepResult) -> pd.DataFrame:
-    """The headline table: w, s, accuracy (95% CI), reference accuracy, Fréchet, precision, recall (05-classifier-eval)."""
+    """The headline table: w, s, each metric with its 95% interval, the reference study's accuracy (05)."""
     frame = sweep_frame(result)
-    table = pd.DataFrame({
-        "w": frame["w"], "s": frame["s"],
-        "accuracy": frame["accuracy"],
-        "95% CI": [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(frame["accuracy_ci_low"], frame["accuracy_ci_high"])],
-        "reference accuracy": [reference_accuracy(w) for w in frame["w"]],
-        "Fréchet": frame["frechet_distance"],
-        "precision": frame["precision"],
-        "recall": frame["recall"],
-    })
+    records = [{"w": f"{row['w']:g}", "s": f"{row['s']:g}",
+                "reference accuracy": "" if reference_accuracy(row["w"]) is None
+                else f"{reference_accuracy(row['w']):.3f}",
+                **{METRIC_LABELS.get(m, m): with_interval(row, m, d) for m, d in TABLE_METRICS.items() if m in row}}
+               for _, row in frame.iterrows()]
     floor = result.floor
-    floor_row = {"w": None, "s": None, "accuracy": floor["accuracy"],
-                 "95% CI": f"[{floor['accuracy_ci_low']:.3f}, {floor['accuracy_ci_high']:.3f}]",
-                 "reference accuracy": None, "Fréchet": floor["frechet_distance"], "precision": floor["precision"],
-                 "recall": floor["recall"]}
-    table = pd.concat([table, pd.DataFrame([floor_row], index=["real data"])])
-    table.index = [("real data" if i == "real data" else f"w={w:g}") for i, w in zip(table.index, table["w"])]
-    return table
+    records.append({"w": "real", "s": "data", "reference accuracy": "",
+                    **{METRIC_LABELS.get(m, m): with_interval(floor, m, d) for m, d in TABLE_METRICS.items()
+                       if m in floor}})
+    return pd.DataFrame(records, index=[f"w={r['w']}" for r in records[:-1]] + ["real data"])
 
 
 def format_table(result: SweepResult) -> str:
     """The headline table as Markdown (for the README and the CLI)."""
     table = results_table(result)
-    lines = ["| w | s | accuracy (95% CI) | reference | Fréchet | precision | recall |",
-             "|---|---|---|---|---|---|---|"]
-    for name, row in table.iterrows():
-        w = "real" if name == "real data" else f"{row['w']:g}"
-        s = "data" if name == "real data" else f"{row['s']:g}"
-        reference = "" if row["reference accuracy"] is None or pd.isna(row["reference accuracy"]) \
-            else f"{row['reference accuracy']:.3f}"
-        lines.append(f"| {w} | {s} | {row['accuracy']:.3f} {row['95% CI']} | {reference} | {row['Fréchet']:.2f} | "
-                     f"{row['precision']:.3f} | {row['recall']:.3f} |")
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for _, row in table.iterrows()]
     return "\n".join(lines)
 
 
-def conclusions(result: SweepResult) -> dict:
-    """Findings computed from the results: best w, where accuracy falls below 90%, Fréchet vs floor (05-classifier-eval)."""
+# --------------------------------------------------------------------------------------------- conclusions
+def separated(a_low: float, a_high: float, b_low: float, b_high: float) -> bool:
+    """Do two intervals not overlap? False where either is unknown (NaN): no interval, no claim."""
+    if any(pd.isna(v) for v in (a_low, a_high, b_low, b_high)):
+        return False
+    return a_high < b_low or b_high < a_low
+
+
+def best_or_tied(frame: pd.DataFrame, metric: str, higher_is_better: bool = True, key: str = "w") -> dict:
+    """The best row by ``metric`` and every row whose interval overlaps the best one's (05, 06).
+
+    ``winner`` is the best row's ``key`` only when its interval separates from every other row's; otherwise it
+    is None and ``tied`` lists every ``key`` whose interval overlaps the best one (the best included).
+    """
+    if frame.empty:
+        raise ValueError("no rows to compare")
+    best = frame.loc[frame[metric].idxmax() if higher_is_better else frame[metric].idxmin()]
+    low, high = best[f"{metric}_low"], best[f"{metric}_high"]
+    tied = [row[key] for _, row in frame.iterrows()
+            if not separated(row[f"{metric}_low"], row[f"{metric}_high"], low, high)]
+    return {"winner": best[key] if len(tied) == 1 else None, "best": best[key], "tied": tied,
+            "value": float(best[metric]), "low": float(low), "high": float(high)}
+
+
+def _weights(values) -> str:
+    return ", ".join(f"{v:g}" for v in values)
+
+
+def _ranked_sentence(found: dict, what: str, extreme: str, digits: int) -> str:
+    value = _triple([found["value"], found["low"], found["high"]], digits)
+    if found["winner"] is not None:
+        return f"{what} is {extreme} at w = {found['winner']:g} ({value}); its interval separates from every other weight."
+    return (f"{what} is tied within the 95% intervals at w = {_weights(found['tied'])}; the best observed value is "
+            f"{value} at w = {found['best']:g}.")
+
+
+def conclusions(result: SweepResult, accuracy_floor: float = 0.90) -> dict:
+    """Findings that the intervals support, as numbers and as sentences (``lines``) (05-classifier-eval).
+
+    A weight is named best only where its interval separates from every other weight's; otherwise the tied
+    weights are listed. Accuracy "falls below" ``accuracy_floor`` only where the whole interval lies below it.
+    """
     frame = sweep_frame(result)
-    guided = frame[frame["s"] > 0]
-    best = guided.loc[guided["accuracy"].idxmax()]
-    best_fd = guided.loc[guided["frechet_distance"].idxmin()]
-    above_best = guided[guided["w"] > best["w"]]
-    below_90 = above_best[above_best["accuracy"] < 0.90]
+    guided = frame[frame["s"] > 0].reset_index(drop=True)
     floor = result.floor
+    by_accuracy = best_or_tied(guided, "accuracy")
+    by_frechet = best_or_tied(guided, "frechet_distance", higher_is_better=False)
+    past_best = guided[guided["w"] > max(by_accuracy["tied"])]
+    below = past_best[past_best["accuracy_high"] < accuracy_floor]
+    first, last = guided.iloc[0], guided.iloc[-1]
+    closest = guided.loc[guided["frechet_distance"].idxmin()]
     unconditional = frame[frame["s"] == 0]
-    return {
-        "best_w_by_accuracy": float(best["w"]),
-        "best_accuracy": float(best["accuracy"]),
-        "best_w_by_frechet": float(best_fd["w"]),
-        "best_frechet": float(best_fd["frechet_distance"]),
-        "frechet_floor": float(floor["frechet_distance"]),
-        "frechet_ratio_at_best_frechet": float(best_fd["frechet_distance"] / floor["frechet_distance"])
-        if floor["frechet_distance"] > 0 else float("inf"),
-        "first_w_below_90_percent": float(below_90["w"].iloc[0]) if len(below_90) else None,
-        "unconditional_accuracy": float(unconditional["accuracy"].iloc[0]) if len(unconditional) else None,
-        "real_accuracy": float(floor["accuracy"]),
-        "recall_at_lowest_w": float(guided["recall"].iloc[0]),
-        "recall_at_highest_w": float(guided["recall"].iloc[-1]),
-        "highest_w": float(guided["w"].iloc[-1]),
+    found = {
+        "accuracy": by_accuracy, "frechet_distance": by_frechet,
+        "frechet_floor": [floor["frechet_distance"], floor["frechet_distance_low"], floor["frechet_distance_high"]],
+        "best_frechet_separates_from_floor": separated(closest["frechet_distance_low"],
+                                                       closest["frechet_distance_high"],
+                                                       floor["frechet_distance_low"], floor["frechet_distance_high"]),
+        "first_w_clearly_below_accuracy_floor": float(below["w"].iloc[0]) if len(below) else None,
+        "accuracy_floor": accuracy_floor,
+        "unconditional_accuracy": None if unconditional.empty else
+        [float(unconditional.iloc[0][k]) for k in ("accuracy", "accuracy_low", "accuracy_high")],
+        "real_accuracy": [floor["accuracy"], floor["accuracy_low"], floor["accuracy_high"]],
+        "recall_lowest_w": [float(first[k]) for k in ("w", "recall", "recall_low", "recall_high")],
+        "recall_highest_w": [float(last[k]) for k in ("w", "recall", "recall_low", "recall_high")],
+        "recall_falls": bool(last["recall_high"] < first["recall_low"]),
     }
+    found["lines"] = conclusion_lines(found)
+    return found
+
+
+def _triple(values, digits: int = 3) -> str:
+    """"0.997 [0.988, 1.000]" from (value, low, high); "(one seed: no interval)" where the interval is NaN."""
+    return with_interval({"v": values[0], "v_low": values[1], "v_high": values[2]}, "v", digits)
+
+
+def conclusion_lines(found: dict) -> list[str]:
+    """The sentences of :func:`conclusions`, one Markdown bullet each (05-classifier-eval)."""
+    lines = [f"- {_ranked_sentence(found['accuracy'], 'Accuracy', 'highest', 3)} Real test digits: "
+             f"{_triple(found['real_accuracy'])}"
+             + (f"; without guidance (s = 0): {_triple(found['unconditional_accuracy'])}."
+                if found["unconditional_accuracy"] else ".")]
+    floor = found["frechet_floor"]
+    relation = ("above the real-data floor of" if found["best_frechet_separates_from_floor"]
+                else "not separable (no interval) from the real-data floor of" if pd.isna(floor[1])
+                else "tied with the real-data floor of")
+    lines.append(f"- {_ranked_sentence(found['frechet_distance'], 'Fréchet distance', 'lowest', 1)} The lowest one "
+                 f"is {relation} {_triple(floor, 1)}.")
+    first_below = found["first_w_clearly_below_accuracy_floor"]
+    lines.append(f"- Past the best weights, accuracy is below {found['accuracy_floor']:.0%} (its whole interval) "
+                 f"from w = {first_below:g}." if first_below is not None else
+                 f"- No weight past the best has an accuracy interval wholly below {found['accuracy_floor']:.0%}.")
+    low, high = found["recall_lowest_w"], found["recall_highest_w"]
+    verb = "falls" if found["recall_falls"] else "does not fall beyond its intervals"
+    lines.append(f"- Recall (coverage of real variety) {verb}: {_triple(low[1:])} at w = {low[0]:g}, "
+                 f"{_triple(high[1:])} at w = {high[0]:g}.")
+    return lines
 
 
 # --------------------------------------------------------------------------------------------- figures
@@ -118,36 +196,88 @@ def variants_frame(results: dict[str, SweepResult]) -> pd.DataFrame:
 
 
 def variants_table(results: dict[str, SweepResult], weights=(2, 5, 10, 20)) -> pd.DataFrame:
-    """Accuracy, Fréchet distance, precision and recall per variant at chosen w (rows: variant, w) (06)."""
+    """Accuracy, Fréchet distance, precision, recall and saturation with 95% intervals per variant and w (06)."""
     frame = variants_frame(results)
     frame = frame[frame["w"].round(6).isin([round(float(w), 6) for w in weights])]
-    columns = [c for c in ("s", "accuracy", "frechet_distance", "precision", "recall", "saturation") if c in frame]
-    return frame.set_index(["variant", "w"])[columns]
+    metrics = {m: d for m, d in (*TABLE_METRICS.items(), ("saturation", 3)) if m in frame and m != "near_copy_pixels"}
+    records = [{"variant": row["variant"], "w": row["w"], "s": row["s"],
+                **{METRIC_LABELS.get(m, m): with_interval(row, m, d) for m, d in metrics.items()}}
+               for _, row in frame.iterrows()]
+    return pd.DataFrame(records).set_index(["variant", "w"])
+
+
+def _compare(row, base, metric: str) -> str:
+    """"lower", "higher" or "tied": ``row``'s interval of ``metric`` against ``base``'s."""
+    if not separated(row[f"{metric}_low"], row[f"{metric}_high"], base[f"{metric}_low"], base[f"{metric}_high"]):
+        return "tied"
+    return "lower" if row[metric] < base[metric] else "higher"
+
+
+def _against_target(row, target: float) -> str:
+    """"meets" (whole accuracy interval >= target), "misses" (whole interval below) or "undecided"."""
+    if row["accuracy_low"] >= target:
+        return "meets"
+    return "misses" if row["accuracy_high"] < target else "undecided"
 
 
 def variant_conclusions(results: dict[str, SweepResult], baseline: str = "cfg", check_w: float = 10.0,
                         accuracy_target: float = 0.95, high_w: float = 5.0) -> dict:
-    """Per variant: accuracy at ``check_w`` and whether its Fréchet distance beats ``baseline`` at every w >= high_w.
+    """Per variant, what its intervals support at ``check_w`` and at every w >= ``high_w`` against ``baseline`` (06).
 
-    ``passing`` lists the variants that keep accuracy >= ``accuracy_target`` at ``check_w`` and have a lower
-    Fréchet distance than the baseline at every w >= ``high_w`` (06-guidance-variants).
+    ``passing``: the variants whose accuracy interval at ``check_w`` lies at or above ``accuracy_target`` and
+    whose Fréchet interval lies below the baseline's at every w >= ``high_w``. ``undecided``: those no
+    interval rules out. ``lines``: the sentences.
     """
     frame = variants_frame(results)
     base = frame[frame["variant"] == baseline].set_index("w")
     found = {}
     for name, group in frame.groupby("variant", sort=False):
         group = group.set_index("w")
-        at_check = group["accuracy"].get(check_w)
         high = [w for w in group.index if w >= high_w and w in base.index]
-        lower_fd = bool(high) and all(group.loc[w, "frechet_distance"] < base.loc[w, "frechet_distance"] for w in high)
-        found[name] = {"accuracy_at_check_w": None if at_check is None else float(at_check),
-                       "frechet_at_check_w": None if check_w not in group.index
-                       else float(group.loc[check_w, "frechet_distance"]),
-                       "lower_frechet_than_baseline_for_high_w": lower_fd if name != baseline else None,
-                       "best_frechet": float(group["frechet_distance"].min()),
-                       "best_frechet_w": float(group["frechet_distance"].idxmin())}
-    passing = [name for name, f in found.items() if name != baseline and f["accuracy_at_check_w"] is not None
-               and f["accuracy_at_check_w"] >= accuracy_target and f["lower_frechet_than_baseline_for_high_w"]]
-    return {"check_w": check_w, "accuracy_target": accuracy_target, "high_w": high_w, "baseline": baseline,
-            "variants": found, "passing": passing}
+        versus = {w: _compare(group.loc[w], base.loc[w], "frechet_distance") for w in high}
+        at_check = group.loc[check_w] if check_w in group.index else None
+        found[name] = {
+            "accuracy_at_check_w": None if at_check is None else [float(at_check[k]) for k in
+                                                                  ("accuracy", "accuracy_low", "accuracy_high")],
+            "frechet_at_check_w": None if at_check is None else [float(at_check[k]) for k in
+                                                                 ("frechet_distance", "frechet_distance_low",
+                                                                  "frechet_distance_high")],
+            "accuracy_target": None if at_check is None else _against_target(at_check, accuracy_target),
+            "frechet_vs_baseline": None if name == baseline else {f"{w:g}": v for w, v in versus.items()},
+        }
+    others = {n: f for n, f in found.items() if n != baseline}
+    passing = [n for n, f in others.items() if f["accuracy_target"] == "meets" and f["frechet_vs_baseline"]
+               and all(v == "lower" for v in f["frechet_vs_baseline"].values())]
+    undecided = [n for n, f in others.items() if n not in passing and f["accuracy_target"] in ("meets", "undecided")
+                 and f["frechet_vs_baseline"] and all(v in ("lower", "tied") for v in f["frechet_vs_baseline"].values())]
+    at_check = frame[frame["w"] == check_w].reset_index(drop=True)
+    found = {"check_w": check_w, "accuracy_target": accuracy_target, "high_w": high_w, "baseline": baseline,
+             "variants": found, "passing": passing, "undecided": undecided,
+             "frechet_at_check_w": best_or_tied(at_check, "frechet_distance", False, key="variant")
+             if len(at_check) else None}
+    found["lines"] = variant_lines(found)
+    return found
 
+
+def variant_lines(found: dict) -> list[str]:
+    """The sentences of :func:`variant_conclusions`, one Markdown bullet per rule and two summary bullets (06)."""
+    check_w, lines = found["check_w"], []
+    for name, f in found["variants"].items():
+        if f["accuracy_at_check_w"] is None:
+            continue
+        versus = f["frechet_vs_baseline"]
+        compared = "" if versus is None else "; Fréchet distance against plain CFG: " + ", ".join(
+            f"{verdict} at w = {w}" for w, verdict in versus.items())
+        lines.append(f"- **{name}** at w = {check_w:g}: accuracy {_triple(f['accuracy_at_check_w'])} "
+                     f"({f['accuracy_target']} the {found['accuracy_target']:.0%} target), Fréchet distance "
+                     f"{_triple(f['frechet_at_check_w'], 1)}{compared}.")
+    ranked = found["frechet_at_check_w"]
+    if ranked is not None:
+        lines.append(f"- Lowest Fréchet distance at w = {check_w:g}: " + (
+            f"**{ranked['winner']}**, separated from every other rule." if ranked["winner"] is not None
+            else f"tied within the intervals between {', '.join(ranked['tied'])}."))
+    lines.append(f"- **Meets the target** (accuracy interval at or above {found['accuracy_target']:.0%} at "
+                 f"w = {check_w:g}, Fréchet interval below plain CFG's at every w >= {found['high_w']:g}): "
+                 f"{', '.join(found['passing']) or 'none'}"
+                 + (f"; not ruled out by the intervals: {', '.join(found['undecided'])}." if found["undecided"] else "."))
+    return lines

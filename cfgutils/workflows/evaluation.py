@@ -1,22 +1,28 @@
 """Scoring digits with the classifier: every metric of :mod:`cfgutils.workflows.metrics` against real digits (05).
 
 :func:`build_reference` (features of held-out real test digits, once), :func:`evaluate_generated`
-(every metric in one flat dict) and :func:`real_data_floor` (a *different* set of held-out real digits
-scored as if generated: what each metric reads for real data).
+(every metric in one flat dict), :func:`real_data_floor` (a *different* set of held-out real digits
+scored as if generated: what each metric reads for real data), :func:`summarise_seeds` (one cell measured
+with several seeds -> every metric with its 95% interval) and the memorisation check
+(:func:`build_training_neighbours`, :func:`memorisation`, :func:`closest_pairs`: how close samples come to
+the digits the models trained on).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..errors import UserInputError, positive_int
 from ..plumbing.data import MnistSplit
 from .classifier import extract_features, predict_logits_and_features
-from .metrics import (NUM_CLASSES, SATURATION_TOL, as_labels, as_probs, accuracy_with_ci, frechet_distance_from_stats,
-                      gaussian_stats, inception_score, intra_class_diversity, knn_radii, mean_confidence,
-                      mean_intended_probability, per_class_accuracy, precision_recall, saturation_fraction)
+from .metrics import (NEAR_COPY_QUANTILE, NUM_CLASSES, SATURATION_TOL, as_labels, as_probs, correct_predictions,
+                      frechet_distance_from_stats, gaussian_stats, inception_score, intra_class_diversity, knn_radii,
+                      mean_confidence, mean_intended_probability, near_copy_fraction, near_copy_threshold,
+                      nearest_distances, per_class_accuracy, precision_recall, proportion_interval,
+                      saturation_fraction, seed_interval)
 
 
 @dataclass(frozen=True)
@@ -75,16 +81,67 @@ def build_reference(classifier, real_split: MnistSplit, n_per_class: int = 400, 
                          knn_radii(features, k), k, real_split.source, len(real_split), n_per_class, seed)
 
 
+@dataclass(frozen=True)
+class TrainingNeighbours:
+    """The digits the models trained on, and the near-copy thresholds set by held-out real digits (05)."""
+
+    pixels: torch.Tensor  # N x 784 float32, images in [-1, 1]
+    features: torch.Tensor  # N x D float32 classifier features
+    threshold_pixels: float  # only NEAR_COPY_QUANTILE of held-out real digits are closer than this to a training digit
+    threshold_features: float
+    source: str  # the training split's source
+    quantile: float
+
+    def images(self, rows: torch.Tensor) -> torch.Tensor:
+        """Training digits ``rows`` as N x 1 x 28 x 28 images."""
+        return self.pixels[rows].reshape(-1, 1, 28, 28)
+
+
+def build_training_neighbours(classifier, train_split: MnistSplit, held_out_images: torch.Tensor,
+                              quantile: float = NEAR_COPY_QUANTILE, batch_size: int = 500) -> TrainingNeighbours:
+    """Index the training digits and set the near-copy thresholds from ``held_out_images`` (real, unseen) (05)."""
+    if train_split.split != "train":
+        raise UserInputError(f"near copies are measured against the training split, got the {train_split.split} split")
+    pixels = train_split.images.reshape(len(train_split), -1).float()
+    features = extract_features(_model(classifier), train_split.images, batch_size)
+    held_out = torch.as_tensor(held_out_images).float()
+    held_out_features = extract_features(_model(classifier), held_out, batch_size)
+    real_pixels, _ = nearest_distances(held_out.reshape(held_out.shape[0], -1), pixels)
+    real_features, _ = nearest_distances(held_out_features, features)
+    return TrainingNeighbours(pixels, features, near_copy_threshold(real_pixels, quantile),
+                              near_copy_threshold(real_features, quantile), train_split.source, quantile)
+
+
+def memorisation(images: torch.Tensor, features: torch.Tensor, neighbours: TrainingNeighbours) -> dict[str, float]:
+    """Distance to the nearest training digit (pixels, features) and the fraction of near copies (05-classifier-eval)."""
+    pixel_distances, _ = nearest_distances(torch.as_tensor(images).reshape(images.shape[0], -1), neighbours.pixels)
+    feature_distances, _ = nearest_distances(features, neighbours.features)
+    return {"nearest_training_pixels": float(pixel_distances.mean()),
+            "nearest_training_features": float(feature_distances.mean()),
+            "near_copy_pixels": near_copy_fraction(pixel_distances, neighbours.threshold_pixels),
+            "near_copy_features": near_copy_fraction(feature_distances, neighbours.threshold_features)}
+
+
+def closest_pairs(images: torch.Tensor, neighbours: TrainingNeighbours, k: int = 8) -> dict[str, torch.Tensor]:
+    """The ``k`` samples closest (in pixels) to a training digit, with that digit and the distance (05)."""
+    images = torch.as_tensor(images).float()
+    distances, rows = nearest_distances(images.reshape(images.shape[0], -1), neighbours.pixels)
+    order = torch.argsort(distances)[:k]
+    return {"samples": images[order].cpu(), "training": neighbours.images(rows[order]).cpu(),
+            "distances": distances[order].float(), "training_rows": rows[order]}
+
+
 def score(probs: torch.Tensor, features: torch.Tensor, images: torch.Tensor, labels: torch.Tensor,
-          reference: RealReference, n_boot: int = 1000, seed: int = 0,
-          saturation_tol: float = SATURATION_TOL) -> dict[str, float]:
+          reference: RealReference, saturation_tol: float = SATURATION_TOL,
+          neighbours: TrainingNeighbours | None = None) -> dict[str, float]:
     """Every metric from precomputed probabilities and features, as one flat dict (05-classifier-eval)."""
     labels = as_labels(labels, as_probs(probs).shape[0])
-    acc, low, high = accuracy_with_ci(probs, labels, n_boot, seed)
+    correct = correct_predictions(probs, labels)
+    low, high = proportion_interval(int(correct.sum()), int(correct.shape[0]))
     precision, recall = precision_recall(reference.features, features, reference.k, reference.radii)
     result = {
-        "n": int(labels.shape[0]),
-        "accuracy": acc, "accuracy_ci_low": low, "accuracy_ci_high": high,
+        "n": int(labels.shape[0]), "n_reference": len(reference),
+        "accuracy": float(correct.double().mean()), "accuracy_low": low, "accuracy_high": high,
         "confidence": mean_confidence(probs),
         "intended_probability": mean_intended_probability(probs, labels),
         "inception_score": inception_score(probs),
@@ -95,30 +152,33 @@ def score(probs: torch.Tensor, features: torch.Tensor, images: torch.Tensor, lab
         "saturation": saturation_fraction(images, saturation_tol, "both"),
         "saturation_high": saturation_fraction(images, saturation_tol, "high"),
     }
+    if neighbours is not None:
+        result.update(memorisation(images, features, neighbours))
     for digit, value in enumerate(per_class_accuracy(probs, labels).tolist()):
         result[f"accuracy_digit_{digit}"] = value
     return result
 
 
 def evaluate_generated(classifier, images: torch.Tensor, labels: torch.Tensor, reference: RealReference,
-                       batch_size: int = 500, n_boot: int = 1000, seed: int = 0,
-                       saturation_tol: float = SATURATION_TOL) -> dict[str, float]:
+                       batch_size: int = 500, saturation_tol: float = SATURATION_TOL,
+                       neighbours: TrainingNeighbours | None = None) -> dict[str, float]:
     """Score generated ``images`` (clamped to [-1, 1]) against intended ``labels``: one flat dict (05-classifier-eval).
 
-    Keys: n, accuracy (+ accuracy_ci_low/high, bootstrap 95%), confidence (mean max-softmax),
+    Keys: n, n_reference, accuracy (+ accuracy_low/high, exact 95% interval), confidence (mean max-softmax),
     intended_probability (mean p(intended class)), inception_score, frechet_distance (vs the reference),
     precision, recall (k-NN, vs the reference), diversity (intra-class), saturation (|x| within tol of 1),
-    saturation_high (x within tol of +1), accuracy_digit_0 ... accuracy_digit_9.
+    saturation_high (x within tol of +1), accuracy_digit_0 ... accuracy_digit_9; with ``neighbours`` also
+    nearest_training_pixels/features (mean distance to the nearest training digit) and near_copy_pixels/features.
     Frechet distance is biased upwards for small N: compare against :func:`real_data_floor` with the same N.
     """
     images = torch.as_tensor(images).detach().to("cpu", torch.float32).clamp(-1, 1)
     logits, features = predict_logits_and_features(_model(classifier), images, batch_size)
-    return score(logits.softmax(1), features, images, labels, reference, n_boot, seed, saturation_tol)
+    return score(logits.softmax(1), features, images, labels, reference, saturation_tol, neighbours)
 
 
 def real_data_floor(classifier, real_split: MnistSplit, reference: RealReference, n_per_class: int = 100,
-                    seed: int = 1, batch_size: int = 500, n_boot: int = 1000,
-                    saturation_tol: float = SATURATION_TOL) -> dict[str, float]:
+                    seed: int = 1, batch_size: int = 500, saturation_tol: float = SATURATION_TOL,
+                    neighbours: TrainingNeighbours | None = None) -> dict[str, float]:
     """Score held-out real digits *not* in ``reference`` as if generated: real-data values (05-classifier-eval).
 
     Use the same ``n_per_class`` as the generated set, since Frechet distance and recall depend on N.
@@ -128,4 +188,49 @@ def real_data_floor(classifier, real_split: MnistSplit, reference: RealReference
                              f"not from {real_split.source!r} ({len(real_split)} images)")
     indices = stratified_indices(real_split.labels, n_per_class, seed, exclude=reference.indices)
     return evaluate_generated(classifier, real_split.images[indices], real_split.labels[indices], reference,
-                              batch_size, n_boot, seed, saturation_tol)
+                              batch_size, saturation_tol, neighbours)
+
+
+# --------------------------------------------------------------------------------------------- over seeds
+#: proportions of samples (metric -> its number of trials): pooled over seeds, exact (Clopper-Pearson) interval
+COUNTED = {"accuracy": "n", "precision": "n", "near_copy_pixels": "n", "near_copy_features": "n"}
+#: proportions measured on a whole set (recall covers reference digits): seed interval, widened to the exact one
+SET_RATES = {"recall": "n_reference"}
+#: every other metric with an interval: the mean over seeds with a Student-t 95% interval
+SET_STATISTICS = ("frechet_distance", "diversity", "saturation", "saturation_high", "inception_score", "confidence",
+                  "intended_probability", "nearest_training_pixels", "nearest_training_features")
+
+
+def summarise_seeds(rows: list[dict]) -> dict:
+    """One cell measured with several seeds -> each metric with a 95% interval (``<metric>_low/high``) (05).
+
+    Proportions of samples (accuracy, precision, near copies) pool the seeds and take the exact interval;
+    set statistics (Frechet distance, recall, diversity, ...) take the Student-t interval over seeds, which
+    needs two or more seeds (with one, their interval is NaN: no interval), cut at 0 (and at 1 for recall,
+    whose interval also always contains the exact interval of its pooled count). Other keys are averaged.
+    """
+    if not rows:
+        raise UserInputError("no rows to summarise")
+    summary = {key: float(np.mean([row[key] for row in rows])) for key in rows[0]
+               if isinstance(rows[0][key], (int, float)) and not isinstance(rows[0][key], bool)
+               and all(row.get(key) is not None for row in rows)}
+    summary["seeds"] = len(rows)
+    for metric, trials_key in COUNTED.items():
+        if metric in summary:
+            trials = int(sum(row[trials_key] for row in rows))
+            successes = int(round(sum(row[metric] * row[trials_key] for row in rows)))
+            summary[metric] = successes / trials
+            summary[f"{metric}_low"], summary[f"{metric}_high"] = proportion_interval(successes, trials)
+    for metric in (*SET_RATES, *SET_STATISTICS):
+        if metric not in summary:
+            continue
+        values = [row[metric] for row in rows]
+        low, high = seed_interval(values)[1:] if len(values) > 1 else (float("nan"), float("nan"))
+        if metric in SET_RATES and len(values) > 1:
+            trials = int(sum(row[SET_RATES[metric]] for row in rows))
+            hits = int(round(sum(v * row[SET_RATES[metric]] for v, row in zip(values, rows))))
+            exact_low, exact_high = proportion_interval(hits, trials)
+            low, high = min(low, exact_low), min(max(high, exact_high), 1.0)
+        summary[f"{metric}_low"], summary[f"{metric}_high"] = max(low, 0.0), high  # every metric here is >= 0
+    summary.pop("seed", None)
+    return summary

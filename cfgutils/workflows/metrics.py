@@ -2,7 +2,9 @@
 
 Pure functions on tensors (unit-testable without a model):
 
-* :func:`accuracy_with_ci` - accuracy against the *intended* labels, with a seeded percentile-bootstrap 95% interval;
+* :func:`proportion_interval` (exact Clopper-Pearson or Wilson) and :func:`seed_interval` (Student t over
+  seeds): the 95% intervals every reported number carries;
+* :func:`accuracy_with_ci` - accuracy against the *intended* labels, with an exact 95% interval;
   :func:`per_class_accuracy`; :func:`mean_confidence` (mean max-softmax) and :func:`mean_intended_probability`
   (mean probability of the intended class);
 * :func:`frechet_distance` - between Gaussian fits of two feature sets (the FID formula, here on the MNIST
@@ -10,7 +12,9 @@ Pure functions on tensors (unit-testable without a model):
 * :func:`inception_score` - the classifier-based analogue exp(E_x[KL(p(y|x) || p(y))]), between 1 and 10;
 * :func:`precision_recall` - k-NN precision and recall (Kynkaenniemi et al. 2019, k = 3) in feature space;
 * :func:`intra_class_diversity` - mean pairwise feature distance within each intended class, averaged over classes;
-* :func:`saturation_fraction` - the fraction of pixels within ``tol`` of -1 or +1 after clamping to [-1, 1].
+* :func:`saturation_fraction` - the fraction of pixels within ``tol`` of -1 or +1 after clamping to [-1, 1];
+* :func:`nearest_distances`, :func:`near_copy_threshold`, :func:`near_copy_fraction` - memorisation: how close
+  samples come to a training digit, against how close real held-out digits come.
 
 The classifier-based scoring that combines them lives in :mod:`cfgutils.workflows.evaluation`.
 Every computation runs in batches; distances and covariances use float64.
@@ -55,44 +59,56 @@ def as_probs(probs: torch.Tensor) -> torch.Tensor:
     return probs
 
 
-# --------------------------------------------------------------------------------------------- classification
-def bootstrap_ci(values: torch.Tensor, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-                 block: int = 2_000_000) -> tuple[float, float]:
-    """Percentile-bootstrap interval of the mean of per-sample ``values``; seeded, deterministic (05-classifier-eval).
+# --------------------------------------------------------------------------------------------- intervals
+def proportion_interval(successes: int, trials: int, level: float = 0.95, method: str = "exact") -> tuple[float, float]:
+    """Interval of a proportion ``successes / trials``: Clopper-Pearson ("exact") or "wilson" (05-classifier-eval).
 
-    ``n_boot`` resamples of size N are drawn with replacement from a generator seeded by ``seed``;
-    the interval is the (1 - level)/2 and (1 + level)/2 quantiles of their means.
+    Computed by :func:`scipy.stats.binomtest`; never zero-width: 300 of 300 gives [0.988, 1.000].
     """
-    values = torch.as_tensor(values).detach().to("cpu", torch.float64).reshape(-1)
-    n = values.shape[0]
-    if n == 0:
-        raise UserInputError("no samples to bootstrap")
-    if not isinstance(n_boot, int) or n_boot <= 0:
-        raise UserInputError(f"n_boot must be a positive integer, got {n_boot!r}")
+    from scipy.stats import binomtest
+
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials <= 0:
+        raise UserInputError(f"trials must be a positive integer, got {trials!r}")
+    if isinstance(successes, bool) or not isinstance(successes, int) or not 0 <= successes <= trials:
+        raise UserInputError(f"successes must be an integer between 0 and {trials}, got {successes!r}")
+    if method not in ("exact", "wilson"):
+        raise UserInputError(f"method must be exact or wilson, got {method!r}")
     if not 0 < level < 1:
         raise UserInputError(f"level must be in (0, 1), got {level!r}")
-    generator = torch.Generator().manual_seed(seed)
-    per_chunk = max(1, block // n)
-    means = []
-    for start in range(0, n_boot, per_chunk):
-        rows = min(per_chunk, n_boot - start)
-        index = torch.randint(0, n, (rows, n), generator=generator)
-        means.append(values[index].mean(1))
-    means = torch.cat(means)
-    low, high = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
-    return float(low), float(high)
+    interval = binomtest(successes, trials).proportion_ci(confidence_level=level, method=method)
+    return float(interval.low), float(interval.high)
 
 
-def accuracy_with_ci(probs: torch.Tensor, labels: torch.Tensor, n_boot: int = 1000, seed: int = 0,
-                     level: float = 0.95) -> tuple[float, float, float]:
-    """(accuracy, low, high): argmax of ``probs`` (or logits) vs intended ``labels`` (05-classifier-eval).
+def seed_interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): Student-t interval of the mean of one metric measured with several seeds (05).
 
-    low and high bound the seeded percentile-bootstrap interval (95% by default) of :func:`bootstrap_ci`.
+    Each seed is one independent repetition of the whole measurement; needs at least two.
     """
+    from scipy.stats import t
+
+    values = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
+    if values.shape[0] < 2:
+        raise UserInputError(f"an interval over seeds needs at least 2 seeds, got {values.shape[0]}")
+    if not 0 < level < 1:
+        raise UserInputError(f"level must be in (0, 1), got {level!r}")
+    mean = float(values.mean())
+    half = float(t.ppf((1 + level) / 2, values.shape[0] - 1) * values.std() / values.shape[0] ** 0.5)
+    return mean, mean - half, mean + half
+
+
+# --------------------------------------------------------------------------------------------- classification
+def correct_predictions(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per sample: does the argmax of ``probs`` (or logits) equal the intended label? (bool) (05-classifier-eval)."""
     probs = as_probs(probs)
-    correct = (probs.argmax(1) == as_labels(labels, probs.shape[0])).double()
-    low, high = bootstrap_ci(correct, n_boot, seed, level)
-    return float(correct.mean()), low, high
+    return probs.argmax(1) == as_labels(labels, probs.shape[0])
+
+
+def accuracy_with_ci(probs: torch.Tensor, labels: torch.Tensor, level: float = 0.95,
+                     method: str = "exact") -> tuple[float, float, float]:
+    """(accuracy, low, high) against the intended ``labels``, with a :func:`proportion_interval` (05-classifier-eval)."""
+    correct = correct_predictions(probs, labels)
+    low, high = proportion_interval(int(correct.sum()), int(correct.shape[0]), level, method)
+    return float(correct.double().mean()), low, high
 
 
 def per_class_accuracy(probs: torch.Tensor, labels: torch.Tensor, num_classes: int = NUM_CLASSES) -> torch.Tensor:
@@ -254,3 +270,36 @@ def saturation_fraction(images: torch.Tensor, tol: float = SATURATION_TOL, side:
     low = images <= -1 + tol
     mask = {"both": high | low, "high": high, "low": low}[side]
     return float(mask.double().mean())
+
+
+# --------------------------------------------------------------------------------------------- memorisation
+#: a sample is a near copy when it is closer to a training digit than this fraction of real held-out digits is
+NEAR_COPY_QUANTILE = 0.01
+
+
+def nearest_distances(queries: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Euclidean distance from each row of ``queries`` to its nearest row of ``bank``, and that row's index (05)."""
+    queries = as_2d(queries, "queries")
+    bank = as_2d(bank, "bank")
+    if bank.shape[0] == 0 or queries.shape[1] != bank.shape[1]:
+        raise UserInputError(f"cannot compare {tuple(queries.shape)} queries with a {tuple(bank.shape)} bank")
+    found = _blocked_distances(queries, bank, lambda d, _: torch.stack(d.min(1), 1))
+    return found[:, 0], found[:, 1].long()
+
+
+def near_copy_threshold(real_distances: torch.Tensor, quantile: float = NEAR_COPY_QUANTILE) -> float:
+    """The distance to the training set that only ``quantile`` of real held-out digits undercut (05)."""
+    real_distances = torch.as_tensor(real_distances, dtype=torch.float64).reshape(-1)
+    if real_distances.shape[0] == 0:
+        raise UserInputError("no real distances to take a quantile of")
+    if not 0 < quantile < 1:
+        raise UserInputError(f"quantile must be in (0, 1), got {quantile!r}")
+    return float(torch.quantile(real_distances, quantile))
+
+
+def near_copy_fraction(distances: torch.Tensor, threshold: float) -> float:
+    """Fraction of samples whose distance to the nearest training digit is below ``threshold`` (05-classifier-eval)."""
+    distances = torch.as_tensor(distances, dtype=torch.float64).reshape(-1)
+    if distances.shape[0] == 0:
+        raise UserInputError("no distances to score")
+    return float((distances < threshold).double().mean())
