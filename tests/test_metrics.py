@@ -1,4 +1,4 @@
-"""Metrics on known inputs: Frechet distance, IS, k-NN precision/recall, bootstrap, diversity, saturation."""
+"""Metrics on known inputs: intervals, Frechet distance, IS, k-NN precision/recall, diversity, saturation, near copies."""
 
 import math
 
@@ -52,19 +52,64 @@ def test_shuffled_labels_give_chance_accuracy():
     assert low < acc < high and high - low < 0.03
 
 
-def test_bootstrap_is_deterministic_and_contains_the_estimate():
-    generator = torch.Generator().manual_seed(1)
-    correct = (torch.rand(300, generator=generator) < 0.7).double()
-    first = metrics.bootstrap_ci(correct, n_boot=500, seed=3)
-    assert first == metrics.bootstrap_ci(correct, n_boot=500, seed=3)
-    assert first != metrics.bootstrap_ci(correct, n_boot=500, seed=4)
-    assert first[0] < float(correct.mean()) < first[1]
-    # the 95% interval of a proportion is about +-1.96 sqrt(p (1 - p) / n)
-    half_width = 1.96 * math.sqrt(0.7 * 0.3 / 300)
-    assert first[1] - first[0] == pytest.approx(2 * half_width, rel=0.2)
-    # chunking does not change the draws' use: a tiny block gives the same answer
-    assert metrics.bootstrap_ci(correct, n_boot=500, seed=3, block=1000) == first
-    assert metrics.bootstrap_ci(torch.ones(50), n_boot=100) == (1.0, 1.0)
+@pytest.mark.parametrize("successes, trials, method, expected", [
+    # Clopper-Pearson: 0/n and n/n have the closed forms 1 - (alpha/2)^(1/n) and (alpha/2)^(1/n)
+    (0, 10, "exact", (0.0, 1 - 0.025 ** (1 / 10))),
+    (10, 10, "exact", (0.025 ** (1 / 10), 1.0)),
+    (300, 300, "exact", (0.025 ** (1 / 300), 1.0)),  # about [0.988, 1]: 300 of 300 is not certainty
+    # published values: Newcombe (1998), Statistics in Medicine 17:857, table I (methods 3 and 5)
+    (81, 263, "exact", (0.2527, 0.3676)),
+    (0, 20, "wilson", (0.0, 0.1611)),
+    (1, 29, "wilson", (0.0061, 0.1718)),
+    (1, 29, "exact", (0.0009, 0.1776)),
+    (81, 263, "wilson", (0.2553, 0.3662)),
+    (15, 148, "wilson", (0.0624, 0.1605)),
+    (15, 148, "exact", (0.0578, 0.1617)),
+])
+def test_proportion_interval_on_known_cases(successes, trials, method, expected):
+    low, high = metrics.proportion_interval(successes, trials, method=method)
+    assert (low, high) == pytest.approx(expected, abs=6e-4)
+    assert high - low > 0
+
+
+@pytest.mark.parametrize("successes, trials, message", [(3, 0, "trials"), (4, 3, "successes"), (-1, 3, "successes"),
+                                                        (1.5, 3, "successes")])
+def test_proportion_interval_rejects_bad_counts(successes, trials, message):
+    with pytest.raises(UserInputError, match=message):
+        metrics.proportion_interval(successes, trials)
+
+
+def test_accuracy_interval_never_collapses():
+    labels = torch.arange(10).repeat(30)
+    acc, low, high = metrics.accuracy_with_ci(one_hot(labels), labels)  # 300 of 300 right
+    assert acc == 1.0 and high == 1.0 and low == pytest.approx(0.9878, abs=1e-4)
+    acc, low, high = metrics.accuracy_with_ci(one_hot((labels + 1) % 10), labels)  # 0 of 300 right
+    assert acc == 0.0 and low == 0.0 and high == pytest.approx(0.0122, abs=1e-4)
+
+
+def test_seed_interval_is_the_student_t_interval():
+    mean, low, high = metrics.seed_interval([1.0, 2.0, 3.0])
+    # t(0.975, 2 df) = 4.3027; the standard deviation is 1, so the half-width is 4.3027 / sqrt(3)
+    assert mean == 2.0 and high - mean == pytest.approx(4.3027 / math.sqrt(3), abs=1e-4) and low == 4 - high
+    assert metrics.seed_interval([5.0, 5.0]) == (5.0, 5.0, 5.0)
+    with pytest.raises(UserInputError, match="at least 2 seeds"):
+        metrics.seed_interval([1.0])
+
+
+def test_near_copies_are_flagged_and_fresh_samples_are_not():
+    generator = torch.Generator().manual_seed(0)
+    training = torch.rand(500, 784, generator=generator)
+    held_out = torch.rand(300, 784, generator=generator)
+    threshold = metrics.near_copy_threshold(metrics.nearest_distances(held_out, training)[0])
+    assert threshold > 0
+    copies = torch.cat([training[:20], torch.rand(80, 784, generator=generator)])
+    distances, rows = metrics.nearest_distances(copies, training)
+    assert torch.equal(rows[:20], torch.arange(20)) and distances[:20].max() < 1e-4  # float rounding of cdist
+    assert metrics.near_copy_fraction(distances, threshold) == pytest.approx(0.2, abs=0.02)
+    fresh = torch.rand(100, 784, generator=generator)
+    assert metrics.near_copy_fraction(metrics.nearest_distances(fresh, training)[0], threshold) <= 0.05
+    with pytest.raises(UserInputError, match="cannot compare"):
+        metrics.nearest_distances(fresh, training[:, :10])
 
 
 def test_inception_score_extremes():
@@ -179,16 +224,16 @@ def test_evaluate_generated_and_real_floor(fake_test_split):
     assert len(reference) == 200 and reference.source == "fake test split"
     assert reference.features.shape == (200, model.config.feature_dim)
     images, labels = fake_test_split.images[reference.indices], fake_test_split.labels[reference.indices]
-    same = evaluation.evaluate_generated(model, images, labels, reference, n_boot=200)
+    same = evaluation.evaluate_generated(model, images, labels, reference)
     assert same["frechet_distance"] == pytest.approx(0.0, abs=1e-6)
     assert same["precision"] == 1.0 and same["recall"] == 1.0
-    expected = {"n", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "confidence", "intended_probability",
+    expected = {"n", "n_reference", "accuracy", "accuracy_low", "accuracy_high", "confidence", "intended_probability",
                 "inception_score", "frechet_distance", "precision", "recall", "diversity", "saturation",
                 "saturation_high"} | {f"accuracy_digit_{d}" for d in range(10)}
     assert set(same) == expected and all(isinstance(v, (int, float)) for v in same.values())
-    floor = evaluation.real_data_floor(model, fake_test_split, reference, n_per_class=20, seed=1, n_boot=200)
+    floor = evaluation.real_data_floor(model, fake_test_split, reference, n_per_class=20, seed=1)
     assert floor["n"] == 200 and floor["frechet_distance"] > 0
-    assert floor == evaluation.real_data_floor(model, fake_test_split, reference, n_per_class=20, seed=1, n_boot=200)
+    assert floor == evaluation.real_data_floor(model, fake_test_split, reference, n_per_class=20, seed=1)
     with pytest.raises(UserInputError, match="unused"):
         evaluation.real_data_floor(model, fake_test_split, reference, n_per_class=21)
     other = MnistSplit(fake_test_split.images, fake_test_split.labels, "another split", "test")

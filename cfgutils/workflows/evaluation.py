@@ -70,10 +70,10 @@ def _model(classifier):
 
 def build_reference(classifier, real_split: MnistSplit, n_per_class: int = 400, seed: int = 0, k: int = 3,
                     batch_size: int = 500) -> RealReference:
-    """Features of ``n_per_class`` held-out real digits per class (from the test split) (05-classifier-eval)."""
-    if real_split.split != "test":
-        raise UserInputError(f"the reference must come from held-out digits (the test split), got the "
-                             f"{real_split.split} split, which the classifier may have trained on")
+    """Features of ``n_per_class`` held-out real digits per class (test split; validation for tuning) (05)."""
+    if real_split.split not in ("test", "validation"):
+        raise UserInputError(f"the reference must come from held-out digits (the test or validation split), got "
+                             f"the {real_split.split} split, which the classifier may have trained on")
     indices = stratified_indices(real_split.labels, n_per_class, seed)
     features = extract_features(_model(classifier), real_split.images[indices], batch_size)
     mean, covariance = gaussian_stats(features)
