@@ -11,6 +11,7 @@ import torch
 from test_sample_cli import tiny_checkpoint  # noqa: F401 - fixture
 from test_train import ENV, small_split  # noqa: F401 - fixture
 
+from cfgutils.core.guidance import ProjectedGuidance
 from cfgutils.core.samplers import SamplerSettings
 from cfgutils.errors import UserInputError
 from cfgutils.plumbing.checkpoint import load_model
@@ -236,7 +237,7 @@ def test_cli_experiment_classifier_with_a_guidance_variant(tiny_checkpoint, tiny
         generated = next(csv.DictReader(handle))
     assert (generated["guidance"], float(generated["guidance_momentum"])) == ("apg", -0.25)
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["guidance"] == "apg" and meta["guidance_norm_threshold"] == 5.0
+    assert meta["guidance"] == "apg" and meta["guidance_norm_threshold"] == ProjectedGuidance().norm_threshold
     bad = cli("experiment", "classifier", tiny_checkpoint, tiny_classifier, tmp_path / "bad", "--scales", "6",
               "--guidance", "interval", "--interval-sigma", "2", "1")
     assert bad.returncode == 2 and "sigma_lo < sigma_hi" in bad.stderr and not (tmp_path / "bad").exists()

@@ -101,23 +101,31 @@ def check_03(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
 
 def check_05(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> None:
     assert summary["scales_s"] == [0, 1, 3, 11] and summary["weights_w"] == [-1, 0, 2, 10]
-    assert summary["rows"] == 4 and summary["n_per_class"] == 3
+    assert summary["rows"] == 8 and summary["n_per_class"] == 3 and summary["seeds"] == [0, 1]
     assert summary["sampler"]["sampler"] == "dpmpp" and summary["sampler"]["steps"] == 4
     if "test" in official_splits:
         assert "official" in summary["test_source"] and summary["classifier_test_accuracy"] > 0.5
     with open(summary["results_csv"]) as handle:
         rows = list(csv.DictReader(handle))
-    assert [row["w"] for row in rows] == ["-1", "0", "2", "10", ""]  # one row per scale, then the real floor
+    # one row per scale and seed, then the real floor per seed
+    assert [(row["w"], row["seed"]) for row in rows] == [(w, s) for w in ("-1", "0", "2", "10", "") for s in "01"]
     for row in rows:
-        assert float(row["accuracy_ci_low"]) <= float(row["accuracy"]) <= float(row["accuracy_ci_high"])
-        assert float(row["frechet_distance"]) >= 0
+        assert float(row["accuracy_low"]) <= float(row["accuracy"]) <= float(row["accuracy_high"])
+        assert float(row["accuracy_low"]) < float(row["accuracy_high"])  # an exact interval never collapses
+        assert float(row["frechet_distance"]) >= 0 and 0 <= float(row["near_copy_pixels"]) <= 1
     found = summary["conclusions"]
     table = summary["table"]
+    for metric in ("accuracy", "frechet_distance", "precision", "recall"):  # every cell has an interval
+        assert all(low <= value <= high for low, value, high in
+                   zip(table[f"{metric}_low"], table[metric], table[f"{metric}_high"])), metric
     best = max(range(1, 4), key=lambda i: table["accuracy"][i])
-    assert found["best_w_by_accuracy"] == table["w"][best]  # computed from the numbers, not written by hand
+    assert found["accuracy"]["best"] == table["w"][best]  # computed from the numbers, not written by hand
+    assert table["w"][best] in found["accuracy"]["tied"] and found["lines"]
+    assert summary["near_copy_thresholds"]["pixels"] > 0
     assert_figures(summary, run_dir.parent / "figures", {
         "05-classifier-eval-accuracy.png", "05-classifier-eval-frechet.png", "05-classifier-eval-precision-recall.png",
-        "05-classifier-eval-frontier.png", "05-classifier-eval-per-class.png", "05-classifier-eval-strips.png"})
+        "05-classifier-eval-frontier.png", "05-classifier-eval-per-class.png", "05-classifier-eval-strips.png",
+        "05-classifier-eval-near-copies.png", "05-classifier-eval-closest-pairs.png"})
 
 
 def check_06(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> None:
@@ -130,11 +138,14 @@ def check_06(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
         (name, w) for name in summary["rules"] for w in (2.0, 10.0))
     found = summary["conclusions"]
     by_rule = {(row["variant"], float(row["w"])): row for row in rows}
+    assert summary["seeds"] == [0, 1]
     for name, result in found["variants"].items():  # computed from the rows, not written by hand
-        assert result["accuracy_at_check_w"] == float(by_rule[(name, 10.0)]["accuracy"])
-    for name in found["passing"]:
-        assert float(by_rule[(name, 10.0)]["accuracy"]) >= 0.95
-        assert float(by_rule[(name, 10.0)]["frechet_distance"]) < float(by_rule[("cfg", 10.0)]["frechet_distance"])
+        assert result["accuracy_at_check_w"][0] == pytest.approx(float(by_rule[(name, 10.0)]["accuracy"]))
+        assert result["accuracy_at_check_w"][1] < result["accuracy_at_check_w"][2]
+    for name in found["passing"]:  # a rule passes only where its intervals clear the bar
+        assert float(by_rule[(name, 10.0)]["accuracy_low"]) >= 0.95
+        assert float(by_rule[(name, 10.0)]["frechet_distance_high"]) < float(
+            by_rule[("cfg", 10.0)]["frechet_distance_low"])
     assert_figures(summary, run_dir.parent / "figures", {
         "06-guidance-variants-norms.png", "06-guidance-variants-update-by-rule.png", "06-guidance-variants-w10.png",
         "06-guidance-variants-metrics.png", "06-guidance-variants-frontier.png", "06-guidance-variants-strips.png"})

@@ -142,7 +142,7 @@ def _register_classifier_experiment(experiments) -> None:
     parser.add_argument("outdir", metavar="OUTDIR")
     parser.add_argument("--scales", type=float, nargs="+", default=list(SWEEP_SCALES), metavar="S",
                         help="guidance scales s (default: 0 and the reference study's w grid + 1)")
-    parser.add_argument("--n-per-class", type=int, default=20, help="samples per digit, scale and seed (default 20)")
+    parser.add_argument("--n-per-class", type=int, default=10, help="samples per digit, scale and seed (default 10)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(REPORT_SEEDS),
                         help=f"sampling seeds, two or more for intervals of set statistics "
                              f"(default {' '.join(map(str, REPORT_SEEDS))})")

@@ -119,11 +119,12 @@ class RescaledGuidance(Guidance):
     back with factor ``phi``: x = phi * x_cfg * std(x_c) / std(x_cfg) + (1 - phi) * x_cfg. Large s
     inflates the spread of x0 (over-exposure: saturated strokes); rescaling undoes the inflation while
     keeping the guided direction. ``phi = 0`` is plain CFG. Applied to predicted x0, where cfgutils guides.
+    The paper uses phi = 0.7; the default here was chosen for MNIST on validation data (``benchmarks/README.md``).
     """
 
     name = "rescale"
 
-    def __init__(self, phi: float = 0.7):
+    def __init__(self, phi: float = 0.5):
         self.phi = finite_number(phi, "rescale phi", 0.0, 1.0)
 
     def combine(self, x0_cond, x0_uncond, scale, context):
@@ -180,7 +181,7 @@ class ThresholdGuidance(Guidance):
 
     name = "threshold"
 
-    def __init__(self, percentile: float = 0.9):
+    def __init__(self, percentile: float = 0.8):
         self.percentile = finite_number(percentile, "threshold percentile", 0.0, 1.0)
         if self.percentile == 0.0:
             raise UserInputError("threshold percentile must be in (0, 1], got 0")
@@ -208,7 +209,7 @@ class ProjectedGuidance(Guidance):
 
     name = "apg"
 
-    def __init__(self, eta: float = 0.0, norm_threshold: float = 5.0, momentum: float = -0.5):
+    def __init__(self, eta: float = 0.0, norm_threshold: float = 2.5, momentum: float = -0.5):
         self.eta = finite_number(eta, "apg eta", 0.0, 1.0)
         self.norm_threshold = finite_number(norm_threshold, "apg norm threshold", 0.0)
         self.momentum = finite_number(momentum, "apg momentum", -1.0, 1.0)

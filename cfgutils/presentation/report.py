@@ -281,3 +281,17 @@ def variant_lines(found: dict) -> list[str]:
                  f"{', '.join(found['passing']) or 'none'}"
                  + (f"; not ruled out by the intervals: {', '.join(found['undecided'])}." if found["undecided"] else "."))
     return lines
+
+
+def format_variants_table(results: dict[str, SweepResult], weights=(2, 5, 10, 20)) -> str:
+    """Markdown: one row per rule, one column per w, cells "accuracy / Fréchet / recall" with 95% intervals (06)."""
+    frame = variants_frame(results)
+    lines = ["| rule | " + " | ".join(f"w = {w:g} (s = {w + 1:g})" for w in weights) + " |",
+             "|---|" + "---|" * len(weights)]
+    for name, group in frame.groupby("variant", sort=False):
+        group = group.set_index(group["w"].round(6))
+        cells = [" / ".join(with_interval(group.loc[round(float(w), 6)], m, d) for m, d in
+                            (("accuracy", 3), ("frechet_distance", 1), ("recall", 2)))
+                 if round(float(w), 6) in group.index else "" for w in weights]
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

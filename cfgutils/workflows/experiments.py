@@ -112,7 +112,7 @@ def check_sweep_arguments(scales, n_per_class: int, seeds) -> tuple[list[float],
     return scales, seeds
 
 
-def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_per_class: int = 20,
+def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_per_class: int = 10,
                    settings: SamplerSettings | None = None, seeds=REPORT_SEEDS,
                    reference: evaluation.RealReference | None = None, guidance: Guidance | None = None,
                    batch_size: int = 500, strip_size: int = 6, progress: bool = True, real_split=None,
