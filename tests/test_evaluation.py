@@ -223,8 +223,37 @@ def test_cli_experiment_classifier_end_to_end(tiny_checkpoint, tiny_classifier, 
     assert "| 2 | 3 |" in result.stdout
     with open(out / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [r["w"] for r in rows] == ["-1", "2", ""]
-    assert {p.name for p in out.glob("*.png")} >= {"05-classifier-eval-accuracy.png", "05-classifier-eval-frontier.png"}
+    assert [r["w"] for r in rows] == ["-1"] * 3 + ["2"] * 3 + [""] * 3  # seeds 0, 1, 2 by default, floor per seed
+    with open(out / "summary.csv") as handle:
+        summary = list(csv.DictReader(handle))
+    assert [r["w"] for r in summary] == ["-1.0", "2.0"] and all(r["seeds"] == "3" for r in summary)
+    assert all(float(r["accuracy_low"]) < float(r["accuracy_high"]) for r in summary)
+    assert {p.name for p in out.glob("*.png")} >= {"05-classifier-eval-accuracy.png", "05-classifier-eval-frontier.png",
+                                                   "05-classifier-eval-near-copies.png",
+                                                   "05-classifier-eval-closest-pairs.png"}
+
+
+@pytest.mark.slow
+def test_cli_experiment_tune_uses_validation_digits_and_seeds(tiny_checkpoint, tiny_classifier, tmp_path):  # noqa: F811
+    refused = cli("experiment", "tune", tiny_checkpoint, tiny_classifier, tmp_path / "bad", "--seeds", "0", "100")
+    assert refused.returncode == 2 and "reported tables' seeds" in refused.stderr and not (tmp_path / "bad").exists()
+    out = tmp_path / "tune"
+    result = cli("experiment", "tune", tiny_checkpoint, tiny_classifier, out, "--rules", "interval",
+                 "--n-per-class", "2", "--steps", "3", "--seeds", "100")
+    if result.returncode == 2 and "validation digits are the test digits" in result.stderr:
+        pytest.skip("no official test split: tuning would use the test digits")
+    assert result.returncode == 0, result.stderr
+    with open(out / "tuning.csv") as handle:
+        grid = list(csv.DictReader(handle))
+    from cfgutils.workflows.tuning import TUNING_GRIDS, TUNING_WEIGHTS, CHECK_W
+
+    weights = sorted({*TUNING_WEIGHTS, CHECK_W})
+    assert len(grid) == (1 + len(TUNING_GRIDS["interval"])) * len(weights)
+    assert all("validation" in row["validation_source"] and row["seeds"] == "100" for row in grid)
+    choice = json.loads((out / "choice.json").read_text())
+    assert [c["rule"] for c in choice["chosen"]] == ["cfg", "interval"] and choice["seeds"] == [100]
+    assert choice["chosen"][1]["setting"] in {", ".join(f"{k}={v:g}" for k, v in p.items())
+                                              for p in TUNING_GRIDS["interval"]}
 
 
 @pytest.mark.slow

