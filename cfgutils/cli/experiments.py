@@ -134,12 +134,17 @@ CLASSIFIER_DESCRIPTION = ("Sample N of every digit at each guidance scale s (w =
                           "meta.json, strips.npz and figures.")
 
 
-def _register_classifier_experiment(experiments) -> None:
-    help_line = "experiment 3: classifier metrics of generated digits by guidance scale"
-    parser = experiments.add_parser("classifier", help=help_line, description=CLASSIFIER_DESCRIPTION)
+def _add_model_classifier_outdir(parser) -> None:
+    """The three positional arguments of ``experiment classifier`` and ``experiment tune``."""
     parser.add_argument("model", metavar="MODEL.pt", help="diffusion checkpoint")
     parser.add_argument("classifier", metavar="CLASSIFIER.pt", help="classifier checkpoint (train-classifier)")
     parser.add_argument("outdir", metavar="OUTDIR")
+
+
+def _register_classifier_experiment(experiments) -> None:
+    help_line = "experiment 3: classifier metrics of generated digits by guidance scale"
+    parser = experiments.add_parser("classifier", help=help_line, description=CLASSIFIER_DESCRIPTION)
+    _add_model_classifier_outdir(parser)
     parser.add_argument("--scales", type=float, nargs="+", default=list(SWEEP_SCALES), metavar="S",
                         help="guidance scales s (default: 0 and the reference study's w grid + 1)")
     parser.add_argument("--n-per-class", type=int, default=10, help="samples per digit, scale and seed (default 10)")
@@ -188,9 +193,7 @@ TUNE_DESCRIPTION = ("Choose guidance-rule parameters on validation data: sample 
 def _register_tuning(experiments) -> None:
     parser = experiments.add_parser("tune", help="choose guidance-rule parameters on validation digits and seeds",
                                     description=TUNE_DESCRIPTION)
-    parser.add_argument("model", metavar="MODEL.pt", help="diffusion checkpoint")
-    parser.add_argument("classifier", metavar="CLASSIFIER.pt", help="classifier checkpoint (train-classifier)")
-    parser.add_argument("outdir", metavar="OUTDIR")
+    _add_model_classifier_outdir(parser)
     parser.add_argument("--rules", nargs="+", default=list(TUNING_GRIDS), choices=list(TUNING_GRIDS),
                         help="rules to tune (default: all)")
     parser.add_argument("--n-per-class", type=int, default=10, help="samples per digit, setting, w and seed "
