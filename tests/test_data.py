@@ -86,8 +86,18 @@ def test_md5_mismatch_names_the_file_and_keeps_it(tmp_path, raw_dir, tiny_images
 # --- bad input ---------------------------------------------------------------------------------
 
 def test_unknown_split(tmp_path):
-    with pytest.raises(DataError, match="unknown split 'validation'"):
-        load_mnist("validation", root=tmp_path, download=False)
+    with pytest.raises(DataError, match="unknown split 'valid'"):
+        load_mnist("valid", root=tmp_path, download=False)
+
+
+def test_validation_split_is_training_digits_the_models_never_saw(tmp_path):
+    with pytest.warns(FallbackDataWarning):
+        validation = load_mnist("validation", root=tmp_path, download=False)
+        train = load_mnist("train", root=tmp_path, download=False)
+    assert validation.split == "validation" and len(validation) == 1000 and "validation part" in validation.source
+    assert torch.bincount(validation.labels, minlength=10).tolist() == [100] * 10
+    train_images = {image.numpy().tobytes() for image in train.images}
+    assert not any(image.numpy().tobytes() in train_images for image in validation.images)  # disjoint digits
 
 
 def test_root_that_is_a_file(tmp_path):
