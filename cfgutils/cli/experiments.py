@@ -1,19 +1,31 @@
-"""``python -m cfgutils experiment digit-control | guidance | classifier | tune``: the reference study's experiments
-1-3, and the tuning of guidance rules on validation data (notebook 06)."""
+"""``python -m cfgutils experiment digit-control | guidance | classifier | tune | collapse | label-dropout``: the
+reference study's experiments 1-3, the tuning of guidance rules on validation data (notebook 06), and the two
+ablation studies (why the reference study's accuracy collapsed; how much label dropout is enough)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from ..core.guidance import check_scale, w_from_s
+from ..core.guidance import check_scale, s_from_w, w_from_s
 from ..core.samplers import digit_labels, generate
-from ..errors import positive_int
+from ..errors import UserInputError, finite_number, positive_int
 from ..plumbing.checkpoint import load_model
 from ..plumbing.data import load_mnist, to_uint8
 from ..presentation import plots, report
+from ..workflows.ablations import (
+    COLLAPSE_WEIGHTS,
+    DROPOUT_RATES,
+    DROPOUT_WEIGHTS,
+    collapse_ladder,
+    label_dropout_grid,
+    run_study,
+    select,
+)
 from ..workflows.classifier import load_classifier
 from ..workflows.experiments import (
     FIGURE_SCALES,
@@ -73,6 +85,7 @@ def register(subparsers) -> None:
 
     _register_classifier_experiment(experiments)
     _register_tuning(experiments)
+    _register_studies(experiments)
 
 
 def _run_digit_control(args: argparse.Namespace) -> int:
@@ -225,4 +238,80 @@ def _run_tuning(args: argparse.Namespace) -> int:
     (outdir / "choice.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     print(chosen.to_string(index=False))
     print(f"wrote tuning.csv, choice.csv and choice.json to {outdir}")
+    return 0
+
+
+def _register_studies(experiments) -> None:
+    for name, help_line, description, default_weights in (
+            ("collapse", "the reference study's recipe, then one factor at a time to ours",
+             "Train (or reuse) the reference study's recipe and one configuration per changed factor (EMA, x0 "
+             "clipping, DDIM, DPM-Solver++, model size, v-prediction with min-SNR, our recipe), sample each at the "
+             "weights and seeds, score with CLASSIFIER, and write results.csv (every metric with its 95%% interval "
+             "per configuration and w), accuracy.png, strips.png and meta.json.", COLLAPSE_WEIGHTS),
+            ("label-dropout", "the default recipe trained with several label-dropout rates",
+             "Train (or reuse) the default recipe with each label-dropout rate, sample at the weights and seeds "
+             "(rate 0: only w = 0, since no unconditional model exists), score with CLASSIFIER, and write "
+             "results.csv, accuracy.png, frechet.png, strips.png and meta.json.", DROPOUT_WEIGHTS)):
+        parser = experiments.add_parser(name, help=help_line, description=description)
+        parser.add_argument("classifier", metavar="CLASSIFIER.pt", help="classifier checkpoint (train-classifier)")
+        parser.add_argument("outdir", metavar="OUTDIR")
+        if name == "collapse":
+            parser.add_argument("--factors", nargs="*", default=[r.name for r in collapse_ladder()],
+                                help="configurations to run (default: all, in ladder order)")
+        else:
+            parser.add_argument("--rates", type=float, nargs="*", default=list(DROPOUT_RATES),
+                                help=f"label-dropout rates (default {' '.join(f'{p:g}' for p in DROPOUT_RATES)})")
+        parser.add_argument("--weights", type=float, nargs="*", default=list(default_weights), metavar="W",
+                            help=f"guidance weights w (default {' '.join(f'{w:g}' for w in default_weights)})")
+        parser.add_argument("--n-per-class", type=int, default=10, help="samples per digit, w and seed (default 10)")
+        parser.add_argument("--seeds", type=int, nargs="+", default=list(REPORT_SEEDS), help="sampling seeds")
+        parser.add_argument("--models-dir", default="data/models/" + name,
+                            help="where trained models are kept and reused (default data/models/%s)" % name)
+        parser.add_argument("--train-steps", type=int, default=None,
+                            help="shorten every training run to this many steps (a quick, smaller study)")
+        parser.add_argument("--max-sampler-steps", type=int, default=None,
+                            help="cap every sampler's steps (a quick, smaller study)")
+        parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+        parser.set_defaults(handler=_run_study, study=name)
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if args.study == "collapse":
+        rungs = select(collapse_ladder(), args.factors)
+    else:
+        if not args.rates:
+            raise UserInputError("the list of label-dropout rates is empty")
+        for rate in args.rates:
+            finite_number(rate, "label-dropout rate", low=0.0, high=1.0)
+        rungs = label_dropout_grid(args.rates)
+    weights = [w_from_s(s) for s in check_scales([s_from_w(w) for w in args.weights or []])]
+    check_sweep_arguments([1.0], args.n_per_class, args.seeds)
+    for value, what in ((args.train_steps, "train steps"), (args.max_sampler_steps, "max sampler steps")):
+        if value is not None:
+            positive_int(value, what)
+    outdir = check_output_dir(args.outdir)
+    classifier = load_classifier(args.classifier, args.device)
+    rows, extras = run_study(rungs, classifier, weights, Path(args.models_dir), args.n_per_class, args.seeds,
+                             args.train_steps, args.max_sampler_steps, args.device)
+    outdir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(outdir / "results.csv", index=False)
+    figures = {"accuracy.png": plots.plot_study(rows, "accuracy", reference_curve=args.study == "collapse").figure,
+               "frechet.png": plots.plot_study(rows, "frechet_distance").figure,
+               "strips.png": plots.plot_study_strips(extras, 10.0 if 10.0 in weights else max(weights))}
+    for file_name, fig in figures.items():
+        fig.savefig(outdir / file_name, dpi=plots.DPI, bbox_inches="tight", metadata={"Software": None})
+        plt.close(fig)
+    meta = {"study": args.study, "classifier": str(args.classifier), "weights_w": weights, "seeds": args.seeds,
+            "n_per_class": args.n_per_class, "train_steps": args.train_steps,
+            "max_sampler_steps": args.max_sampler_steps, "rungs": [r.name for r in rungs],
+            "trained_here": {name: extra["trained_here"] for name, extra in extras.items()}}
+    (outdir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(pd.DataFrame(rows)[["rung", "w", "accuracy", "accuracy_low", "accuracy_high", "frechet_distance"]]
+          .to_string(index=False))
+    print(f"wrote results.csv, figures and meta.json to {outdir}")
     return 0

@@ -314,3 +314,39 @@ def plot_variants(results: dict[str, SweepResult], metric: str, ax=None, floor: 
     _log_w_axis(ax, frame)
     ax.legend(fontsize=7)
     return ax
+
+
+def plot_study(rows: list[dict], metric: str = "accuracy", ax=None, reference_curve: bool = False):
+    """One line per rung of an ablation study: ``metric`` vs w with its 95% interval (experiment collapse)."""
+    import matplotlib.pyplot as plt
+
+    frame = pd.DataFrame(rows)
+    ax = ax or plt.subplots(figsize=(7, 3.8))[1]
+    for name, group in frame.groupby("rung", sort=False):
+        line, = ax.plot(group["w"], group[metric], "o-", ms=3, label=name)
+        _band(ax, group, metric, line.get_color(), alpha=0.15)
+    if reference_curve:
+        ref_w, ref_acc = zip(*sorted(REFERENCE_ACCURACY.items()))
+        ax.plot(ref_w, ref_acc, "s--", color="gray", label="reference study (published)")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    _log_w_axis(ax, frame)
+    ax.legend(fontsize=7)
+    return ax
+
+
+def plot_study_strips(extras: dict, weight: float):
+    """One row per rung: the first sample of every digit at ``weight`` (the nearest weight sampled)."""
+    import matplotlib.pyplot as plt
+
+    rows, labels = [], []
+    for name, extra in extras.items():
+        available = sorted(extra["strips"])
+        scale = min(available, key=lambda s: abs(s - (weight + 1)))
+        rows.append(extra["strips"][scale][:, 0])
+        labels.append(f"{name}, w={scale - 1:g}")
+    fig, ax = plt.subplots(figsize=(6.5, 0.42 * len(rows) + 1))
+    image_grid(torch.cat(rows), nrow=10, ax=ax, row_labels=labels, col_labels=[str(d) for d in range(10)],
+               title=f"The same noise through every configuration, w = {weight:g}")
+    ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,137 @@
+"""Why did the reference study's accuracy collapse? Its recipe, then one factor at a time towards ours (issue 14).
+
+:func:`collapse_ladder` starts at the reference study's recipe as closely as cfgutils allows (a ~170k-parameter
+UNet, epsilon prediction with plain MSE, Adam 1e-3 constant, batch 128, 4,000 steps, raw weights, DDPM with
+1,000 steps, no x0 clipping) and changes one factor per rung until it reaches the default recipe.
+:func:`label_dropout_grid` trains the default recipe with several label-dropout rates. :func:`run_study`
+trains what a study needs (reusing finished checkpoints, resuming unfinished ones), samples every rung at
+every weight and seed, and scores the samples as notebook 05 does. The command-line twins are
+``python -m cfgutils experiment collapse | label-dropout``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..core.guidance import s_from_w
+from ..core.samplers import SamplerSettings
+from ..errors import UserInputError
+from ..plumbing.checkpoint import load_model
+from ..plumbing.config import resolve_config
+from ..plumbing.data import load_mnist
+from .classifier import LoadedClassifier
+from .evaluation import summarise_seeds
+from .experiments import build_reference_for, guidance_sweep, training_neighbours_for
+from .train import load_or_train
+
+#: the weights of the collapse study: where the reference study's accuracy falls (0.970 at w = 2, 0.105 at w = 15)
+COLLAPSE_WEIGHTS = (2.0, 5.0, 10.0, 15.0)
+#: the label-dropout rates of the second study; 0 trains no unconditional model
+DROPOUT_RATES = (0.0, 0.05, 0.1, 0.2, 0.3)
+#: the weights of the label-dropout study, from the unconditional branch (w = -1, s = 0) up
+DROPOUT_WEIGHTS = (-1.0, 0.0, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One configuration of a study: how the model is trained, which weights sample it, and how."""
+
+    name: str  # short key: "reference", "ema", ... (the CLI's --factors names)
+    changed: str  # what this rung changes from the previous one, in words
+    preset: str  # training preset: "reference" or "default"
+    overrides: dict = field(default_factory=dict)  # dotted config keys on top of the preset
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)
+    ema: bool = True  # sample the EMA weights (else the raw last-step weights)
+
+    def config(self, train_steps: int | None = None) -> dict:
+        """The resolved training config (``train_steps`` shortens every run, for tiny grids)."""
+        extra = {"train.steps": train_steps, "train.previews": 0} if train_steps else {}
+        return resolve_config(self.preset, overrides={**self.overrides, **extra})
+
+
+def collapse_ladder() -> list[Rung]:
+    """The reference study's recipe, then one factor at a time to cfgutils' default (each rung keeps the last)."""
+    small = {"model.base_channels": 16}  # 169,348 parameters: the reference UNet had about 130,000
+    ddpm = SamplerSettings("ddpm", 1000, clip_x0=False)
+    rungs = [Rung("reference", "the reference study's recipe", "reference", small, ddpm, ema=False)]
+    steps = [("ema", "EMA weights instead of the raw ones", {"ema": True}),
+             ("clip", "x0 clipping at every step", {"sampler": replace(ddpm, clip_x0=True)}),
+             ("ddim", "DDIM, 50 steps", {"sampler": SamplerSettings("ddim", 50)}),
+             ("dpmpp", "DPM-Solver++(2M), 12 steps", {"sampler": SamplerSettings("dpmpp", 12)}),
+             ("size", "our model size (widths 48/96)", {"overrides": {"model.base_channels": 48}}),
+             ("objective", "v-prediction with min-SNR-5 weights",
+              {"overrides": {"model.base_channels": 48, "diffusion.prediction": "v",
+                             "diffusion.loss_weighting": "min-snr"}}),
+             ("recipe", "our training recipe (AdamW 2e-3, cosine, batch 64, 1,000 steps)",
+              {"preset": "default", "overrides": {}})]
+    for name, changed, change in steps:
+        rungs.append(replace(rungs[-1], name=name, changed=changed, **change))
+    return rungs
+
+
+def label_dropout_grid(rates=DROPOUT_RATES) -> list[Rung]:
+    """The default recipe with each label-dropout rate (DPM-Solver++ 12 steps, EMA weights)."""
+    return [Rung(f"p={p:g}", f"label dropout {p:g}", "default", {"train.p_uncond": float(p)}) for p in rates]
+
+
+def select(rungs: list[Rung], names) -> list[Rung]:
+    """The rungs named in ``names`` (in ladder order), or a one-line error naming the unknown ones."""
+    names = list(names)
+    if not names:
+        raise UserInputError("the list of factors is empty")
+    known = [rung.name for rung in rungs]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UserInputError(f"unknown factor {', '.join(unknown)}: use {', '.join(known)}")
+    return [rung for rung in rungs if rung.name in names]
+
+
+def checkpoint_name(config: dict) -> str:
+    """A file name that identifies a training config: the same config finds the same checkpoint."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+    return f"model-{digest}.pt"
+
+
+def run_study(rungs: list[Rung], classifier: LoadedClassifier, weights, models_dir: Path, n_per_class: int = 10,
+              seeds=(0, 1, 2), train_steps: int | None = None, max_sampler_steps: int | None = None,
+              device: str = "auto", progress: bool = True) -> tuple[list[dict], dict]:
+    """Train (or reuse) and score every rung at every weight and seed; returns (rows, extras).
+
+    Rows: one per (rung, w) with every metric and its 95% interval (:func:`summarise_seeds`), the fraction
+    of pixels outside [-1, 1] before clamping, and the wall times. Extras: per rung, the seed-0 samples at
+    each weight (for strips) and the training wall time.
+    """
+    test = load_mnist("test")
+    reference = build_reference_for(classifier, test)
+    neighbours = training_neighbours_for(classifier, test, reference)
+    rows, extras = [], {}
+    for rung in rungs:
+        config = rung.config(train_steps)
+        start = time.perf_counter()
+        loaded, trained = load_or_train(models_dir / checkpoint_name(config), config, device, progress=progress)
+        train_seconds = loaded.metadata.get("wall_time_s", time.perf_counter() - start)
+        if not rung.ema:
+            loaded = load_model(loaded.path, device, raw_weights=True)
+        settings = rung.sampler
+        if max_sampler_steps and settings.resolved_steps() > max_sampler_steps:
+            settings = replace(settings, steps=max_sampler_steps)
+        scales = [s_from_w(w) for w in weights]
+        if config["train"]["p_uncond"] == 0:  # no unconditional model was trained: only s = 1 is meaningful
+            scales = [s for s in scales if s == 1.0]
+        if not scales:
+            raise UserInputError(f"{rung.name}: without label dropout only w = 0 (s = 1) can be sampled")
+        result = guidance_sweep(loaded, classifier, scales, n_per_class, settings, seeds, reference,
+                                progress=progress, real_split=test, neighbours=neighbours)
+        for scale in scales:
+            cells = [row for row in result.rows if row["s"] == scale]
+            rows.append({"rung": rung.name, "changed": rung.changed, "w": scale - 1, "s": scale,
+                         **settings.describe(), "weights": "ema" if rung.ema else "raw",
+                         "p_uncond": config["train"]["p_uncond"], "train_steps": config["train"]["steps"],
+                         "train_seconds": train_seconds, "sample_seconds": result.wall_time_s / len(scales),
+                         **summarise_seeds(cells)})
+        extras[rung.name] = {"strips": result.strips, "floor": result.floor, "trained_here": trained is not None}
+    return rows, extras

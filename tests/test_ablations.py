@@ -1,0 +1,104 @@
+"""The two ablation studies: the collapse ladder changes one factor per rung; both commands on tiny grids."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cfgutils.errors import UserInputError
+from cfgutils.plumbing.config import resolve_config
+from cfgutils.workflows.ablations import checkpoint_name, collapse_ladder, label_dropout_grid, select
+
+CLASSIFIER = Path(__file__).resolve().parents[1] / "data" / "pretrained" / "classifier.pt"
+
+
+def _state(rung):
+    return rung.config(), rung.sampler, rung.ema
+
+
+def test_the_ladder_runs_from_the_reference_recipe_to_ours_one_factor_at_a_time():
+    rungs = collapse_ladder()
+    first, last = rungs[0], rungs[-1]
+    config = first.config()
+    assert (config["diffusion"]["prediction"], config["diffusion"]["loss_weighting"]) == ("eps", "uniform")
+    assert (config["train"]["lr"], config["train"]["batch_size"], config["train"]["steps"]) == (0.001, 128, 4000)
+    assert (first.sampler.sampler, first.sampler.resolved_steps(), first.sampler.clip_x0, first.ema) == (
+        "ddpm", 1000, False, False)
+    assert last.config() == resolve_config("default") and last.ema and last.sampler.sampler == "dpmpp"
+    for before, after in zip(rungs, rungs[1:]):
+        changed = [a != b for a, b in zip(_state(before), _state(after))]
+        assert sum(changed) == 1, (after.name, changed)  # exactly one of: training config, sampler, weights
+    assert len({r.name for r in rungs}) == len(rungs)
+
+
+def test_select_and_the_dropout_grid():
+    assert [r.name for r in select(collapse_ladder(), ["clip", "reference"])] == ["reference", "clip"]
+    with pytest.raises(UserInputError, match="unknown factor bogus"):
+        select(collapse_ladder(), ["bogus"])
+    with pytest.raises(UserInputError, match="empty"):
+        select(collapse_ladder(), [])
+    rates = [r.config()["train"]["p_uncond"] for r in label_dropout_grid((0, 0.3))]
+    assert rates == [0.0, 0.3]
+    assert checkpoint_name(resolve_config("default")) == checkpoint_name(resolve_config("default"))
+    assert checkpoint_name(resolve_config("default")) != checkpoint_name(label_dropout_grid((0,))[0].config())
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "cfgutils", "experiment", *map(str, args)], capture_output=True,
+                          text=True, env={**__import__("os").environ, "CFGUTILS_OFFLINE": "1"})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["collapse", "--factors", "bogus"], "unknown factor bogus"),
+    (["collapse", "--factors"], "the list of factors is empty"),
+    (["collapse", "--weights"], "the list of guidance scales is empty"),
+    (["label-dropout", "--rates", "1.5"], "label-dropout rate must be a number in [0, 1]"),
+    (["label-dropout", "--rates"], "the list of label-dropout rates is empty"),
+])
+def test_bad_study_input_is_one_line_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "out"
+    result = cli(args[0], CLASSIFIER, out, *args[1:], "--models-dir", tmp_path / "models")
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not (tmp_path / "models").exists()
+
+
+TINY = ["--n-per-class", "2", "--seeds", "0", "1", "--train-steps", "1", "--max-sampler-steps", "2"]
+
+
+def _rows(out: Path) -> list[dict]:
+    with open(out / "results.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_collapse_study_on_a_tiny_grid(tmp_path):
+    out, models = tmp_path / "collapse", tmp_path / "models"
+    result = cli("collapse", CLASSIFIER, out, "--factors", "reference", "ema", "--weights", "10", *TINY,
+                 "--models-dir", models)
+    assert result.returncode == 0, result.stderr
+    rows = _rows(out)
+    assert [(r["rung"], r["w"], r["weights"], r["sampler"]) for r in rows] == [
+        ("reference", "10.0", "raw", "ddpm"), ("ema", "10.0", "ema", "ddpm")]
+    assert all(float(r["accuracy_low"]) < float(r["accuracy_high"]) and r["seeds"] == "2" for r in rows)
+    assert 0 <= float(rows[0]["outside_range"]) <= 1
+    assert {p.name for p in out.iterdir()} == {"results.csv", "accuracy.png", "frechet.png", "strips.png", "meta.json"}
+    assert len(list(models.glob("model-*.pt"))) == 1  # the EMA rung reuses the reference rung's model
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["rungs"] == ["reference", "ema"] and meta["trained_here"] == {"reference": True, "ema": False}
+
+
+@pytest.mark.slow
+def test_label_dropout_study_on_a_tiny_grid(tmp_path):
+    out = tmp_path / "dropout"
+    result = cli("label-dropout", CLASSIFIER, out, "--rates", "0", "0.2", "--weights", "-1", "0", *TINY,
+                 "--models-dir", tmp_path / "models")
+    assert result.returncode == 0, result.stderr
+    rows = _rows(out)
+    # without label dropout there is no unconditional model: only s = 1 (w = 0) is sampled
+    assert [(r["rung"], r["w"], r["p_uncond"]) for r in rows] == [
+        ("p=0", "0.0", "0.0"), ("p=0.2", "-1.0", "0.2"), ("p=0.2", "0.0", "0.2")]
+    assert (out / "strips.png").is_file() and (out / "meta.json").is_file()
