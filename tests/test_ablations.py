@@ -84,7 +84,6 @@ def test_collapse_study_on_a_tiny_grid(tmp_path):
     assert [(r["rung"], r["w"], r["weights"], r["sampler"]) for r in rows] == [
         ("reference", "10.0", "raw", "ddpm"), ("ema", "10.0", "ema", "ddpm")]
     assert all(float(r["accuracy_low"]) < float(r["accuracy_high"]) and r["seeds"] == "2" for r in rows)
-    assert 0 <= float(rows[0]["outside_range"]) <= 1
     assert {p.name for p in out.iterdir()} == {"results.csv", "accuracy.png", "frechet.png", "strips.png", "meta.json"}
     assert len(list(models.glob("model-*.pt"))) == 1  # the EMA rung reuses the reference rung's model
     meta = json.loads((out / "meta.json").read_text())

@@ -229,7 +229,7 @@ def test_evaluate_generated_and_real_floor(fake_test_split):
     assert same["precision"] == 1.0 and same["recall"] == 1.0
     expected = {"n", "n_reference", "accuracy", "accuracy_low", "accuracy_high", "confidence", "intended_probability",
                 "inception_score", "frechet_distance", "precision", "recall", "diversity", "saturation",
-                "saturation_high", "outside_range"} | {f"accuracy_digit_{d}" for d in range(10)}
+                "saturation_high"} | {f"accuracy_digit_{d}" for d in range(10)}
     assert set(same) == expected and all(isinstance(v, (int, float)) for v in same.values())
     floor = evaluation.real_data_floor(model, fake_test_split, reference, n_per_class=20, seed=1)
     assert floor["n"] == 200 and floor["frechet_distance"] > 0

@@ -5,7 +5,9 @@ UNet, epsilon prediction with plain MSE, Adam 1e-3 constant, batch 128, 4,000 st
 1,000 steps, no x0 clipping) and changes one factor per rung until it reaches the default recipe.
 :func:`label_dropout_grid` trains the default recipe with several label-dropout rates. :func:`run_study`
 trains what a study needs (reusing finished checkpoints, resuming unfinished ones), samples every rung at
-every weight and seed, and scores the samples as notebook 05 does. The command-line twins are
+every weight and seed, and scores the samples as notebook 05 does (the samples are clamped to [-1, 1]; the
+overshoot of the unclipped x0 is measured per step by :func:`cfgutils.core.samplers.guidance_norms`). The
+command-line twins are
 ``python -m cfgutils experiment collapse | label-dropout``.
 """
 
@@ -101,9 +103,8 @@ def run_study(rungs: list[Rung], classifier: LoadedClassifier, weights, models_d
               device: str = "auto", progress: bool = True) -> tuple[list[dict], dict]:
     """Train (or reuse) and score every rung at every weight and seed; returns (rows, extras).
 
-    Rows: one per (rung, w) with every metric and its 95% interval (:func:`summarise_seeds`), the fraction
-    of pixels outside [-1, 1] before clamping, and the wall times. Extras: per rung, the seed-0 samples at
-    each weight (for strips) and the training wall time.
+    Rows: one per (rung, w) with every metric and its 95% interval (:func:`summarise_seeds`) and the wall
+    times. Extras: per rung, the samples of the first seed at each weight (for strips) and the floor.
     """
     test = load_mnist("test")
     reference = build_reference_for(classifier, test)

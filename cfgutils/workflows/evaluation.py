@@ -167,17 +167,13 @@ def evaluate_generated(classifier, images: torch.Tensor, labels: torch.Tensor, r
     Keys: n, n_reference, accuracy (+ accuracy_low/high, exact 95% interval), confidence (mean max-softmax),
     intended_probability (mean p(intended class)), inception_score, frechet_distance (vs the reference),
     precision, recall (k-NN, vs the reference), diversity (intra-class), saturation (|x| within tol of 1),
-    saturation_high (x within tol of +1), outside_range (pixels outside [-1, 1] before clamping: where x0
-    clipping is off), accuracy_digit_0 ... accuracy_digit_9; with ``neighbours`` also
+    saturation_high (x within tol of +1), accuracy_digit_0 ... accuracy_digit_9; with ``neighbours`` also
     nearest_training_pixels/features (mean distance to the nearest training digit) and near_copy_pixels/features.
     Frechet distance is biased upwards for small N: compare against :func:`real_data_floor` with the same N.
     """
-    images = torch.as_tensor(images).detach().to("cpu", torch.float32)
-    outside = float((images.abs() > 1).double().mean()) if images.numel() else 0.0
-    images = images.clamp(-1, 1)
+    images = torch.as_tensor(images).detach().to("cpu", torch.float32).clamp(-1, 1)
     logits, features = predict_logits_and_features(_model(classifier), images, batch_size)
-    return {**score(logits.softmax(1), features, images, labels, reference, saturation_tol, neighbours),
-            "outside_range": outside}
+    return score(logits.softmax(1), features, images, labels, reference, saturation_tol, neighbours)
 
 
 def real_data_floor(classifier, real_split: MnistSplit, reference: RealReference, n_per_class: int = 100,
@@ -201,8 +197,8 @@ COUNTED = {"accuracy": "n", "precision": "n", "near_copy_pixels": "n", "near_cop
 #: proportions measured on a whole set (recall covers reference digits): seed interval, widened to the exact one
 SET_RATES = {"recall": "n_reference"}
 #: every other metric with an interval: the mean over seeds with a Student-t 95% interval
-SET_STATISTICS = ("frechet_distance", "diversity", "saturation", "saturation_high", "outside_range", "inception_score",
-                  "confidence", "intended_probability", "nearest_training_pixels", "nearest_training_features")
+SET_STATISTICS = ("frechet_distance", "diversity", "saturation", "saturation_high", "inception_score", "confidence",
+                  "intended_probability", "nearest_training_pixels", "nearest_training_features")
 
 
 def summarise_seeds(rows: list[dict]) -> dict:
