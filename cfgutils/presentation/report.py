@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..workflows.evaluation import summarise_seeds
-from ..workflows.experiments import REFERENCE_ACCURACY, SweepResult
+from ..workflows.experiments import REFERENCE_ACCURACY, SweepResult, scale_summaries
 
 METRIC_LABELS = {
     "accuracy": "classifier accuracy",
@@ -33,14 +32,9 @@ METRIC_LABELS = {
 def sweep_frame(result: SweepResult) -> pd.DataFrame:
     """One row per scale, each metric with its 95% interval over seeds (``<metric>_low/high``), sorted by s (05).
 
-    The intervals come from :func:`cfgutils.workflows.evaluation.summarise_seeds`.
+    The intervals come from :func:`cfgutils.workflows.experiments.scale_summaries`.
     """
-    scales = sorted({row["s"] for row in result.rows})
-    rows = [summarise_seeds([row for row in result.rows if row["s"] == s]) for s in scales]
-    frame = pd.DataFrame(rows)
-    frame["s"] = scales
-    frame["w"] = frame["s"] - 1
-    return frame
+    return pd.DataFrame(scale_summaries(result))
 
 
 def reference_accuracy(w: float) -> float | None:
@@ -136,13 +130,11 @@ def conclusions(result: SweepResult, accuracy_floor: float = 0.90) -> dict:
     past_best = guided[guided["w"] > max(by_accuracy["tied"])]
     below = past_best[past_best["accuracy_high"] < accuracy_floor]
     first, last = guided.iloc[0], guided.iloc[-1]
-    closest = guided.loc[guided["frechet_distance"].idxmin()]
     unconditional = frame[frame["s"] == 0]
     found = {
         "accuracy": by_accuracy, "frechet_distance": by_frechet,
         "frechet_floor": [floor["frechet_distance"], floor["frechet_distance_low"], floor["frechet_distance_high"]],
-        "best_frechet_separates_from_floor": separated(closest["frechet_distance_low"],
-                                                       closest["frechet_distance_high"],
+        "best_frechet_separates_from_floor": separated(by_frechet["low"], by_frechet["high"],
                                                        floor["frechet_distance_low"], floor["frechet_distance_high"]),
         "first_w_clearly_below_accuracy_floor": float(below["w"].iloc[0]) if len(below) else None,
         "accuracy_floor": accuracy_floor,

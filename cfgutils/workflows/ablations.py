@@ -26,8 +26,7 @@ from ..plumbing.checkpoint import load_model
 from ..plumbing.config import resolve_config
 from ..plumbing.data import load_mnist
 from .classifier import LoadedClassifier
-from .evaluation import summarise_seeds
-from .experiments import build_reference_for, guidance_sweep, training_neighbours_for
+from .experiments import build_reference_for, guidance_sweep, scale_summaries, training_neighbours_for
 from .train import load_or_train
 
 #: the weights of the collapse study: where the reference study's accuracy falls (0.970 at w = 2, 0.105 at w = 15)
@@ -103,7 +102,7 @@ def run_study(rungs: list[Rung], classifier: LoadedClassifier, weights, models_d
               device: str = "auto", progress: bool = True) -> tuple[list[dict], dict]:
     """Train (or reuse) and score every rung at every weight and seed; returns (rows, extras).
 
-    Rows: one per (rung, w) with every metric and its 95% interval (:func:`summarise_seeds`) and the wall
+    Rows: one per (rung, w) with every metric and its 95% interval (:func:`scale_summaries`) and the wall
     times. Extras: per rung, the samples of the first seed at each weight (for strips) and the floor.
     """
     test = load_mnist("test")
@@ -127,12 +126,11 @@ def run_study(rungs: list[Rung], classifier: LoadedClassifier, weights, models_d
             raise UserInputError(f"{rung.name}: without label dropout only w = 0 (s = 1) can be sampled")
         result = guidance_sweep(loaded, classifier, scales, n_per_class, settings, seeds, reference,
                                 progress=progress, real_split=test, neighbours=neighbours)
-        for scale in scales:
-            cells = [row for row in result.rows if row["s"] == scale]
-            rows.append({"rung": rung.name, "changed": rung.changed, "w": scale - 1, "s": scale,
-                         **settings.describe(), "weights": "ema" if rung.ema else "raw",
+        for summary in scale_summaries(result):
+            rows.append({"rung": rung.name, "changed": rung.changed, **settings.describe(),
+                         "weights": "ema" if rung.ema else "raw",
                          "p_uncond": config["train"]["p_uncond"], "train_steps": config["train"]["steps"],
                          "train_seconds": train_seconds, "sample_seconds": result.wall_time_s / len(scales),
-                         **summarise_seeds(cells)})
+                         **summary})
         extras[rung.name] = {"strips": result.strips, "floor": result.floor, "trained_here": trained is not None}
     return rows, extras

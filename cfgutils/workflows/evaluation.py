@@ -18,7 +18,7 @@ import torch
 from ..errors import UserInputError, positive_int
 from ..plumbing.data import MnistSplit
 from .classifier import extract_features, predict_logits_and_features
-from .metrics import (NEAR_COPY_QUANTILE, NUM_CLASSES, SATURATION_TOL, as_labels, as_probs, correct_predictions,
+from .metrics import (NEAR_COPY_QUANTILE, NUM_CLASSES, SATURATION_TOL, accuracy_with_ci, as_labels, as_probs,
                       frechet_distance_from_stats, gaussian_stats, inception_score, intra_class_diversity, knn_radii,
                       mean_confidence, mean_intended_probability, near_copy_fraction, near_copy_threshold,
                       nearest_distances, per_class_accuracy, precision_recall, proportion_interval,
@@ -136,12 +136,11 @@ def score(probs: torch.Tensor, features: torch.Tensor, images: torch.Tensor, lab
           neighbours: TrainingNeighbours | None = None) -> dict[str, float]:
     """Every metric from precomputed probabilities and features, as one flat dict (05-classifier-eval)."""
     labels = as_labels(labels, as_probs(probs).shape[0])
-    correct = correct_predictions(probs, labels)
-    low, high = proportion_interval(int(correct.sum()), int(correct.shape[0]))
+    accuracy, low, high = accuracy_with_ci(probs, labels)
     precision, recall = precision_recall(reference.features, features, reference.k, reference.radii)
     result = {
         "n": int(labels.shape[0]), "n_reference": len(reference),
-        "accuracy": float(correct.double().mean()), "accuracy_low": low, "accuracy_high": high,
+        "accuracy": accuracy, "accuracy_low": low, "accuracy_high": high,
         "confidence": mean_confidence(probs),
         "intended_probability": mean_intended_probability(probs, labels),
         "inception_score": inception_score(probs),

@@ -158,6 +158,13 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
     return result
 
 
+def scale_summaries(result: SweepResult) -> list[dict]:
+    """One summary per scale, sorted by s: every metric over the seeds with its 95% interval, and s and w (05)."""
+    scales = sorted({row["s"] for row in result.rows})
+    return [{**evaluation.summarise_seeds([row for row in result.rows if row["s"] == s]), "s": s, "w": w_from_s(s)}
+            for s in scales]
+
+
 def build_reference_for(classifier: LoadedClassifier, real_split) -> evaluation.RealReference:
     """The real reference set: up to 400 test digits per class, leaving at least half of each class for the floor."""
     smallest_class = int(torch.bincount(real_split.labels, minlength=10).min())

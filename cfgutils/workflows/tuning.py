@@ -26,11 +26,11 @@ from ..errors import UserInputError
 from ..plumbing.checkpoint import LoadedModel
 from ..plumbing.data import load_mnist
 from .classifier import LoadedClassifier
-from .evaluation import summarise_seeds
 from .experiments import (
     REPORT_SEEDS,
     build_reference_for,
     guidance_sweep,
+    scale_summaries,
     training_neighbours_for,
 )
 
@@ -93,9 +93,8 @@ def tune(loaded: LoadedModel, classifier: LoadedClassifier, rules=tuple(TUNING_G
         result = guidance_sweep(loaded, classifier, scales, n_per_class, settings, seeds, reference,
                                 make_guidance(rule, **parameters), progress=False, real_split=validation,
                                 neighbours=neighbours)
-        for scale in scales:
-            summary = summarise_seeds([row for row in result.rows if row["s"] == scale])
-            rows.append({"rule": rule, "setting": _setting_name(parameters), **parameters, "w": scale - 1,
+        for summary in scale_summaries(result):
+            rows.append({"rule": rule, "setting": _setting_name(parameters), **parameters, "w": summary["w"],
                          "seeds": " ".join(map(str, seeds)), "validation_source": validation.source,
                          "seconds": time.perf_counter() - start, **{k: summary[k] for k in _TUNING_COLUMNS}})
     return pd.DataFrame(rows)
