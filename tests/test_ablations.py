@@ -35,7 +35,7 @@ def test_the_ladder_runs_from_the_reference_recipe_to_ours_one_factor_at_a_time(
 
 
 def test_select_and_the_dropout_grid():
-    assert [r.name for r in select(collapse_ladder(), ["clip", "reference"])] == ["reference", "clip"]
+    assert [r.name for r in select(collapse_ladder(), ["dpmpp", "reference"])] == ["reference", "dpmpp"]
     with pytest.raises(UserInputError, match="unknown factor bogus"):
         select(collapse_ladder(), ["bogus"])
     with pytest.raises(UserInputError, match="empty"):
@@ -55,6 +55,7 @@ def cli(*args):
     (["collapse", "--factors", "bogus"], "unknown factor bogus"),
     (["collapse", "--factors"], "the list of factors is empty"),
     (["collapse", "--weights"], "the list of guidance scales is empty"),
+    (["collapse", "--ddpm-n-per-class", "1"], "DDPM samples per class must be an integer >= 2"),
     (["label-dropout", "--rates", "1.5"], "label-dropout rate must be a number in [0, 1]"),
     (["label-dropout", "--rates"], "the list of label-dropout rates is empty"),
 ])
@@ -66,7 +67,7 @@ def test_bad_study_input_is_one_line_and_writes_nothing(tmp_path, args, message)
     assert not out.exists() and not (tmp_path / "models").exists()
 
 
-TINY = ["--n-per-class", "2", "--seeds", "0", "1", "--train-steps", "1", "--max-sampler-steps", "2"]
+TINY = ["--n-per-class", "3", "--seeds", "0", "1", "--train-steps", "1", "--max-sampler-steps", "2"]
 
 
 def _rows(out: Path) -> list[dict]:
@@ -78,16 +79,26 @@ def _rows(out: Path) -> list[dict]:
 def test_collapse_study_on_a_tiny_grid(tmp_path):
     out, models = tmp_path / "collapse", tmp_path / "models"
     result = cli("collapse", CLASSIFIER, out, "--factors", "reference", "ema", "--weights", "10", *TINY,
-                 "--models-dir", models)
+                 "--ddpm-n-per-class", "2", "--models-dir", models)
     assert result.returncode == 0, result.stderr
     rows = _rows(out)
-    assert [(r["rung"], r["w"], r["weights"], r["sampler"]) for r in rows] == [
-        ("reference", "10.0", "raw", "ddpm"), ("ema", "10.0", "ema", "ddpm")]
+    # every rung is sampled without and with x0 clipping
+    assert [(r["configuration"], r["w"], r["weights"], r["sampler"], r["clip_x0"]) for r in rows] == [
+        ("reference", "10.0", "raw", "ddpm", "False"), ("reference +clip", "10.0", "raw", "ddpm", "True"),
+        ("ema", "10.0", "ema", "ddpm", "False"), ("ema +clip", "10.0", "ema", "ddpm", "True")]
     assert all(float(r["accuracy_low"]) < float(r["accuracy_high"]) and r["seeds"] == "2" for r in rows)
-    assert {p.name for p in out.iterdir()} == {"results.csv", "accuracy.png", "frechet.png", "strips.png", "meta.json"}
+    assert all(r["n"] == "20.0" for r in rows)  # DDPM cells: --ddpm-n-per-class 2 samples per digit
+    # the unclipped predicted x0 of an untrained model leaves [-1, 1]; clipping does not change what is measured
+    assert all(0 < float(r["x0_outside"]) <= 1 for r in rows)
+    assert {p.name for p in out.iterdir()} == {"results.csv", "table.md", "accuracy.png", "frechet.png",
+                                              "x0_outside.png", "strips.png", "meta.json"}
+    table = (out / "table.md").read_text()
+    assert "published accuracy" in table and "0.385" in table and "reference +clip" in table
     assert len(list(models.glob("model-*.pt"))) == 1  # the EMA rung reuses the reference rung's model
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["rungs"] == ["reference", "ema"] and meta["trained_here"] == {"reference": True, "ema": False}
+    assert meta["rungs"] == ["reference", "ema"] and meta["ddpm_n_per_class"] == 2
+    assert meta["trained_here"] == {"reference": True, "reference +clip": False, "ema": False, "ema +clip": False}
+    assert meta["training_data"] and "mnist" in meta["reference_data"].lower()
 
 
 @pytest.mark.slow
@@ -101,3 +112,5 @@ def test_label_dropout_study_on_a_tiny_grid(tmp_path):
     assert [(r["rung"], r["w"], r["p_uncond"]) for r in rows] == [
         ("p=0", "0.0", "0.0"), ("p=0.2", "-1.0", "0.2"), ("p=0.2", "0.0", "0.2")]
     assert (out / "strips.png").is_file() and (out / "meta.json").is_file()
+    assert "how much label dropout is enough" in (out / "table.md").read_text().lower()
+    assert "no unconditional model" in (out / "table.md").read_text()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from ..errors import UserInputError, finite_number, positive_int
 from ..plumbing.checkpoint import load_model
 from ..plumbing.data import load_mnist, to_uint8
 from ..presentation import plots, report
+from ..presentation.studies import study_markdown
 from ..workflows.ablations import (
     COLLAPSE_WEIGHTS,
     DROPOUT_RATES,
@@ -244,14 +246,16 @@ def _run_tuning(args: argparse.Namespace) -> int:
 def _register_studies(experiments) -> None:
     for name, help_line, description, default_weights in (
             ("collapse", "the reference study's recipe, then one factor at a time to ours",
-             "Train (or reuse) the reference study's recipe and one configuration per changed factor (EMA, x0 "
-             "clipping, DDIM, DPM-Solver++, model size, v-prediction with min-SNR, our recipe), sample each at the "
-             "weights and seeds, score with CLASSIFIER, and write results.csv (every metric with its 95%% interval "
-             "per configuration and w), accuracy.png, strips.png and meta.json.", COLLAPSE_WEIGHTS),
+             "Train (or reuse) the reference study's recipe and one configuration per changed factor (EMA, DDIM, "
+             "DPM-Solver++, training length, our optimiser, v-prediction with min-SNR, model size), sample each "
+             "without and with x0 clipping at the weights and seeds, score with CLASSIFIER, and write results.csv "
+             "(every metric with its 95%% interval per configuration and w), table.md (the tables and the computed "
+             "conclusions), accuracy.png, frechet.png, x0_outside.png, strips.png and meta.json.", COLLAPSE_WEIGHTS),
             ("label-dropout", "the default recipe trained with several label-dropout rates",
              "Train (or reuse) the default recipe with each label-dropout rate, sample at the weights and seeds "
              "(rate 0: only w = 0, since no unconditional model exists), score with CLASSIFIER, and write "
-             "results.csv, accuracy.png, frechet.png, strips.png and meta.json.", DROPOUT_WEIGHTS)):
+             "results.csv, table.md, accuracy.png, frechet.png, x0_outside.png, strips.png and meta.json.",
+             DROPOUT_WEIGHTS)):
         parser = experiments.add_parser(name, help=help_line, description=description)
         parser.add_argument("classifier", metavar="CLASSIFIER.pt", help="classifier checkpoint (train-classifier)")
         parser.add_argument("outdir", metavar="OUTDIR")
@@ -264,9 +268,12 @@ def _register_studies(experiments) -> None:
         parser.add_argument("--weights", type=float, nargs="*", default=list(default_weights), metavar="W",
                             help=f"guidance weights w (default {' '.join(f'{w:g}' for w in default_weights)})")
         parser.add_argument("--n-per-class", type=int, default=10, help="samples per digit, w and seed (default 10)")
+        if name == "collapse":
+            parser.add_argument("--ddpm-n-per-class", type=int, default=2,
+                                help="samples per digit, w and seed for the DDPM cells (1,000 steps each; default 2)")
         parser.add_argument("--seeds", type=int, nargs="+", default=list(REPORT_SEEDS), help="sampling seeds")
-        parser.add_argument("--models-dir", default="data/models/" + name,
-                            help="where trained models are kept and reused (default data/models/%s)" % name)
+        parser.add_argument("--models-dir", default="data/models/ablations",
+                            help="where trained models are kept and reused, by config (default data/models/ablations)")
         parser.add_argument("--train-steps", type=int, default=None,
                             help="shorten every training run to this many steps (a quick, smaller study)")
         parser.add_argument("--max-sampler-steps", type=int, default=None,
@@ -291,27 +298,34 @@ def _run_study(args: argparse.Namespace) -> int:
         rungs = label_dropout_grid(args.rates)
     weights = [w_from_s(s) for s in check_scales([s_from_w(w) for w in args.weights or []])]
     check_sweep_arguments([1.0], args.n_per_class, args.seeds)
-    for value, what in ((args.train_steps, "train steps"), (args.max_sampler_steps, "max sampler steps")):
+    ddpm_n = getattr(args, "ddpm_n_per_class", None)
+    for value, what, minimum in ((args.train_steps, "train steps", 1), (args.max_sampler_steps, "max sampler steps", 1),
+                                 (ddpm_n, "DDPM samples per class", 2)):
         if value is not None:
-            positive_int(value, what)
+            positive_int(value, what, minimum)
     outdir = check_output_dir(args.outdir)
     classifier = load_classifier(args.classifier, args.device)
+    start = time.perf_counter()
     rows, extras = run_study(rungs, classifier, weights, Path(args.models_dir), args.n_per_class, args.seeds,
-                             args.train_steps, args.max_sampler_steps, args.device)
+                             args.train_steps, args.max_sampler_steps, args.device,
+                             clip_arms=(False, True) if args.study == "collapse" else None, ddpm_n_per_class=ddpm_n)
     outdir.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(outdir / "results.csv", index=False)
-    figures = {"accuracy.png": plots.plot_study(rows, "accuracy", reference_curve=args.study == "collapse").figure,
-               "frechet.png": plots.plot_study(rows, "frechet_distance").figure,
+    figures = {"accuracy.png": plots.plot_study(rows, "accuracy", reference_curve=args.study == "collapse"),
+               "frechet.png": plots.plot_study(rows, "frechet_distance"),
+               "x0_outside.png": plots.plot_study(rows, "x0_outside"),
                "strips.png": plots.plot_study_strips(extras, 10.0 if 10.0 in weights else max(weights))}
     for file_name, fig in figures.items():
         fig.savefig(outdir / file_name, dpi=plots.DPI, bbox_inches="tight", metadata={"Software": None})
         plt.close(fig)
+    (outdir / "table.md").write_text(study_markdown(args.study, rows) + "\n")
     meta = {"study": args.study, "classifier": str(args.classifier), "weights_w": weights, "seeds": args.seeds,
-            "n_per_class": args.n_per_class, "train_steps": args.train_steps,
+            "n_per_class": args.n_per_class, "ddpm_n_per_class": ddpm_n, "train_steps": args.train_steps,
             "max_sampler_steps": args.max_sampler_steps, "rungs": [r.name for r in rungs],
-            "trained_here": {name: extra["trained_here"] for name, extra in extras.items()}}
+            "trained_here": {name: extra["trained_here"] for name, extra in extras.items()},
+            "training_data": sorted({extra["training_data"] for extra in extras.values()}),
+            "reference_data": load_mnist("test").source, "wall_time_s": round(time.perf_counter() - start, 1)}
     (outdir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    print(pd.DataFrame(rows)[["rung", "w", "accuracy", "accuracy_low", "accuracy_high", "frechet_distance"]]
-          .to_string(index=False))
-    print(f"wrote results.csv, figures and meta.json to {outdir}")
+    print(study_markdown(args.study, rows))
+    print(f"wrote results.csv, table.md, figures and meta.json to {outdir}")
     return 0

@@ -316,26 +316,34 @@ def plot_variants(results: dict[str, SweepResult], metric: str, ax=None, floor: 
     return ax
 
 
-def plot_study(rows: list[dict], metric: str = "accuracy", ax=None, reference_curve: bool = False):
-    """One line per rung of an ablation study: ``metric`` vs w with its 95% interval (experiment collapse)."""
+def plot_study(rows: list[dict], metric: str = "accuracy", reference_curve: bool = False):
+    """One line per rung of an ablation study: ``metric`` vs w with its 95% interval; one panel per x0 clipping
+    setting when the study sampled both (experiment collapse | label-dropout). Returns the figure."""
     import matplotlib.pyplot as plt
 
     frame = pd.DataFrame(rows)
-    ax = ax or plt.subplots(figsize=(7, 3.8))[1]
-    for name, group in frame.groupby("rung", sort=False):
-        line, = ax.plot(group["w"], group[metric], "o-", ms=3, label=name)
-        _band(ax, group, metric, line.get_color(), alpha=0.15)
-    if reference_curve:
-        ref_w, ref_acc = zip(*sorted(REFERENCE_ACCURACY.items()))
-        ax.plot(ref_w, ref_acc, "s--", color="gray", label="reference study (published)")
-    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-    _log_w_axis(ax, frame)
-    ax.legend(fontsize=7)
-    return ax
+    arms = sorted(frame["clip_x0"].unique()) if "clip_x0" in frame else [None]
+    fig, axes = plt.subplots(1, len(arms), figsize=(5.2 * len(arms) + 1.8, 3.8), sharey=True, squeeze=False)
+    colors = {name: f"C{i}" for i, name in enumerate(frame["rung"].unique())}
+    for ax, clip in zip(axes[0], arms):
+        part = frame if clip is None or len(arms) == 1 else frame[frame["clip_x0"] == clip]
+        for name, group in part.groupby("rung", sort=False):
+            ax.plot(group["w"], group[metric], "o-", ms=3, color=colors[name], label=name)
+            _band(ax, group, metric, colors[name], alpha=0.12)
+        if reference_curve:
+            ref_w, ref_acc = zip(*sorted(REFERENCE_ACCURACY.items()))
+            ax.plot(ref_w, ref_acc, "s--", color="gray", label="reference study (published)")
+        if len(arms) > 1:
+            ax.set_title("x0 clipped at every step" if clip else "no x0 clipping", fontsize=9)
+        _log_w_axis(ax, part)
+    axes[0][0].set_ylabel(METRIC_LABELS.get(metric, metric))
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    return fig
 
 
 def plot_study_strips(extras: dict, weight: float):
-    """One row per rung: the first sample of every digit at ``weight`` (the nearest weight sampled)."""
+    """One row per configuration: the first sample of every digit at ``weight`` (the nearest weight sampled)."""
     import matplotlib.pyplot as plt
 
     rows, labels = [], []

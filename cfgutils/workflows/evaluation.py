@@ -197,7 +197,7 @@ COUNTED = {"accuracy": "n", "precision": "n", "near_copy_pixels": "n", "near_cop
 SET_RATES = {"recall": "n_reference"}
 #: every other metric with an interval: the mean over seeds with a Student-t 95% interval
 SET_STATISTICS = ("frechet_distance", "diversity", "saturation", "saturation_high", "inception_score", "confidence",
-                  "intended_probability", "nearest_training_pixels", "nearest_training_features")
+                  "intended_probability", "nearest_training_pixels", "nearest_training_features", "x0_outside")
 
 
 def summarise_seeds(rows: list[dict]) -> dict:

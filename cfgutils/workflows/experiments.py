@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.guidance import Guidance, check_scale, w_from_s
+from ..core.guidance import Guidance, OvershootMeter, check_scale, w_from_s
 from ..core.samplers import SamplerSettings, digit_labels, generate
 from ..errors import UserInputError
 from ..plumbing.checkpoint import LoadedModel
@@ -124,7 +124,7 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
     """
     scales, seeds = check_sweep_arguments(scales, n_per_class, seeds)
     settings = (settings or SamplerSettings()).validate()
-    guidance = guidance or Guidance()
+    guidance = OvershootMeter(guidance or Guidance())
     start = time.perf_counter()
     real_split = real_split if real_split is not None else load_mnist("test")
     reference = reference if reference is not None else build_reference_for(classifier, real_split)
@@ -143,7 +143,7 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
         images = generate(loaded.model, loaded.diffusion, labels, scale, settings, seed, batch_size, guidance).cpu()
         scored = evaluation.evaluate_generated(classifier.model, images, labels, reference, batch_size,
                                                neighbours=neighbours)
-        result.rows.append({"s": scale, "w": w_from_s(scale), "seed": seed, **scored,
+        result.rows.append({"s": scale, "w": w_from_s(scale), "seed": seed, **scored, "x0_outside": guidance.fraction(),
                             "sampler": settings.sampler, "steps": settings.resolved_steps(), **guidance.describe()})
         if seed == seeds[0]:
             result.strips[scale] = images.reshape(10, n_per_class, 1, 28, 28)[:, :strip_size]

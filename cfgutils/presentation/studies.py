@@ -1,0 +1,141 @@
+"""Tables and computed conclusions of the two ablation studies (notebook 07-ablations; ``experiment collapse |
+label-dropout``).
+
+The rows come from :func:`cfgutils.workflows.ablations.run_study`: one per configuration and w, every metric
+with its 95% interval. A configuration's accuracy "collapsed" only when its whole interval lies below
+:data:`COLLAPSED_BELOW`, and is "intact" only when its whole interval lies at or above it; otherwise the
+verdict is "undecided". A factor turns the collapse off (or on) only where the verdict flips between two
+decided configurations.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..workflows.experiments import REFERENCE_ACCURACY
+from .report import best_or_tied, with_interval
+
+#: accuracy under this, with the whole 95% interval, is a collapse (the reference study: 0.385 at w = 10)
+COLLAPSED_BELOW = 0.9
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A frame as a Markdown table (every cell as text)."""
+    lines = ["| " + " | ".join(str(c) for c in frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for _, row in frame.iterrows()]
+    return "\n".join(lines)
+
+
+def verdict(row, threshold: float = COLLAPSED_BELOW) -> str:
+    """"collapsed", "intact" or "undecided": where the accuracy interval lies against ``threshold``."""
+    if row["accuracy_high"] < threshold:
+        return "collapsed"
+    if row["accuracy_low"] >= threshold:
+        return "intact"
+    return "undecided"
+
+
+def factor_table(rows: list[dict]) -> pd.DataFrame:
+    """One row per configuration and w: accuracy, Fréchet distance (and the real-data floor at the same sample
+    count), recall and the fraction of predicted-x0 pixels outside [-1, 1], each with its 95% interval."""
+    records = []
+    for row in rows:
+        records.append({"configuration": row["configuration"], "w": f"{row['w']:g}", "s": f"{row['s']:g}",
+                        "samples": int(row["n"] * row["seeds"]), "accuracy": with_interval(row, "accuracy"),
+                        "verdict": verdict(row), "Fréchet": with_interval(row, "frechet_distance", 1),
+                        "floor": f"{row['floor_frechet_distance']:.1f}", "recall": with_interval(row, "recall", 2),
+                        "x0 outside [-1, 1]": with_interval(row, "x0_outside", 3)})
+    return pd.DataFrame(records)
+
+
+def reproduction_table(rows: list[dict], configuration: str = "reference") -> pd.DataFrame:
+    """The published accuracy curve beside ``configuration``'s accuracy, by w (both conventions)."""
+    frame = pd.DataFrame(rows)
+    part = frame[frame["configuration"] == configuration]
+    return pd.DataFrame([{"w": f"{row['w']:g}", "s": f"{row['s']:g}",
+                          "published accuracy": "" if _published(row["w"]) is None else f"{_published(row['w']):.3f}",
+                          f"ours ({configuration})": with_interval(row, "accuracy"), "samples": int(row["n"] * row["seeds"])}
+                         for _, row in part.iterrows()])
+
+
+def _published(w: float) -> float | None:
+    return next((value for key, value in REFERENCE_ACCURACY.items() if abs(key - w) < 1e-9), None)
+
+
+def factor_changes(rows: list[dict], w: float = 10.0) -> list[dict]:
+    """Walk each clipping arm's configurations in order and record every decided flip of the verdict at ``w``."""
+    frame = pd.DataFrame(rows)
+    frame = frame[(frame["w"] - w).abs() < 1e-9]
+    changes = []
+    for clip, arm in frame.groupby("clip_x0", sort=False):
+        decided = [(row["rung"], row["changed"], verdict(row), row) for _, row in arm.iterrows()]
+        for (name, _, before, old), (next_name, changed, after, new) in zip(decided, decided[1:]):
+            if before != after and "undecided" not in (before, after):
+                changes.append({"clip_x0": bool(clip), "from": name, "to": next_name, "changed": changed,
+                                "before": before, "after": after, "old": old, "new": new})
+    return changes
+
+
+def collapse_lines(rows: list[dict], w: float = 10.0) -> list[str]:
+    """Sentences: which configurations collapse at ``w`` and which factor turns the collapse off or on."""
+    frame = pd.DataFrame(rows)
+    at_w = frame[(frame["w"] - w).abs() < 1e-9]
+    lines = []
+    for label, name in (("collapsed", "collapse"), ("intact", "keep their accuracy"), ("undecided", "undecided")):
+        chosen = [row["configuration"] for _, row in at_w.iterrows() if verdict(row) == label]
+        if chosen:
+            what = "are undecided (the interval straddles" if label == "undecided" else name
+            tail = f" {COLLAPSED_BELOW:g})" if label == "undecided" else ""
+            lines.append(f"At w = {w:g}, {', '.join(chosen)} {what}{tail}.")
+    for change in factor_changes(rows, w):
+        arm = "with x0 clipping" if change["clip_x0"] else "without x0 clipping"
+        turn = "turns the collapse off" if change["after"] == "intact" else "turns the collapse on"
+        lines.append(f"{arm.capitalize()}, {change['to']} ({change['changed']}) {turn}: accuracy "
+                     f"{with_interval(change['old'], 'accuracy')} -> {with_interval(change['new'], 'accuracy')}.")
+    if "clip_x0" in at_w and at_w["clip_x0"].nunique() == 2:
+        for rung, pair in at_w.groupby("rung", sort=False):
+            verdicts = {bool(row["clip_x0"]): verdict(row) for _, row in pair.iterrows()}
+            if verdicts.get(False) == "collapsed" and verdicts.get(True) == "intact":
+                lines.append(f"Clipping x0 turns the collapse off for {rung}.")
+    if not any(verdict(row) == "collapsed" for _, row in at_w.iterrows()):
+        lines.append(f"No configuration collapses at w = {w:g}.")
+    return lines
+
+
+def dropout_table(rows: list[dict]) -> pd.DataFrame:
+    """One row per label-dropout rate: Fréchet distance of the unconditional branch (s = 0), the best accuracy
+    and the best Fréchet distance with the weights where they occur (or the tied weights)."""
+    frame = pd.DataFrame(rows)
+    records = []
+    for rate, part in frame.groupby("p_uncond", sort=True):
+        part = part.reset_index(drop=True)
+        unconditional = part[part["s"] == 0.0]
+        accuracy, frechet = best_or_tied(part, "accuracy"), best_or_tied(part, "frechet_distance", False)
+        records.append({
+            "p_uncond": f"{rate:g}",
+            "Fréchet at s = 0 (w = -1)": "no unconditional model" if unconditional.empty
+            else with_interval(unconditional.iloc[0], "frechet_distance", 1),
+            "best accuracy": with_interval(part.loc[part["accuracy"].idxmax()], "accuracy"),
+            "at w": _where(accuracy), "best Fréchet": with_interval(part.loc[part["frechet_distance"].idxmin()],
+                                                                    "frechet_distance", 1),
+            "at w ": _where(frechet)})
+    return pd.DataFrame(records)
+
+
+def _where(found: dict) -> str:
+    if found["winner"] is not None:
+        return f"{found['winner']:g}"
+    return f"{found['best']:g} (tied: {', '.join(f'{w:g}' for w in found['tied'])})"
+
+
+def study_markdown(study: str, rows: list[dict]) -> str:
+    """Everything a study's ``table.md`` holds: its tables and, for the collapse study, the computed conclusions."""
+    if study == "collapse":
+        parts = ["## The reference recipe beside the published curve", markdown(reproduction_table(rows)),
+                 "## One factor at a time (each configuration without and with x0 clipping)",
+                 markdown(factor_table(rows)), "## What the intervals show",
+                 "\n".join(f"- {line}" for line in collapse_lines(rows))]
+    else:
+        parts = ["## How much label dropout is enough", markdown(dropout_table(rows)), "## Every cell",
+                 markdown(factor_table(rows))]
+    return "\n\n".join(parts)

@@ -1,0 +1,73 @@
+"""Study tables and conclusions on known rows; the predicted-x0 overshoot meter on a known prediction."""
+
+import math
+
+import torch
+
+from cfgutils.core.guidance import Guidance, GuidanceContext, OvershootMeter
+from cfgutils.presentation.studies import (collapse_lines, dropout_table, factor_changes, factor_table,
+                                           reproduction_table, verdict)
+
+
+def _row(rung, clip, w, accuracy, low, high, frechet=50.0, p_uncond=0.1, changed="x"):
+    return {"configuration": f"{rung} +clip" if clip else rung, "rung": rung, "changed": changed, "clip_x0": clip,
+            "w": w, "s": w + 1, "n": 20, "seeds": 3, "p_uncond": p_uncond,
+            "accuracy": accuracy, "accuracy_low": low, "accuracy_high": high,
+            "frechet_distance": frechet, "frechet_distance_low": frechet - 5, "frechet_distance_high": frechet + 5,
+            "recall": 0.5, "recall_low": 0.4, "recall_high": 0.6, "x0_outside": 0.1, "x0_outside_low": 0.05,
+            "x0_outside_high": 0.15, "floor_frechet_distance": 10.0}
+
+
+def test_verdict_needs_the_whole_interval_on_one_side():
+    assert verdict({"accuracy_low": 0.05, "accuracy_high": 0.3}) == "collapsed"
+    assert verdict({"accuracy_low": 0.93, "accuracy_high": 1.0}) == "intact"
+    assert verdict({"accuracy_low": 0.8, "accuracy_high": 0.95}) == "undecided"
+
+
+def test_a_factor_turns_the_collapse_off_only_between_decided_verdicts():
+    rows = [_row("reference", False, 10, 0.1, 0.05, 0.2), _row("reference", True, 10, 0.98, 0.95, 1.0),
+            _row("ema", False, 10, 0.85, 0.7, 0.95), _row("ema", True, 10, 0.98, 0.95, 1.0),
+            _row("dpmpp", False, 10, 0.99, 0.96, 1.0, changed="DPM-Solver++"), _row("dpmpp", True, 10, 1, 0.97, 1)]
+    changes = factor_changes(rows, 10)
+    assert changes == []  # reference -> ema is collapsed -> undecided, ema -> dpmpp undecided -> intact
+    rows[2] = _row("ema", False, 10, 0.1, 0.05, 0.2)
+    (change,) = factor_changes(rows, 10)
+    assert (change["from"], change["to"], change["after"], change["clip_x0"]) == ("ema", "dpmpp", "intact", False)
+    lines = collapse_lines(rows, 10)
+    assert "At w = 10, reference, ema collapse." in lines
+    assert any(line.startswith("Without x0 clipping, dpmpp (DPM-Solver++) turns the collapse off") for line in lines)
+    assert "Clipping x0 turns the collapse off for reference." in lines
+
+
+def test_no_collapse_is_said_plainly():
+    lines = collapse_lines([_row("size", False, 10, 1.0, 0.97, 1.0), _row("size", True, 10, 1.0, 0.97, 1.0)], 10)
+    assert lines[-1] == "No configuration collapses at w = 10."
+
+
+def test_reproduction_and_factor_tables_show_intervals_and_the_published_curve():
+    rows = [_row("reference", False, 2, 0.9, 0.8, 0.95), _row("reference", False, 10, 0.1, 0.05, 0.2)]
+    table = reproduction_table(rows)
+    assert list(table["published accuracy"]) == ["0.970", "0.385"]
+    assert list(table["ours (reference)"]) == ["0.900 [0.800, 0.950]", "0.100 [0.050, 0.200]"]
+    assert list(factor_table(rows)["samples"]) == [60, 60]
+
+
+def test_dropout_table_without_an_unconditional_model_and_with_ties():
+    rows = [_row("p=0", False, 0, 0.9, 0.85, 0.95, p_uncond=0.0),
+            _row("p=0.1", False, -1, 0.1, 0.05, 0.2, frechet=150, p_uncond=0.1),
+            _row("p=0.1", False, 0, 0.95, 0.9, 0.98, frechet=30, p_uncond=0.1),
+            _row("p=0.1", False, 2, 0.99, 0.96, 1.0, frechet=60, p_uncond=0.1)]
+    table = dropout_table(rows).set_index("p_uncond")
+    assert table.loc["0", "Fréchet at s = 0 (w = -1)"] == "no unconditional model"
+    assert table.loc["0.1", "Fréchet at s = 0 (w = -1)"] == "150.0 [145.0, 155.0]"
+    assert table.loc["0.1", "at w"] == "2 (tied: 0, 2)"  # 0.95 [0.9, 0.98] overlaps 0.99 [0.96, 1]
+    assert table.loc["0.1", "at w "] == "0"  # Fréchet 30 [25, 35] separates from 60 and 150
+
+
+def test_overshoot_meter_counts_the_predicted_x0_pixels_outside_the_data_range():
+    meter = OvershootMeter(Guidance())
+    context = GuidanceContext(alpha_bar=0.5, step_index=0, num_steps=1)
+    x0 = torch.tensor([[[[0.5, 1.5], [-2.0, 1.0]]]])
+    assert torch.equal(meter.finalize(x0, context), x0)
+    assert math.isclose(meter.fraction(), 0.5) and meter.fraction() == 0.0  # read once, then reset
+    assert meter.describe() == Guidance().describe()
