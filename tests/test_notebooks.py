@@ -151,6 +151,17 @@ def check_06(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
         "06-guidance-variants-metrics.png", "06-guidance-variants-frontier.png", "06-guidance-variants-strips.png"})
 
 
+def check_07(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> None:
+    assert summary["live"] is True  # the CI preset re-runs the small study on the shipped reference model
+    assert summary["collapse_configurations"] == ["dpmpp", "dpmpp +clip", "reference", "reference +clip"]
+    assert [row["w"] for row in summary["reproduction"]] == ["10"]
+    assert summary["reproduction"][0]["published accuracy"] == "0.385"
+    assert summary["collapse_lines"] and summary["dropout_rates"] == [0.0, 0.05, 0.1, 0.2, 0.3]
+    assert_figures(summary, run_dir.parent / "figures", {
+        "07-ablations-accuracy.png", "07-ablations-x0-outside.png", "07-ablations-strips.png",
+        "07-ablations-label-dropout.png"})
+
+
 CHECKS = {
     "01-data": check_01,
     "02-unet": check_02,
@@ -158,6 +169,7 @@ CHECKS = {
     "04-cfg-sampling": check_04,
     "05-classifier-eval": check_05,
     "06-guidance-variants": check_06,
+    "07-ablations": check_07,
 }
 
 
@@ -200,3 +212,12 @@ def test_01_data_falls_back_offline_and_says_so(tmp_path, offline):
     outputs = "".join(json.dumps(cell.get("outputs", [])) for cell in nbformat.read(executed, as_version=4).cells)
     assert "FallbackDataWarning" in outputs, "the notebook must show the fallback warning to its reader"
     assert not any(empty.iterdir()), "offline, the loader must not write into the data root"
+
+
+def test_07_reads_the_committed_studies_by_default(tmp_path):
+    """With its own defaults 07 trains and samples nothing for its tables: it reads benchmarks/ablations/."""
+    run_notebook("07-ablations", tmp_path, progress=False, extra_parameters={"figures_dir": str(tmp_path / "figures")})
+    summary = json.loads((tmp_path / "07-ablations" / "summary.json").read_text())
+    assert summary["live"] is False and summary["results_dir"].endswith("benchmarks/ablations")
+    assert "reference" in summary["collapse_configurations"] and "size +clip" in summary["collapse_configurations"]
+    assert [row["published accuracy"] for row in summary["reproduction"]] == ["0.970", "0.840", "0.385", "0.105"]

@@ -28,6 +28,8 @@ HEADLINE_FIGURES = (
     ("05-classifier-eval-accuracy.png", "Accuracy by guidance weight, beside the reference study (notebook 05)."),
     ("06-guidance-variants-metrics.png", "Accuracy, Fréchet distance and recall by weight for every guidance rule "
                                          "(notebook 06)."),
+    ("07-ablations-accuracy.png", "The reference recipe's accuracy collapse, one factor at a time, without and with "
+                                  "x0 clipping (notebook 07)."),
 )
 #: how a notebook's markdown embeds a committed figure (relative to notebooks/)
 EMBEDDED_PREFIX = "](../figures/"

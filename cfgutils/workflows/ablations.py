@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,13 +23,18 @@ from pathlib import Path
 from ..core.guidance import s_from_w
 from ..core.samplers import SamplerSettings
 from ..errors import UserInputError
-from ..plumbing.checkpoint import load_model
+from ..plumbing import paths
+from ..plumbing.checkpoint import MODEL_KIND, load_checkpoint, load_model
 from ..plumbing.config import resolve_config
 from ..plumbing.data import load_mnist
 from .classifier import LoadedClassifier
 from .experiments import build_reference_for, guidance_sweep, scale_summaries, training_neighbours_for
 from .train import load_or_train
 
+#: the shipped model of the reference recipe (raw and EMA weights: the collapse study samples both)
+PRETRAINED_REFERENCE = paths.PRETRAINED_DIR / "reference-recipe.pt"
+#: where the full studies' committed results live (notebook 07 reads them)
+COMMITTED_RESULTS = paths.REPO_ROOT / "benchmarks" / "ablations"
 #: the weights of the collapse study: where the reference study's accuracy falls (0.970 at w = 2, 0.105 at w = 15)
 COLLAPSE_WEIGHTS = (2.0, 5.0, 10.0, 15.0)
 #: the label-dropout rates of the second study; 0 trains no unconditional model
@@ -104,6 +110,23 @@ def checkpoint_name(config: dict) -> str:
 def configuration_label(rung: Rung, clip: bool | None) -> str:
     """How a rung sampled one way is named in tables and figures: ``"dpmpp"``, ``"dpmpp +clip"``."""
     return rung.name if clip is None else f"{rung.name} +clip" if clip else rung.name
+
+
+def stage_pretrained(rungs: list[Rung], models_dir: Path, shipped=(PRETRAINED_REFERENCE,)) -> list[str]:
+    """Copy each shipped checkpoint whose config a rung trains into ``models_dir`` under the name
+    :func:`run_study` looks for, so the study reuses it instead of training; returns the rungs it serves."""
+    served = []
+    for path in (Path(p) for p in shipped):
+        if not path.is_file():
+            continue
+        config = load_checkpoint(path, MODEL_KIND)["config"]
+        matching = [rung.name for rung in rungs if rung.config() == config]
+        target = Path(models_dir) / checkpoint_name(config)
+        if matching and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        served += matching
+    return served
 
 
 def run_study(rungs: list[Rung], classifier: LoadedClassifier, weights, models_dir: Path, n_per_class: int = 10,

@@ -11,7 +11,8 @@ from ..plumbing import paths
 from ..errors import UserInputError
 
 #: the series, in order
-NOTEBOOKS = ("01-data", "02-unet", "03-train", "04-cfg-sampling", "05-classifier-eval", "06-guidance-variants")
+NOTEBOOKS = ("01-data", "02-unet", "03-train", "04-cfg-sampling", "05-classifier-eval", "06-guidance-variants",
+             "07-ablations")
 OUTPUT_DIR = paths.OUTPUT_DIR
 
 
