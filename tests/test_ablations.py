@@ -112,5 +112,6 @@ def test_label_dropout_study_on_a_tiny_grid(tmp_path):
     assert [(r["rung"], r["w"], r["p_uncond"]) for r in rows] == [
         ("p=0", "0.0", "0.0"), ("p=0.2", "-1.0", "0.2"), ("p=0.2", "0.0", "0.2")]
     assert (out / "strips.png").is_file() and (out / "meta.json").is_file()
+    assert (out / "no-dropout.png").is_file()  # the rate-0 model guided anyway, to show why it fails
     assert "how much label dropout is enough" in (out / "table.md").read_text().lower()
     assert "no unconditional model" in (out / "table.md").read_text()

@@ -315,6 +315,8 @@ def _run_study(args: argparse.Namespace) -> int:
                "frechet.png": plots.plot_study(rows, "frechet_distance"),
                "x0_outside.png": plots.plot_study(rows, "x0_outside"),
                "strips.png": plots.plot_study_strips(extras, 10.0 if 10.0 in weights else max(weights))}
+    figures.update({"no-dropout.png": plots.plot_unguidable(extra["unguidable"]) for extra in extras.values()
+                    if "unguidable" in extra})
     for file_name, fig in figures.items():
         fig.savefig(outdir / file_name, dpi=plots.DPI, bbox_inches="tight", metadata={"Software": None})
         plt.close(fig)

@@ -342,6 +342,19 @@ def plot_study(rows: list[dict], metric: str = "accuracy", reference_curve: bool
     return fig
 
 
+def plot_unguidable(strips: dict):
+    """One row per scale: a model trained without label dropout, guided anyway (experiment label-dropout)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 0.42 * len(strips) + 1))
+    image_grid(torch.cat(list(strips.values())), nrow=10, ax=ax, col_labels=[str(d) for d in range(10)],
+               row_labels=[f"s={s:g} (w={s - 1:g})" for s in strips],
+               title="Trained without label dropout: the null label was never seen")
+    ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def plot_study_strips(extras: dict, weight: float):
     """One row per configuration: the first sample of every digit at ``weight`` (the nearest weight sampled)."""
     import matplotlib.pyplot as plt

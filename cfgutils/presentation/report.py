@@ -26,6 +26,7 @@ METRIC_LABELS = {
     "near_copy_pixels": "near copies (pixels)",
     "near_copy_features": "near copies (features)",
     "nearest_training_pixels": "distance to nearest training digit (pixels)",
+    "x0_outside": "predicted x0 pixels outside [-1, 1]",
 }
 
 

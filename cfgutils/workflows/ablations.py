@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..core.guidance import s_from_w
-from ..core.samplers import SamplerSettings
+from ..core.samplers import SamplerSettings, digit_labels, generate
 from ..errors import UserInputError
 from ..plumbing import paths
 from ..plumbing.checkpoint import MODEL_KIND, load_checkpoint, load_model
@@ -173,4 +173,16 @@ def run_study(rungs: list[Rung], classifier: LoadedClassifier, weights, models_d
                              **summary, "floor_frechet_distance": result.floor["frechet_distance"]})
             extras[label] = {"strips": result.strips, "floor": result.floor, "trained_here": trained is not None and arm == 0,
                              "training_data": str(loaded.metadata.get("data_source", "unknown"))}
+            if config["train"]["p_uncond"] == 0:  # show what guiding it anyway does
+                extras[label]["unguidable"] = unguidable_strips(loaded, settings, seeds[0])
     return rows, extras
+
+
+#: the scales a model trained without label dropout is sampled at anyway, to show why only s = 1 works
+UNGUIDABLE_SCALES = (0.0, 1.0, 3.0, 11.0)
+
+
+def unguidable_strips(loaded, settings: SamplerSettings, seed: int) -> dict:
+    """One sample of every digit at each of :data:`UNGUIDABLE_SCALES` (for a model without an unconditional branch)."""
+    labels = digit_labels("all", 1)
+    return {s: generate(loaded.model, loaded.diffusion, labels, s, settings, seed).cpu() for s in UNGUIDABLE_SCALES}
