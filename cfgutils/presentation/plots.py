@@ -332,7 +332,7 @@ def plot_study(rows: list[dict], metric: str = "accuracy", reference_curve: bool
             _band(ax, group, metric, colors[name], alpha=0.12)
         if reference_curve:
             ref_w, ref_acc = zip(*sorted(REFERENCE_ACCURACY.items()))
-            ax.plot(ref_w, ref_acc, "s--", color="gray", label="reference study (published)")
+            ax.plot(ref_w, ref_acc, "s--", color="black", ms=4, label="reference study (published)")
         if len(arms) > 1:
             ax.set_title("x0 clipped at every step" if clip else "no x0 clipping", fontsize=9)
         _log_w_axis(ax, part)

@@ -233,13 +233,17 @@ def train(config: dict, train_split: MnistSplit | None = None, checkpoint_path: 
 
 def load_or_train(checkpoint_path: str | Path, config: dict, device: str | None = "auto",
                   run_dir: str | Path | None = None, progress: bool = True) -> tuple[ckpt.LoadedModel, TrainResult | None]:
-    """Load ``checkpoint_path`` if it holds a finished run of this config, else train it there (03-train)."""
+    """Load ``checkpoint_path`` if it holds a finished run of this config, continue it if the run was interrupted,
+    else train it there (03-train)."""
     checkpoint_path = Path(checkpoint_path)
     config = resolve_config(base=config)
+    resume = None
     if checkpoint_path.is_file():
         payload = ckpt.load_checkpoint(checkpoint_path, ckpt.MODEL_KIND)
         if payload["config"] == config and payload["metadata"].get("complete"):
             return ckpt.load_model(checkpoint_path, device), None
+        resume = checkpoint_path if payload["config"] == config else None  # an interrupted run: continue it
     checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-    result = train(config, checkpoint_path=checkpoint_path, run_dir=run_dir, device=device, progress=progress)
+    result = train(config, checkpoint_path=checkpoint_path, resume_from=resume, run_dir=run_dir, device=device,
+                   progress=progress)
     return ckpt.load_model(checkpoint_path, device), result
