@@ -9,6 +9,8 @@ without ``/usr/bin/chromium`` (``apt-get install -y chromium``) or the ``playwri
 
 from __future__ import annotations
 
+import html
+
 import io
 import os
 import re
@@ -59,7 +61,7 @@ def test_site_has_an_index_and_one_page_per_notebook(built):
     assert sorted(path.name for path in folder.glob("*.html")) == sorted(["index.html", *(f"{n}.html" for n in names)])
     index = (folder / "index.html").read_text()
     for page in site.collect_pages(folder.parent):
-        assert f'href="{page.filename}"' in index and page.title in index and page.description
+        assert f'href="{page.filename}"' in index and html.escape(page.title) in index and page.description
     assert built["git_after"] == built["git_before"], "building the site must write under OUT/site/ only"
 
 
