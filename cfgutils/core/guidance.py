@@ -251,15 +251,11 @@ def make_guidance(name: str = "cfg", **parameters) -> Guidance:
 
 
 
-class OvershootMeter(Guidance):
-    """Wraps a guidance rule and counts the pixels of its final x0 (before any clipping) outside [-1, 1].
-
-    :func:`cfgutils.workflows.experiments.guidance_sweep` reports :meth:`fraction` per cell as ``x0_outside``:
-    how far guidance pushes the predicted image out of the data's range, which clipping then hides.
-    """
+class WrappedGuidance(Guidance):
+    """A guidance rule that passes every hook to ``inner``; subclasses override one hook to observe it."""
 
     def __init__(self, inner: Guidance):
-        self.inner, self.name, self.outside, self.total = inner, inner.name, 0, 0
+        self.inner, self.name = inner, inner.name
 
     def effective_scale(self, scale, context):
         return self.inner.effective_scale(scale, context)
@@ -271,13 +267,28 @@ class OvershootMeter(Guidance):
         return self.inner.combine(x0_cond, x0_uncond, scale, context)
 
     def finalize(self, x0, context):
+        return self.inner.finalize(x0, context)
+
+    def describe(self):
+        return self.inner.describe()
+
+
+class OvershootMeter(WrappedGuidance):
+    """Wraps a guidance rule and counts the pixels of its final x0 (before any clipping) outside [-1, 1].
+
+    :func:`cfgutils.workflows.experiments.guidance_sweep` reports :meth:`fraction` per cell as ``x0_outside``:
+    how far guidance pushes the predicted image out of the data's range, which clipping then hides.
+    """
+
+    def __init__(self, inner: Guidance):
+        super().__init__(inner)
+        self.outside, self.total = 0, 0
+
+    def finalize(self, x0, context):
         x0 = self.inner.finalize(x0, context)
         self.outside += int((x0.abs() > 1).sum())
         self.total += x0.numel()
         return x0
-
-    def describe(self):
-        return self.inner.describe()
 
     def fraction(self) -> float:
         """Pixels outside [-1, 1] over all pixels of every step seen since the last call; resets the count."""

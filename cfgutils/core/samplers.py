@@ -18,7 +18,7 @@ import torch
 
 from ..errors import UserInputError, finite_number, one_of, positive_int
 from .diffusion import GaussianDiffusion
-from .guidance import Guidance, GuidanceContext, check_scale, guided_prediction, per_sample_norm
+from .guidance import Guidance, GuidanceContext, WrappedGuidance, check_scale, guided_prediction, per_sample_norm
 from .seeding import derived_generator
 
 SAMPLERS = ("ddpm", "ddim", "dpmpp")
@@ -261,21 +261,16 @@ def trajectory(model, diffusion: GaussianDiffusion, labels: torch.Tensor, scale:
             "final": final.cpu()}
 
 
-class _RecordingGuidance(Guidance):
+class _RecordingGuidance(WrappedGuidance):
     """Wraps a guidance rule and records, per step, the sizes of what it mixes (for :func:`guidance_norms`)."""
 
     def __init__(self, inner: Guidance):
-        self.inner, self.name, self.rows, self.sigmas = inner, inner.name, {}, []
+        super().__init__(inner)
+        self.rows, self.sigmas = {}, []
 
     def effective_scale(self, scale, context):
         self.sigmas.append(context.edm_sigma)  # called once in every step
         return self.inner.effective_scale(scale, context)
-
-    def needs_both(self, scale, context):
-        return self.inner.needs_both(scale, context)
-
-    def finalize(self, x0, context):
-        return self.inner.finalize(x0, context)
 
     def combine(self, x0_cond, x0_uncond, scale, context):
         guided = self.inner.combine(x0_cond, x0_uncond, scale, context)

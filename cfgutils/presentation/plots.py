@@ -344,30 +344,27 @@ def plot_study(rows: list[dict], metric: str = "accuracy", reference_curve: bool
 
 def plot_unguidable(strips: dict):
     """One row per scale: a model trained without label dropout, guided anyway (experiment label-dropout)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 0.42 * len(strips) + 1))
-    image_grid(torch.cat(list(strips.values())), nrow=10, ax=ax, col_labels=[str(d) for d in range(10)],
-               row_labels=[f"s={s:g} (w={s - 1:g})" for s in strips],
-               title="Trained without label dropout: the null label was never seen")
-    ax.tick_params(axis="y", labelsize=7)
-    fig.tight_layout()
-    return fig
+    return _digit_rows(list(strips.values()), [f"s={s:g} (w={s - 1:g})" for s in strips],
+                       "Trained without label dropout: the null label was never seen")
 
 
 def plot_study_strips(extras: dict, weight: float):
     """One row per configuration: the first sample of every digit at ``weight`` (the nearest weight sampled)."""
-    import matplotlib.pyplot as plt
-
     rows, labels = [], []
     for name, extra in extras.items():
         available = sorted(extra["strips"])
         scale = min(available, key=lambda s: abs(s - (weight + 1)))
         rows.append(extra["strips"][scale][:, 0])
         labels.append(f"{name}, w={scale - 1:g}")
+    return _digit_rows(rows, labels, f"The same noise through every configuration, w = {weight:g}")
+
+
+def _digit_rows(rows: list, labels: list[str], title: str):
+    """A figure of labelled rows of ten digits (0-9), one row per tensor in ``rows``."""
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6.5, 0.42 * len(rows) + 1))
-    image_grid(torch.cat(rows), nrow=10, ax=ax, row_labels=labels, col_labels=[str(d) for d in range(10)],
-               title=f"The same noise through every configuration, w = {weight:g}")
+    image_grid(torch.cat(rows), nrow=10, ax=ax, row_labels=labels, col_labels=[str(d) for d in range(10)], title=title)
     ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     return fig

@@ -75,9 +75,13 @@ def results_table(result: SweepResult) -> pd.DataFrame:
 
 def format_table(result: SweepResult) -> str:
     """The headline table as Markdown (for the README and the CLI)."""
-    table = results_table(result)
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for _, row in table.iterrows()]
+    return markdown(results_table(result))
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A frame as a Markdown table (every cell as text)."""
+    lines = ["| " + " | ".join(str(c) for c in frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for _, row in frame.iterrows()]
     return "\n".join(lines)
 
 

@@ -12,18 +12,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..workflows.experiments import REFERENCE_ACCURACY
-from .report import best_or_tied, with_interval
+from .report import best_or_tied, markdown, reference_accuracy, with_interval
 
 #: accuracy under this, with the whole 95% interval, is a collapse (the reference study: 0.385 at w = 10)
 COLLAPSED_BELOW = 0.9
-
-
-def markdown(frame: pd.DataFrame) -> str:
-    """A frame as a Markdown table (every cell as text)."""
-    lines = ["| " + " | ".join(str(c) for c in frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for _, row in frame.iterrows()]
-    return "\n".join(lines)
 
 
 def verdict(row, threshold: float = COLLAPSED_BELOW) -> str:
@@ -53,13 +45,10 @@ def reproduction_table(rows: list[dict], configuration: str = "reference") -> pd
     frame = pd.DataFrame(rows)
     part = frame[frame["configuration"] == configuration]
     return pd.DataFrame([{"w": f"{row['w']:g}", "s": f"{row['s']:g}",
-                          "published accuracy": "" if _published(row["w"]) is None else f"{_published(row['w']):.3f}",
+                          "published accuracy": "" if reference_accuracy(row["w"]) is None
+                          else f"{reference_accuracy(row['w']):.3f}",
                           f"ours ({configuration})": with_interval(row, "accuracy"), "samples": int(row["n"] * row["seeds"])}
                          for _, row in part.iterrows()])
-
-
-def _published(w: float) -> float | None:
-    return next((value for key, value in REFERENCE_ACCURACY.items() if abs(key - w) < 1e-9), None)
 
 
 def factor_changes(rows: list[dict], w: float = 10.0) -> list[dict]:

@@ -6,7 +6,8 @@ UNet, epsilon prediction with plain MSE, Adam 1e-3 constant, batch 128, 4,000 st
 :func:`label_dropout_grid` trains the default recipe with several label-dropout rates. :func:`run_study`
 trains what a study needs (reusing finished checkpoints, resuming unfinished ones), samples every rung at
 every weight and seed, and scores the samples as notebook 05 does (the samples are clamped to [-1, 1]; the
-overshoot of the unclipped x0 is measured per step by :func:`cfgutils.core.samplers.guidance_norms`). The
+overshoot of the predicted x0 before clipping is each row's ``x0_outside``, from
+:class:`cfgutils.core.guidance.OvershootMeter`). The
 command-line twins are
 ``python -m cfgutils experiment collapse | label-dropout``.
 """
@@ -109,7 +110,7 @@ def checkpoint_name(config: dict) -> str:
 
 def configuration_label(rung: Rung, clip: bool | None) -> str:
     """How a rung sampled one way is named in tables and figures: ``"dpmpp"``, ``"dpmpp +clip"``."""
-    return rung.name if clip is None else f"{rung.name} +clip" if clip else rung.name
+    return f"{rung.name} +clip" if clip else rung.name
 
 
 def stage_pretrained(rungs: list[Rung], models_dir: Path, shipped=(PRETRAINED_REFERENCE,)) -> list[str]:
