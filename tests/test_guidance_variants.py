@@ -12,15 +12,14 @@ from test_sampling import diffusion  # noqa: F401 - fixture
 from test_train import small_split  # noqa: F401 - fixture
 
 from cfgutils.core.guidance import (
-    GUIDANCES,
     Guidance,
     GuidanceContext,
     IntervalGuidance,
     ProjectedGuidance,
     RescaledGuidance,
     ThresholdGuidance,
-    make_guidance,
 )
+from cfgutils.core.rules import VARIANTS_06, make_guidance
 from cfgutils.core.samplers import (
     SamplerSettings,
     digit_labels,
@@ -64,7 +63,7 @@ def test_variants_reduce_to_plain_cfg(tiny_model, diffusion, settings, variant):
 
 
 @pytest.mark.parametrize("settings", SAMPLERS, ids=lambda s: s.sampler)
-@pytest.mark.parametrize("name", list(GUIDANCES))
+@pytest.mark.parametrize("name", VARIANTS_06)
 def test_every_variant_works_with_every_sampler(tiny_model, diffusion, settings, name):  # noqa: F811
     first = sample(tiny_model, diffusion, make_guidance(name), settings=settings)
     again = sample(tiny_model, diffusion, make_guidance(name), settings=settings)

@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.guidance import (GUIDANCES, Guidance, IntervalGuidance, ProjectedGuidance, RescaledGuidance,
-                             ThresholdGuidance, make_guidance, w_from_s)
+from ..core.guidance import (Guidance, IntervalGuidance, ProjectedGuidance, RescaledGuidance, ThresholdGuidance,
+                             w_from_s)
+from ..core.newer_guidance import SCHEDULE_SHAPES, IndependentConditionGuidance, ScheduledGuidance, ZeroStarGuidance
+from ..core.rules import GUIDANCES
 from ..core.samplers import DEFAULT_SAMPLER, SAMPLERS, SPACINGS, SamplerSettings
 from ..errors import UserInputError, positive_int
-from ..plumbing.checkpoint import LoadedModel
+from ..plumbing.checkpoint import LoadedModel, load_guidance
 from ..plumbing.data import to_uint8
 from ..presentation.plots import image_grid
 
@@ -87,14 +89,18 @@ def add_sampler_arguments(parser: argparse.ArgumentParser, default_scale: float 
 
 
 def add_guidance_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--guidance cfg|rescale|interval|threshold|apg`` and each variant's parameters (06-guidance-variants)."""
+    """``--guidance NAME`` (notebook 06's and 08's rules) and each rule's parameters (06, 08)."""
     rescale, interval, threshold, apg = RescaledGuidance(), IntervalGuidance(), ThresholdGuidance(), ProjectedGuidance()
-    group = parser.add_argument_group("guidance rule (notebook 06-guidance-variants)")
+    icg, schedule, zerostar = IndependentConditionGuidance(), ScheduledGuidance(), ZeroStarGuidance()
+    group = parser.add_argument_group("guidance rule (notebooks 06-guidance-variants and 08-newer-guidance)")
     group.add_argument("--guidance", default="cfg", choices=list(GUIDANCES),
                        help="cfg: plain classifier-free guidance (default); rescale: CFG rescale (Lin et al. 2024); "
                             "interval: guidance only in a noise interval (Kynkaanniemi et al. 2024); threshold: "
                             "dynamic thresholding of x0 (Imagen, Saharia et al. 2022); apg: adaptive projected "
-                            "guidance (Sadat et al. 2024)")
+                            "guidance (Sadat et al. 2024); autoguidance: a weaker model as the negative branch "
+                            "(Karras et al. 2024); cfgpp: CFG++, s is lambda in [0, 1] (Chung et al. 2024); icg: "
+                            "a random label as the negative branch (Sadat et al. 2024); schedule: the weight ramps "
+                            "up as the noise falls (Wang et al. 2024); zerostar: CFG-Zero* (Fan et al. 2025)")
     group.add_argument("--rescale-phi", type=float, default=rescale.phi,
                        help=f"rescale: mix of the rescaled prediction, 0 = plain CFG (default {rescale.phi:g})")
     group.add_argument("--interval-sigma", type=float, nargs=2, default=[interval.sigma_lo, interval.sigma_hi],
@@ -108,18 +114,31 @@ def add_guidance_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"apg: largest L2 norm of the update, 0 = no limit (default {apg.norm_threshold:g})")
     group.add_argument("--apg-momentum", type=float, default=apg.momentum,
                        help=f"apg: momentum of the running update, negative = reverse (default {apg.momentum:g})")
+    group.add_argument("--guide-model", metavar="PATH", default=None,
+                       help="autoguidance: the weaker model (default: the shipped data/pretrained/autoguide.pt)")
+    group.add_argument("--icg-seed", type=int, default=icg.seed,
+                       help=f"icg: seed of the random negative labels (default {icg.seed})")
+    group.add_argument("--schedule-shape", default=schedule.shape, choices=list(SCHEDULE_SHAPES),
+                       help=f"schedule: how the weight ramps over the steps (default {schedule.shape})")
+    group.add_argument("--zerostar-steps", type=int, default=zerostar.zero_steps,
+                       help=f"zerostar: first steps that predict x0 = 0 (default {zerostar.zero_steps})")
 
 
 def guidance_from_args(args: argparse.Namespace) -> Guidance:
-    """The guidance rule the flags ask for, validated (06-guidance-variants)."""
+    """The guidance rule the flags ask for, validated; autoguidance loads its guide model (06, 08)."""
     parameters = {
         "cfg": {},
         "rescale": {"phi": args.rescale_phi},
         "interval": {"sigma_lo": args.interval_sigma[0], "sigma_hi": args.interval_sigma[1]},
         "threshold": {"percentile": args.threshold_percentile},
         "apg": {"eta": args.apg_eta, "norm_threshold": args.apg_norm_threshold, "momentum": args.apg_momentum},
+        "autoguidance": {},
+        "cfgpp": {},
+        "icg": {"seed": args.icg_seed},
+        "schedule": {"shape": args.schedule_shape},
+        "zerostar": {"zero_steps": args.zerostar_steps},
     }
-    return make_guidance(args.guidance, **parameters[args.guidance])
+    return load_guidance(args.guidance, getattr(args, "device", "auto"), args.guide_model, **parameters[args.guidance])
 
 
 def settings_from_args(args: argparse.Namespace) -> SamplerSettings:

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.guidance import check_scale, s_from_w, w_from_s
+from ..core.guidance import s_from_w, w_from_s
 from ..core.samplers import digit_labels, generate
 from ..errors import UserInputError, finite_number, positive_int
-from ..plumbing.checkpoint import load_model
+from ..plumbing.checkpoint import check_guide_fits, load_model
 from ..plumbing.data import load_mnist, to_uint8
 from ..presentation import plots, report
 from ..presentation.studies import study_markdown
@@ -95,11 +95,12 @@ def _run_digit_control(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     labels = digit_labels("all", args.n)
-    scale = check_scale(args.guidance_scale)
     settings = settings_from_args(args)
     guidance = guidance_from_args(args)
+    scale = guidance.validate_scale(args.guidance_scale)
     outdir = check_output_dir(args.outdir)
     loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
+    check_guide_fits(guidance, loaded.model)
     images = generate(loaded.model, loaded.diffusion, labels, scale, settings, args.seed, args.batch_size,
                       guidance, progress=True).cpu()
     meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, experiment="digit-control")
@@ -119,8 +120,10 @@ def _run_guidance(args: argparse.Namespace) -> int:
     positive_int(args.n, "n")
     settings = settings_from_args(args)
     guidance = guidance_from_args(args)
+    scales = [guidance.validate_scale(scale) for scale in scales]
     outdir = check_output_dir(args.outdir)
     loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
+    check_guide_fits(guidance, loaded.model)
     images = scale_sweep_one_digit(loaded, digit, scales, args.n, settings, args.seed, guidance)
     outdir.mkdir(parents=True, exist_ok=True)
     fig = plots.plot_scale_grid(images.transpose(0, 1), scales,
@@ -177,8 +180,10 @@ def _run_classifier_experiment(args: argparse.Namespace) -> int:
     scales, seeds = check_sweep_arguments(args.scales, args.n_per_class, args.seeds)
     settings = settings_from_args(args)
     guidance = guidance_from_args(args)
+    scales = [guidance.validate_scale(scale) for scale in scales]
     outdir = check_output_dir(args.outdir)
     loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
+    check_guide_fits(guidance, loaded.model)
     classifier = load_classifier(args.classifier, args.device)
     result = guidance_sweep(loaded, classifier, scales, args.n_per_class, settings, seeds,
                             guidance=guidance, batch_size=args.batch_size)

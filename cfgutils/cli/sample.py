@@ -11,9 +11,9 @@ import argparse
 
 import torch
 
-from ..core.guidance import Guidance, check_scale, w_from_s
+from ..core.guidance import Guidance, w_from_s
 from ..core.samplers import SamplerSettings, chunk_count, digit_labels, generate
-from ..plumbing.checkpoint import LoadedModel, load_model
+from ..plumbing.checkpoint import LoadedModel, check_guide_fits, load_model
 from ..plumbing.distributed import DistributedContext, distributed, gather_chunks, my_chunks
 from .common import (add_sampler_arguments, check_output_dir, guidance_from_args, sample_meta, settings_from_args,
                      write_samples)
@@ -46,12 +46,13 @@ def register(subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     labels = digit_labels(args.digit, args.n)
-    scale = check_scale(args.guidance_scale)
     settings = settings_from_args(args)
     guidance = guidance_from_args(args)
+    scale = guidance.validate_scale(args.guidance_scale)
     outdir = check_output_dir(args.outdir)
     with distributed(args.device) as (context, device):
         loaded = load_model(args.model, device, raw_weights=args.raw_weights)
+        check_guide_fits(guidance, loaded.model)
         images = distributed_generate(loaded, labels, scale, settings, args.seed, args.batch_size, guidance, context)
         if not context.is_main:
             return 0

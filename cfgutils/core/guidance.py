@@ -82,6 +82,10 @@ class Guidance:
 
     name = "cfg"
 
+    def validate_scale(self, scale: float) -> float:
+        """The scale s if this rule accepts it (plain CFG: any finite number), else a :class:`UserInputError`."""
+        return check_scale(scale)
+
     def effective_scale(self, scale: float, context: GuidanceContext) -> float:
         """The scale used in this step (plain CFG: the same in every step)."""
         return scale
@@ -98,6 +102,17 @@ class Guidance:
     def needs_both(self, scale: float, context: GuidanceContext) -> bool:
         """Whether this step needs both predictions (plain CFG at s = 0 or 1 needs only one)."""
         return scale not in (0.0, 1.0)
+
+    #: the network of the branch guidance pushes away from, as ``(model, diffusion)``; None = the sampled model
+    #: itself (autoguidance sets a weaker model here)
+    guide = None
+
+    #: whether the sampler re-noises with the negative branch's noise instead of the guided one (CFG++)
+    renoise_with_negative = False
+
+    def negative_labels(self, labels: torch.Tensor, null_label: int, context: GuidanceContext) -> torch.Tensor:
+        """The labels of the branch guidance pushes away from (plain CFG: the null label, "no label")."""
+        return torch.full_like(labels, null_label)
 
     def parameters(self) -> dict:
         """The variant's parameters by name (none for plain CFG)."""
@@ -235,27 +250,14 @@ class ProjectedGuidance(Guidance):
         return {"eta": self.eta, "norm_threshold": self.norm_threshold, "momentum": self.momentum}
 
 
-#: the guidance rules by name; the first is the default everywhere
-GUIDANCES: dict[str, type[Guidance]] = {"cfg": Guidance, "rescale": RescaledGuidance, "interval": IntervalGuidance,
-                                        "threshold": ThresholdGuidance, "apg": ProjectedGuidance}
-
-
-def make_guidance(name: str = "cfg", **parameters) -> Guidance:
-    """A guidance rule by name (cfg, rescale, interval, threshold, apg) with its parameters (06-guidance-variants)."""
-    if name not in GUIDANCES:
-        raise UserInputError(f"unknown guidance {name!r}: use one of {', '.join(GUIDANCES)}")
-    try:
-        return GUIDANCES[name](**parameters)
-    except TypeError as error:
-        raise UserInputError(f"guidance {name!r} does not take {sorted(parameters)}: {error}") from error
-
-
-
 class WrappedGuidance(Guidance):
     """A guidance rule that passes every hook to ``inner``; subclasses override one hook to observe it."""
 
     def __init__(self, inner: Guidance):
         self.inner, self.name = inner, inner.name
+
+    def validate_scale(self, scale):
+        return self.inner.validate_scale(scale)
 
     def effective_scale(self, scale, context):
         return self.inner.effective_scale(scale, context)
@@ -268,6 +270,20 @@ class WrappedGuidance(Guidance):
 
     def finalize(self, x0, context):
         return self.inner.finalize(x0, context)
+
+    def negative_labels(self, labels, null_label, context):
+        return self.inner.negative_labels(labels, null_label, context)
+
+    @property
+    def guide(self):
+        return self.inner.guide
+
+    @property
+    def renoise_with_negative(self):
+        return self.inner.renoise_with_negative
+
+    def parameters(self):
+        return self.inner.parameters()
 
     def describe(self):
         return self.inner.describe()
@@ -297,30 +313,45 @@ class OvershootMeter(WrappedGuidance):
         return value
 
 
+def predict_x0(model, diffusion: GaussianDiffusion, x_t: torch.Tensor, t_batch: torch.Tensor,
+               labels: torch.Tensor) -> torch.Tensor:
+    """The network's prediction of x0 for ``labels``, whatever it was trained to predict (eps or v) (04-cfg-sampling)."""
+    return diffusion.to_eps_and_x0(model(x_t, t_batch, labels), x_t, t_batch)[1]
+
+
 @torch.no_grad()
 def guided_prediction(model, diffusion: GaussianDiffusion, x_t: torch.Tensor, t: int, labels: torch.Tensor,
                       scale: float, guidance: Guidance | None = None, context: GuidanceContext | None = None,
                       clip_x0: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Guided (eps, x0) at integer timestep ``t``: conditional and null labels in ONE batch of 2n (04-cfg-sampling)."""
+    """Guided (eps, x0) at integer timestep ``t``: conditional and null labels in ONE batch of 2n (04-cfg-sampling).
+
+    The rule picks the negative branch (:meth:`Guidance.negative_labels`, :attr:`Guidance.guide`); with a
+    separate guide network the two branches are two calls.
+    """
     guidance = guidance or Guidance()
     n = x_t.shape[0]
-    null = torch.full_like(labels, model.config.null_label)
     context = context or GuidanceContext(alpha_bar=float(diffusion.alpha_bar64[t]), step_index=0, num_steps=1)
     t_batch = torch.full((n,), t, device=x_t.device, dtype=torch.long)
     scale = guidance.effective_scale(scale, context)
+    negative = guidance.negative_labels(labels, model.config.null_label, context)
+    guide_model, guide_diffusion = guidance.guide or (model, diffusion)
+    x0_negative = None
     if guidance.needs_both(scale, context):
-        output = model(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), torch.cat([labels, null]))
-        _, x0_both = diffusion.to_eps_and_x0(output, torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]))
-        x0_cond, x0_uncond = x0_both[:n], x0_both[n:]
-        x0 = guidance.combine(x0_cond, x0_uncond, scale, context)
-    else:
-        # s = 0 is exactly the null-label prediction and s = 1 exactly the conditional one
-        output = model(x_t, t_batch, null if scale == 0.0 else labels)
-        _, x0 = diffusion.to_eps_and_x0(output, x_t, t_batch)
+        if guidance.guide is None:  # one batch of 2n: [conditional | negative]
+            both = predict_x0(model, diffusion, torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]),
+                              torch.cat([labels, negative]))
+            x0_cond, x0_negative = both[:n], both[n:]
+        else:
+            x0_cond = predict_x0(model, diffusion, x_t, t_batch, labels)
+            x0_negative = predict_x0(guide_model, guide_diffusion, x_t, t_batch, negative)
+        x0 = guidance.combine(x0_cond, x0_negative, scale, context)
+    elif scale == 0.0:  # s = 0 is exactly the negative branch
+        x0 = x0_negative = predict_x0(guide_model, guide_diffusion, x_t, t_batch, negative)
+    else:  # s = 1 is exactly the conditional prediction
+        x0 = predict_x0(model, diffusion, x_t, t_batch, labels)
     x0 = guidance.finalize(x0, context)
     if clip_x0:
         x0 = x0.clamp(-1.0, 1.0)
-    eps = (x_t - math.sqrt(context.alpha_bar) * x0) / context.noise_std
+    renoise_from = x0_negative if guidance.renoise_with_negative else x0
+    eps = (x_t - math.sqrt(context.alpha_bar) * renoise_from) / context.noise_std
     return eps, x0
-
-

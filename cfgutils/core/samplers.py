@@ -18,7 +18,7 @@ import torch
 
 from ..errors import UserInputError, finite_number, one_of, positive_int
 from .diffusion import GaussianDiffusion
-from .guidance import Guidance, GuidanceContext, WrappedGuidance, check_scale, guided_prediction, per_sample_norm
+from .guidance import Guidance, GuidanceContext, WrappedGuidance, guided_prediction, per_sample_norm
 from .seeding import derived_generator
 
 SAMPLERS = ("ddpm", "ddim", "dpmpp")
@@ -181,6 +181,8 @@ def sample_chunk(model, diffusion: GaussianDiffusion, labels: torch.Tensor, scal
         eps, x0 = guided_prediction(model, diffusion, x, t, labels, scale, guidance, context, settings.clip_x0)
         if callback is not None:
             callback(index, t, x, x0)
+        if guidance.renoise_with_negative:  # CFG++: step from x0 re-noised with the negative branch's noise
+            x = math.sqrt(context.alpha_bar) * x0 + context.noise_std * eps
         x = step(run, x, eps, x0, t, t_prev)
     return x.clamp(-1.0, 1.0)
 
@@ -216,7 +218,7 @@ def generate(model, diffusion: GaussianDiffusion, labels: torch.Tensor, scale: f
     ``chunk_indices`` restricts the work to some chunks (used to split sampling across processes).
     """
     settings = (settings or SamplerSettings()).validate(diffusion.timesteps)
-    scale = check_scale(scale)
+    scale = (guidance or Guidance()).validate_scale(scale)
     positive_int(batch_size, "batch size")
     device = next(model.parameters()).device
     labels = labels.to(device)

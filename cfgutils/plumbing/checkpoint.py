@@ -22,6 +22,8 @@ import torch
 
 from .. import __version__
 from ..core.diffusion import DiffusionConfig, GaussianDiffusion
+from ..core.guidance import Guidance
+from ..core.rules import make_guidance
 from ..core.unet import ConditionalUNet, UNetConfig
 from ..errors import UserInputError
 from . import paths
@@ -153,6 +155,28 @@ def find_model(preferred: str | Path | None = None) -> Path | None:
 def find_classifier(preferred: str | Path | None = None) -> Path | None:
     """The classifier 05-06 use: ``preferred`` if given (it must exist), else a trained one, else the shipped one."""
     return _find(preferred, (paths.TRAINED_CLASSIFIER, paths.PRETRAINED_CLASSIFIER))
+
+
+def load_guidance(name: str = "cfg", device: str | torch.device | None = "auto", guide_model: str | Path | None = None,
+                  **parameters) -> Guidance:
+    """A guidance rule by name; autoguidance loads its guide model (default: the shipped ``autoguide.pt``) (08)."""
+    if name != "autoguidance":
+        if guide_model is not None:
+            raise UserInputError(f"--guide-model is for autoguidance only, not for guidance {name!r}")
+        return make_guidance(name, **parameters)
+    path = Path(guide_model) if guide_model is not None else paths.PRETRAINED_GUIDE
+    if not path.is_file():
+        raise CheckpointError(f"guide model {path} does not exist")
+    guide = load_model(path, device)
+    return make_guidance(name, guide_model=guide.model, guide_diffusion=guide.diffusion, guide_name=str(path),
+                         **parameters)
+
+
+def check_guide_fits(guidance: Guidance, model) -> None:
+    """Refuse a guide network whose classes differ from the sampled model's (autoguidance) (08)."""
+    if guidance.guide is not None and guidance.guide[0].config.num_classes != model.config.num_classes:
+        raise UserInputError(f"the guide model has {guidance.guide[0].config.num_classes} classes, the sampled "
+                             f"model {model.config.num_classes}")
 
 
 def _find(preferred: str | Path | None, candidates: tuple[Path, ...]) -> Path | None:

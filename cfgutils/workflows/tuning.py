@@ -20,7 +20,8 @@ import time
 
 import pandas as pd
 
-from ..core.guidance import make_guidance, s_from_w
+from ..core.guidance import s_from_w
+from ..core.rules import make_guidance
 from ..core.samplers import SamplerSettings
 from ..errors import UserInputError
 from ..plumbing.checkpoint import LoadedModel

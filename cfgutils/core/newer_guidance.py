@@ -1,0 +1,169 @@
+"""Guidance rules that reshape or replace the unconditional branch (notebook 08-newer-guidance).
+
+Notebook 06's fixes act on the guided prediction; these act on what guidance is measured against or on
+how the sampler uses it. Each is one class with its paper cited, built on the hooks of
+:class:`~cfgutils.core.guidance.Guidance`, and each reduces to plain CFG or to conditional sampling in a
+tested special case (``tests/test_newer_guidance.py``).
+
+============  ===========================================  ==============================  ===================
+rule          what changes                                 network calls per step          special case
+============  ===========================================  ==============================  ===================
+autoguidance  negative branch = a weaker model, same label  2 (model + guide, two calls)    guide = model: cond.
+cfgpp         sampler re-noises with the negative's noise   2 (one batch of 2n)             lambda = 0: uncond.
+icg           negative branch = a random label              2 (one batch of 2n)             label-blind: cond.
+schedule      the weight ramps up as the noise falls        2 (one batch of 2n)             constant: CFG
+zerostar      negative scaled by its projection; x0 = 0     2 (one batch of 2n)             alpha* = 1: CFG
+              in the first steps
+============  ===========================================  ==============================  ===================
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import UserInputError, finite_number, one_of, positive_int
+from .guidance import Guidance, GuidanceContext, classifier_free_guidance, per_sample
+
+
+class AutoGuidance(Guidance):
+    """Autoguidance (Karras et al. 2024, "Guiding a Diffusion Model with a Bad Version of Itself") (08).
+
+    The negative branch is the *conditional* prediction of a weaker model of the same task (smaller and
+    trained for less): x0 = x0_guide + s (x0_c - x0_guide). Where both models make the same error the
+    difference cancels it; where the strong model knows better, guidance pushes further that way; the
+    label is kept on both sides, so variety is not traded away as with the unconditional branch. With the
+    model itself as guide it is conditional sampling at every s. The guide is a second network: two calls
+    per step instead of one batch of 2n.
+    """
+
+    name = "autoguidance"
+
+    def __init__(self, guide_model=None, guide_diffusion=None, guide_name: str = "guide"):
+        if guide_model is None or guide_diffusion is None:
+            raise UserInputError("autoguidance needs a guide model (--guide-model PATH)")
+        self.guide = (guide_model, guide_diffusion)
+        self.guide_name = str(guide_name)
+
+    def negative_labels(self, labels, null_label, context):
+        return labels
+
+    def parameters(self):
+        return {"guide_model": self.guide_name}
+
+
+class CFGPlusPlus(Guidance):
+    """CFG++ (Chung et al. 2024, "CFG++: Manifold-constrained Classifier Free Guidance for Diffusion Models") (08).
+
+    The scale is lambda in [0, 1] (passed as s): x0 = x0_u + lambda (x0_c - x0_u), and the sampler then
+    re-noises this x0 with the *unconditional* noise eps_u instead of the guided eps (DDIM:
+    x_prev = sqrt(ab_prev) x0_lambda + sqrt(1 - ab_prev) eps_u). Plain CFG's guided eps at large s points
+    off the data manifold and the error compounds; CFG++ stays on it. Written out, a CFG++ DDIM step is a
+    plain CFG step whose weight grows as the noise falls, so small lambda already guides strongly.
+    lambda = 0 is unconditional sampling (plain CFG at s = 0). DDPM and DPM-Solver++ take their step from
+    x0_lambda re-noised with eps_u (``samplers.sample_chunk``), which is DDIM's rule applied to them.
+    """
+
+    name = "cfgpp"
+    renoise_with_negative = True
+
+    def validate_scale(self, scale):
+        return finite_number(scale, "cfg++ scale lambda (its s)", 0.0, 1.0)
+
+    def needs_both(self, scale, context):
+        return scale != 0.0  # lambda = 1 still re-noises with eps_u
+
+
+class IndependentConditionGuidance(Guidance):
+    """Independent condition guidance, ICG (Sadat et al. 2024, "No Training, No Problem: Rethinking
+    Classifier-Free Guidance for Diffusion Models") (08).
+
+    The negative branch is the conditional prediction for a label drawn at random, independently of x_t:
+    averaged over labels the conditional score is the unconditional one, so a model trained *without*
+    label dropout, whose null label was never learned, can still be guided. Labels are drawn uniformly
+    from the classes, fresh in every step, from a generator seeded with ``seed`` (same pixels every run).
+    For a model whose predictions ignore the label it is conditional sampling at every s.
+    """
+
+    name = "icg"
+
+    def __init__(self, seed: int = 0):
+        self.seed = positive_int(seed, "icg seed", minimum=0)
+
+    def negative_labels(self, labels, null_label, context):
+        generator = context.state.setdefault("icg_generator", torch.Generator().manual_seed(self.seed))
+        return torch.randint(null_label, tuple(labels.shape), generator=generator).to(labels.device)
+
+    def parameters(self):
+        return {"seed": self.seed}
+
+
+#: schedule shape f(u) over the position u in (0, 1) of a step in the sampling run; each averages to 1
+SCHEDULE_SHAPES = {
+    "constant": lambda u: 1.0,
+    "linear": lambda u: 2.0 * u,
+    "cosine": lambda u: 1.0 - math.cos(math.pi * u),
+}
+
+
+def scheduled_weight(weight: float, shape: str, step_index: int, num_steps: int) -> float:
+    """The weight w_k = w f(u_k) of step k of K, u_k = (k + 1/2) / K; the mean over the K steps is w (08)."""
+    return weight * SCHEDULE_SHAPES[shape]((step_index + 0.5) / num_steps)
+
+
+class ScheduledGuidance(Guidance):
+    """Guidance-weight schedules (Wang et al. 2024, "Analysis of Classifier-Free Guidance Weight Schedulers") (08).
+
+    The weight w = s - 1 ramps up as the noise falls: step k of K uses w_k = w f(u_k) (see
+    :func:`scheduled_weight`), f(u) = 2u (linear) or 1 - cos(pi u) (cosine), so early steps, where the
+    layout and the variety of shapes are decided, are guided little and late steps a lot; the mean weight
+    over the run equals the constant scale's. The paper indexes the schedule by the noise level t; here
+    it runs over the sampler's steps, which visit t in order. ``shape="constant"`` is plain CFG.
+    """
+
+    name = "schedule"
+
+    def __init__(self, shape: str = "linear"):
+        self.shape = one_of(shape, tuple(SCHEDULE_SHAPES), "schedule shape")
+
+    def effective_scale(self, scale, context):
+        return 1.0 + scheduled_weight(scale - 1.0, self.shape, context.step_index, context.num_steps)
+
+    def parameters(self):
+        return {"shape": self.shape}
+
+
+def zero_star_alpha(x0_cond: torch.Tensor, x0_uncond: torch.Tensor) -> torch.Tensor:
+    """CFG-Zero*'s optimised scale alpha* = <x0_c, x0_u> / ||x0_u||^2 per sample, shaped to broadcast (08)."""
+    dot = (x0_cond * x0_uncond).flatten(1).sum(dim=1)
+    return per_sample(dot / (x0_uncond.flatten(1).pow(2).sum(dim=1) + 1e-8), x0_cond)
+
+
+class ZeroStarGuidance(Guidance):
+    """CFG-Zero* (Fan et al. 2025, "CFG-Zero*: Improved Classifier-Free Guidance for Flow Matching Models") (08).
+
+    (1) Optimised scale: the negative prediction is first multiplied by alpha* (:func:`zero_star_alpha`,
+    the least-squares fit of x0_u to x0_c), x0 = alpha* x0_u + s (x0_c - alpha* x0_u), so guidance acts
+    only on what the two predictions do not share. (2) Zero-init: the first ``zero_steps`` steps predict
+    x0 = 0. Both were designed for flow-matching models whose early velocity estimates are poor; cfgutils
+    applies them to predicted x0, where x0 = 0 is a mid-grey image and zeroing a step only shrinks the
+    noise. ``zero_steps = 0`` with alpha* = 1 (identical predictions' direction and length) is plain CFG.
+    """
+
+    name = "zerostar"
+
+    def __init__(self, zero_steps: int = 1):
+        self.zero_steps = positive_int(zero_steps, "zerostar zero steps", minimum=0)
+
+    def combine(self, x0_cond, x0_uncond, scale, context):
+        return classifier_free_guidance(zero_star_alpha(x0_cond, x0_uncond) * x0_uncond, x0_cond, scale)
+
+    def finalize(self, x0, context: GuidanceContext):
+        return torch.zeros_like(x0) if context.step_index < self.zero_steps else x0
+
+    def needs_both(self, scale, context):
+        return scale != 1.0 and context.step_index >= self.zero_steps  # s = 0 is alpha* x0_u, not x0_u
+
+    def parameters(self):
+        return {"zero_steps": self.zero_steps}
