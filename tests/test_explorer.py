@@ -130,3 +130,16 @@ def test_static_grid_and_measure_latency(explorer):
     grid = explorer.static_grid(key)
     assert grid.shape == (len(SCALES), 2, 28, 28) and grid.dtype == np.uint8
     assert np.array_equal(grid[2], explorer.images[(key, 3.0)])
+
+
+def test_a_rule_with_a_scale_range_gets_the_slider_mapped_onto_it(loaded):
+    from cfgutils.core.guidance import Guidance
+    from cfgutils.core.newer_guidance import CFGPlusPlus
+
+    explorer = GuidanceExplorer(loaded, scales=(0.0, 1.0, 5.0, 9.0), n_samples=2,
+                                guidances={"cfg": Guidance(), "cfgpp": CFGPlusPlus()})
+    assert [explorer.rule_scale("cfgpp", s) for s in explorer.scales] == pytest.approx([0.0, 1 / 9, 5 / 9, 1.0])
+    assert [explorer.rule_scale("cfg", s) for s in explorer.scales] == [0.0, 1.0, 5.0, 9.0]
+    key = explorer.key(3, "dpmpp", 2, 0, "cfgpp")
+    explorer.precompute(key)  # every slider scale is a valid lambda
+    assert len([k for k in explorer.cache if k[0] == key]) == 4

@@ -162,6 +162,21 @@ def check_07(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
         "07-ablations-label-dropout.png", "07-ablations-no-dropout.png"})
 
 
+def check_09(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> None:
+    assert summary["data"].startswith("synthetic by design") and summary["seconds"] < 60
+    assert summary["check_tv_at_s1"]["ddim"] < 2 * summary["noise_tv"] + 0.02
+    rows = summary["cfg_vs_tilted"]
+    assert {(row["sampler"], row["s"]) for row in rows} == {(k, s) for k in ("ddpm", "ddim") for s in (1, 2, 4, 8)}
+    for row in rows:  # the notebook's own assertions held; check the headline again from the rows
+        if row["s"] > 1:
+            assert row["push"] - row["push_ci"] > row["tilted push"]
+    by_rule = {row["rule"]: row for row in summary["rules"]}
+    assert abs(by_rule["autoguidance"]["push"]) < 0.1 * by_rule["cfg"]["push"] < by_rule["icg"]["push"]
+    assert len(summary["conclusions"]) == 8
+    assert_figures(summary, run_dir.parent / "figures", {
+        "09-guidance-toy-data.png", "09-guidance-toy-cfg-vs-tilted.png", "09-guidance-toy-rules.png"})
+
+
 CHECKS = {
     "01-data": check_01,
     "02-unet": check_02,
@@ -170,6 +185,7 @@ CHECKS = {
     "05-classifier-eval": check_05,
     "06-guidance-variants": check_06,
     "07-ablations": check_07,
+    "09-guidance-toy": check_09,
 }
 
 

@@ -82,26 +82,27 @@ class GaussianDiffusion:
         self.alpha_bar64 = alpha_bar_schedule(config.timesteps, config.schedule)
         self.alpha_bar = self.alpha_bar64.float()
 
-    def _coefficients(self, t: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        alpha_bar = self.alpha_bar.to(device)[t][:, None, None, None]
+    def _coefficients(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """sqrt(alpha_bar[t]) and sqrt(1 - alpha_bar[t]), shaped to broadcast over a batch ``like`` (any shape)."""
+        alpha_bar = self.alpha_bar.to(like.device)[t].view(-1, *([1] * (like.dim() - 1)))
         return alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The forward process: draw x_t ~ q(x_t | x_0) for integer timesteps ``t`` (N,) (03-train)."""
-        signal, sigma = self._coefficients(t, x0.device)
+        signal, sigma = self._coefficients(t, x0)
         return signal * x0 + sigma * noise
 
     def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """What the network is trained to output: eps, or v = sqrt(ab) eps - sqrt(1-ab) x0."""
         if self.config.prediction == "eps":
             return noise
-        signal, sigma = self._coefficients(t, x0.device)
+        signal, sigma = self._coefficients(t, x0)
         return signal * noise - sigma * x0
 
     def to_eps_and_x0(self, model_output: torch.Tensor, x_t: torch.Tensor,
                       t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Convert the network's output at (x_t, t) to predicted noise and predicted x_0 (04-cfg-sampling)."""
-        signal, sigma = self._coefficients(t, x_t.device)
+        signal, sigma = self._coefficients(t, x_t)
         if self.config.prediction == "eps":
             eps = model_output
             x0 = (x_t - sigma * eps) / signal

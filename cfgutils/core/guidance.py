@@ -110,6 +110,9 @@ class Guidance:
     #: whether the sampler re-noises with the negative branch's noise instead of the guided one (CFG++)
     renoise_with_negative = False
 
+    #: the (lowest, highest) scale the rule accepts, or None for any finite s (CFG++: lambda in [0, 1])
+    scale_range = None
+
     def negative_labels(self, labels: torch.Tensor, null_label: int, context: GuidanceContext) -> torch.Tensor:
         """The labels of the branch guidance pushes away from (plain CFG: the null label, "no label")."""
         return torch.full_like(labels, null_label)
@@ -281,6 +284,10 @@ class WrappedGuidance(Guidance):
     @property
     def renoise_with_negative(self):
         return self.inner.renoise_with_negative
+
+    @property
+    def scale_range(self):
+        return self.inner.scale_range
 
     def parameters(self):
         return self.inner.parameters()

@@ -67,9 +67,10 @@ class CFGPlusPlus(Guidance):
 
     name = "cfgpp"
     renoise_with_negative = True
+    scale_range = (0.0, 1.0)
 
     def validate_scale(self, scale):
-        return finite_number(scale, "cfg++ scale lambda (its s)", 0.0, 1.0)
+        return finite_number(scale, "cfg++ scale lambda (its s)", *self.scale_range)
 
     def needs_both(self, scale, context):
         return scale != 0.0  # lambda = 1 still re-noises with eps_u

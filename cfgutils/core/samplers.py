@@ -10,6 +10,7 @@ Every sampler is deterministic for a given seed and batch size: samples are draw
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -26,6 +27,8 @@ SPACINGS = ("uniform", "trailing")
 #: default number of model evaluations per sampler (DDPM: the full chain)
 DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpmpp": 12}
 DEFAULT_SAMPLER = "dpmpp"
+#: the shape of one sample: a 28x28 grey image
+IMAGE_SHAPE = (1, 28, 28)
 
 
 def sampling_timesteps(num_steps: int, timesteps: int = 1000, spacing: str = "trailing") -> list[int]:
@@ -165,15 +168,16 @@ SAMPLER_STEPS = {"ddpm": _ddpm, "ddim": _ddim, "dpmpp": _dpmpp}
 @torch.no_grad()
 def sample_chunk(model, diffusion: GaussianDiffusion, labels: torch.Tensor, scale: float,
                  settings: SamplerSettings, generator: torch.Generator, guidance: Guidance | None = None,
-                 callback: StepCallback | None = None) -> torch.Tensor:
+                 callback: StepCallback | None = None, sample_shape: tuple[int, ...] = IMAGE_SHAPE) -> torch.Tensor:
     """Sample one batch for ``labels`` with guidance scale ``s``; returns x_0 in [-1, 1] (04-cfg-sampling).
 
     All randomness comes from ``generator`` (a CPU generator), so results do not depend on the device's
-    RNG. ``callback(step_index, t, x_t, x0_pred)`` sees every step (for trajectories).
+    RNG. ``callback(step_index, t, x_t, x0_pred)`` sees every step (for trajectories). ``sample_shape``
+    other than an image's (the 2-D toy of notebook 09) returns the samples unclamped.
     """
     guidance = guidance or Guidance()
     timesteps = sampling_timesteps(settings.resolved_steps(), diffusion.timesteps, settings.spacing)
-    x = torch.randn((labels.shape[0], 1, 28, 28), generator=generator).to(labels.device)
+    x = torch.randn((labels.shape[0], *sample_shape), generator=generator).to(labels.device)
     run, step, state = SamplerRun(diffusion, settings, generator), SAMPLER_STEPS[settings.sampler], {}
     for index, t in enumerate(timesteps):
         t_prev = timesteps[index + 1] if index + 1 < len(timesteps) else -1
@@ -184,7 +188,7 @@ def sample_chunk(model, diffusion: GaussianDiffusion, labels: torch.Tensor, scal
         if guidance.renoise_with_negative:  # CFG++: step from x0 re-noised with the negative branch's noise
             x = math.sqrt(context.alpha_bar) * x0 + context.noise_std * eps
         x = step(run, x, eps, x0, t, t_prev)
-    return x.clamp(-1.0, 1.0)
+    return x.clamp(-1.0, 1.0) if tuple(sample_shape) == IMAGE_SHAPE else x
 
 
 def chunk_count(n_samples: int, batch_size: int) -> int:
@@ -212,7 +216,7 @@ def digit_labels(digit: int | str, n: int) -> torch.Tensor:
 def generate(model, diffusion: GaussianDiffusion, labels: torch.Tensor, scale: float,
              settings: SamplerSettings | None = None, seed: int = 0, batch_size: int = 500,
              guidance: Guidance | None = None, progress: bool = False, chunk_indices: list[int] | None = None,
-             callback: StepCallback | None = None) -> torch.Tensor:
+             callback: StepCallback | None = None, sample_shape: tuple[int, ...] = IMAGE_SHAPE) -> torch.Tensor:
     """Guided samples for ``labels`` (any length), in chunks of ``batch_size``; x_0 in [-1, 1] (04-cfg-sampling).
 
     ``chunk_indices`` restricts the work to some chunks (used to split sampling across processes).
@@ -220,7 +224,7 @@ def generate(model, diffusion: GaussianDiffusion, labels: torch.Tensor, scale: f
     settings = (settings or SamplerSettings()).validate(diffusion.timesteps)
     scale = (guidance or Guidance()).validate_scale(scale)
     positive_int(batch_size, "batch size")
-    device = next(model.parameters()).device
+    device = next(itertools.chain(model.parameters(), model.buffers())).device
     labels = labels.to(device)
     was_training = model.training
     model.eval()
@@ -235,11 +239,11 @@ def generate(model, diffusion: GaussianDiffusion, labels: torch.Tensor, scale: f
         for chunk in iterator:
             chunk_labels = labels[chunk * batch_size:(chunk + 1) * batch_size]
             outputs.append(sample_chunk(model, diffusion, chunk_labels, scale, settings,
-                                        chunk_generator(seed, chunk), guidance, callback))
+                                        chunk_generator(seed, chunk), guidance, callback, sample_shape))
     finally:
         model.train(was_training)
     if not outputs:
-        return torch.empty((0, 1, 28, 28), device=device)
+        return torch.empty((0, *sample_shape), device=device)
     return torch.cat(outputs)
 
 

@@ -75,8 +75,8 @@ class GuidanceExplorer:
         settings = SamplerSettings(key.sampler, key.steps)
         labels = digit_labels(key.digit, self.n_samples)
         for scale in self.scales:
-            samples = generate(self.loaded.model, self.loaded.diffusion, labels, scale, settings, key.seed,
-                               batch_size=self.n_samples, guidance=self.guidances[key.guidance])
+            samples = generate(self.loaded.model, self.loaded.diffusion, labels, self.rule_scale(key.guidance, scale),
+                               settings, key.seed, batch_size=self.n_samples, guidance=self.guidances[key.guidance])
             pixels = to_uint8(samples.cpu()).squeeze(1).numpy()
             self.images[(key, scale)] = pixels
             self.cache[(key, scale)] = _png_row(pixels)
@@ -90,6 +90,16 @@ class GuidanceExplorer:
         if (key, scale) not in self.cache:
             self.precompute(key)
         return self.cache[(key, scale)]
+
+    def rule_scale(self, guidance: str, scale: float) -> float:
+        """The scale a slider position gives the rule: s itself, or, for a rule with a ``scale_range`` (CFG++'s
+        lambda in [0, 1]), the slider's span mapped linearly onto that range."""
+        bounds = self.guidances[guidance].scale_range
+        if bounds is None:
+            return scale
+        lowest, highest = min(self.scales), max(self.scales)
+        fraction = (scale - lowest) / (highest - lowest) if highest > lowest else 1.0
+        return bounds[0] + fraction * (bounds[1] - bounds[0])
 
     def nearest_scale(self, scale: float) -> float:
         """The slider value closest to ``scale``."""
@@ -135,8 +145,10 @@ class GuidanceExplorer:
             elapsed_ms = 1000 * (time.perf_counter() - started)
             if cached:
                 self.timings["move_ms"].append(elapsed_ms)
-            status.value = (f"s = {slider.value:g} (w = {w_from_s(slider.value):g}) · "
-                            f"{'cached' if cached else 'computed'} in {elapsed_ms:.1f} ms")
+            rule_scale = self.rule_scale(key.guidance, slider.value)
+            shown = (f"s = {slider.value:g} (w = {w_from_s(slider.value):g})" if rule_scale == slider.value
+                     else f"{key.guidance}: scale {rule_scale:.2f} at slider s = {slider.value:g}")
+            status.value = f"{shown} · {'cached' if cached else 'computed'} in {elapsed_ms:.1f} ms"
 
         def sampler_changed(change) -> None:
             steps_box.value = DEFAULT_STEPS[change["new"]]  # triggers show via steps_box

@@ -30,6 +30,8 @@ HEADLINE_FIGURES = (
                                          "(notebook 06)."),
     ("07-ablations-accuracy.png", "The reference recipe's accuracy collapse, one factor at a time, without and with "
                                   "x0 clipping (notebook 07)."),
+    ("09-guidance-toy-cfg-vs-tilted.png", "With exact scores, CFG's samples beside the tilted distribution "
+                                          "p(x|c)^s p(x)^(1-s) it is often said to sample (notebook 09)."),
 )
 #: how a notebook's markdown embeds a committed figure (relative to notebooks/)
 EMBEDDED_PREFIX = "](../figures/"
