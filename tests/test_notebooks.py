@@ -162,6 +162,22 @@ def check_07(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
         "07-ablations-label-dropout.png", "07-ablations-no-dropout.png"})
 
 
+def check_08(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> None:
+    names = ["cfg", "autoguidance", "cfgpp", "icg", "schedule", "zerostar"]
+    assert list(summary["rules"]) == names and summary["scales"]["cfgpp"] == [0.3]
+    assert summary["network_calls"]["autoguidance"] == "1 model + 1 guide"
+    assert summary["rules"]["autoguidance"]["guidance_guide_model"].endswith("autoguide.pt")
+    assert [row["rule"] for row in summary["matched"]] == names
+    for row in summary["matched"]:  # a rule counts as matched only where its accuracy reaches the floor
+        assert row["reached"] == (row["accuracy"] >= summary["accuracy_floor"])
+    assert summary["conclusions"]["lines"] and len(summary["no_dropout_lines"]) == 2
+    assert {row["variant"] for row in summary["no_dropout"]} == {"conditional", "cfg", "icg"}
+    assert summary["no_dropout_model"].endswith("no-dropout.pt")
+    assert_figures(summary, run_dir.parent / "figures", {
+        "08-newer-guidance-frontier.png", "08-newer-guidance-metrics.png", "08-newer-guidance-strips.png",
+        "08-newer-guidance-no-dropout.png"})
+
+
 def check_09(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> None:
     assert summary["data"].startswith("synthetic by design") and summary["seconds"] < 60
     assert summary["check_tv_at_s1"]["ddim"] < 2 * summary["noise_tv"] + 0.02
@@ -185,6 +201,7 @@ CHECKS = {
     "05-classifier-eval": check_05,
     "06-guidance-variants": check_06,
     "07-ablations": check_07,
+    "08-newer-guidance": check_08,
     "09-guidance-toy": check_09,
 }
 

@@ -30,6 +30,8 @@ HEADLINE_FIGURES = (
                                          "(notebook 06)."),
     ("07-ablations-accuracy.png", "The reference recipe's accuracy collapse, one factor at a time, without and with "
                                   "x0 clipping (notebook 07)."),
+    ("08-newer-guidance-frontier.png", "Fréchet distance against accuracy for autoguidance, CFG++, ICG, schedules "
+                                       "and CFG-Zero* beside plain CFG (notebook 08)."),
     ("09-guidance-toy-cfg-vs-tilted.png", "With exact scores, CFG's samples beside the tilted distribution "
                                           "p(x|c)^s p(x)^(1-s) it is often said to sample (notebook 09)."),
 )

@@ -12,7 +12,7 @@ from ..errors import UserInputError
 
 #: the series, in order
 NOTEBOOKS = ("01-data", "02-unet", "03-train", "04-cfg-sampling", "05-classifier-eval", "06-guidance-variants",
-             "07-ablations", "09-guidance-toy")
+             "07-ablations", "08-newer-guidance", "09-guidance-toy")
 OUTPUT_DIR = paths.OUTPUT_DIR
 
 

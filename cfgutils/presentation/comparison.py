@@ -1,0 +1,77 @@
+"""Notebook 08's comparison of guidance rules: each rule at matched accuracy, what it costs, the conclusions."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..core.guidance import Guidance
+from ..workflows.experiments import SweepResult
+from .report import best_or_tied, markdown, sweep_frame, with_interval
+
+
+def network_calls(rule: Guidance) -> str:
+    """Network evaluations per guided step: one batch of 2n through the model, or the model and a guide."""
+    return "1 model + 1 guide" if rule.guide is not None else "2 (one batch of 2n)"
+
+
+def matched_accuracy(results: dict[str, SweepResult], accuracy_floor: float = 0.99) -> pd.DataFrame:
+    """Per rule, its cell with the lowest Fréchet distance among those whose accuracy is at least
+    ``accuracy_floor``: every rule compared where it is equally faithful to the label (08).
+
+    One row per rule with ``scale`` (its s, or CFG++'s lambda), the metrics and their 95% intervals; a rule
+    that never reaches the floor gets a row with ``reached`` False and its most accurate cell.
+    """
+    rows = []
+    for name, result in results.items():
+        frame = sweep_frame(result)
+        faithful = frame[frame["accuracy"] >= accuracy_floor]
+        reached = not faithful.empty
+        best = faithful.loc[faithful["frechet_distance"].idxmin()] if reached else frame.loc[frame["accuracy"].idxmax()]
+        rows.append({"rule": name, "reached": reached, "scale": float(best["s"]), "w": float(best["w"]),
+                     **{key: best[key] for key in best.index if key.split("_")[0] in (
+                         "accuracy", "frechet", "precision", "recall")}})
+    return pd.DataFrame(rows)
+
+
+def matched_table(matched: pd.DataFrame, seconds: dict[str, float], rules: dict[str, Guidance]) -> pd.DataFrame:
+    """The matched-accuracy rows as text with intervals, and each rule's cost (network calls, seconds per cell)."""
+    records = [{
+        "rule": row["rule"], "scale (s, or lambda for cfgpp)": f"{row['scale']:g}",
+        "accuracy": with_interval(row, "accuracy") + ("" if row["reached"] else " (below the floor)"),
+        "Fréchet distance": with_interval(row, "frechet_distance", 1),
+        "precision": with_interval(row, "precision"), "recall": with_interval(row, "recall"),
+        "network calls per step": network_calls(rules[row["rule"]]),
+        "seconds per cell": f"{seconds[row['rule']]:.1f}",
+    } for _, row in matched.iterrows()]
+    return pd.DataFrame(records).set_index("rule")
+
+
+def matched_conclusions(matched: pd.DataFrame, accuracy_floor: float) -> dict:
+    """Which rule has the lowest Fréchet distance at matched accuracy: a winner only where its interval
+    separates from every other rule's, else the tied rules (08)."""
+    eligible = matched[matched["reached"]].reset_index(drop=True)
+    never = [str(name) for name in matched.loc[~matched["reached"], "rule"]]
+    found = {"accuracy_floor": accuracy_floor, "never_reached": never,
+             "frechet": best_or_tied(eligible, "frechet_distance", False, key="rule") if len(eligible) else None,
+             "recall": best_or_tied(eligible, "recall", True, key="rule") if len(eligible) else None}
+    lines = []
+    for metric, label, extreme in (("frechet", "Fréchet distance", "lowest"), ("recall", "recall", "highest")):
+        result = found[metric]
+        if result is None:
+            continue
+        value = f"{result['value']:.3g} [{result['low']:.3g}, {result['high']:.3g}]"
+        if result["winner"] is not None:
+            lines.append(f"- At accuracy ≥ {accuracy_floor:g}, {result['winner']} has the {extreme} {label} ({value}); "
+                         "its interval separates from every other rule's.")
+        else:
+            lines.append(f"- At accuracy ≥ {accuracy_floor:g}, the {label} of {', '.join(result['tied'])} is tied "
+                         f"within the 95% intervals (best observed: {result['best']}, {value}).")
+    if never:
+        lines.append(f"- Never reached accuracy {accuracy_floor:g} on this grid: {', '.join(never)}.")
+    found["lines"] = lines
+    return found
+
+
+def comparison_markdown(table: pd.DataFrame, lines: list[str]) -> str:
+    """The matched-accuracy table and its conclusions as Markdown (08's ``table.md``)."""
+    return markdown(table.reset_index()) + "\n\n" + "\n".join(lines)
