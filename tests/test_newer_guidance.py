@@ -242,9 +242,24 @@ def test_bad_newer_rule_parameters(call, message):
         call()
 
 
+def in_process(*args) -> int:
+    """``python -m cfgutils ARGS`` in this process (no interpreter start-up): the exit code."""
+    from cfgutils.cli import main
+
+    try:
+        return main([str(a) for a in args])
+    except SystemExit as exit:  # argparse's own errors
+        return exit.code
+
+
 def test_sample_cli_selects_the_newer_rules(tiny_checkpoint, tmp_path):  # noqa: F811
+    out = tmp_path / "autoguidance"  # the real entry point once
+    result = cli("sample", tiny_checkpoint, "3", out, "--n", "2", "--steps", "3", "-s", "3",
+                 "--guidance", "autoguidance", "--guide-model", tiny_checkpoint)
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert (meta["guidance"], meta["guidance_guide_model"]) == ("autoguidance", str(tiny_checkpoint))
     runs = {
-        "autoguidance": ["--guidance", "autoguidance", "--guide-model", tiny_checkpoint, "-s", "3"],
         "cfgpp": ["--guidance", "cfgpp", "-s", "0.6"],
         "icg": ["--guidance", "icg", "--icg-seed", "4"],
         "schedule": ["--guidance", "schedule", "--schedule-shape", "cosine"],
@@ -252,13 +267,12 @@ def test_sample_cli_selects_the_newer_rules(tiny_checkpoint, tmp_path):  # noqa:
     }
     for name, flags in runs.items():
         out = tmp_path / name
-        result = cli("sample", tiny_checkpoint, "3", out, "--n", "2", "--steps", "3", *flags)
-        assert result.returncode == 0, result.stderr
+        assert in_process("sample", tiny_checkpoint, "3", out, "--n", "2", "--steps", "3", "--device", "cpu",
+                          *flags) == 0
         meta = json.loads((out / "meta.json").read_text())
         assert meta["guidance"] == name and np.load(out / "samples.npz")["images"].shape == (2, 28, 28)
-    assert json.loads((tmp_path / "autoguidance" / "meta.json").read_text())["guidance_guide_model"] == \
-        str(tiny_checkpoint)
     assert json.loads((tmp_path / "schedule" / "meta.json").read_text())["guidance_shape"] == "cosine"
+    assert json.loads((tmp_path / "cfgpp" / "meta.json").read_text())["guidance_scale_s"] == 0.6
 
 
 @pytest.mark.parametrize("args, message", [
@@ -269,8 +283,15 @@ def test_sample_cli_selects_the_newer_rules(tiny_checkpoint, tmp_path):  # noqa:
     (["--guidance", "zerostar", "--zerostar-steps", "-1"], "zero steps"),
     (["--guidance", "icg", "--icg-seed", "-2"], "icg seed"),
 ])
-def test_sample_cli_rejects_bad_newer_rule_flags(tiny_checkpoint, tmp_path, args, message):  # noqa: F811
+def test_sample_cli_rejects_bad_newer_rule_flags(tiny_checkpoint, tmp_path, args, message, capsys):  # noqa: F811
     out = tmp_path / "out"
-    result = cli("sample", tiny_checkpoint, "3", out, "--n", "2", "--steps", "3", *args)
-    assert result.returncode == 2 and message in result.stderr.strip().splitlines()[-1], result.stderr
+    assert in_process("sample", tiny_checkpoint, "3", out, "--n", "2", "--steps", "3", *args) == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
     assert not out.exists()
+
+
+def test_experiment_cli_refuses_a_cfgpp_scale_grid_beyond_one(tiny_checkpoint, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "sweep"
+    assert in_process("experiment", "guidance", tiny_checkpoint, "3", out, "--scales", "0.5", "2", "--guidance",
+                      "cfgpp") == 2
+    assert "lambda" in capsys.readouterr().err and not out.exists()
