@@ -13,11 +13,13 @@ from test_sample_cli import cli, tiny_checkpoint  # noqa: F401 - fixture
 from test_sampling import diffusion  # noqa: F401 - fixture
 from test_train import small_split  # noqa: F401 - fixture
 
-from cfgutils.core.guidance import Guidance, GuidanceContext, guided_prediction, predict_x0
+from cfgutils.core.diffusion import DiffusionConfig, GaussianDiffusion
+from cfgutils.core.guidance import Guidance, GuidanceContext, OvershootMeter, guided_prediction, predict_x0
 from cfgutils.core.newer_guidance import (
     SCHEDULE_SHAPES,
     AutoGuidance,
     CFGPlusPlus,
+    cfgpp_scale_factors,
     IndependentConditionGuidance,
     ScheduledGuidance,
     ZeroStarGuidance,
@@ -25,7 +27,7 @@ from cfgutils.core.newer_guidance import (
     zero_star_alpha,
 )
 from cfgutils.core.rules import GUIDANCES, VARIANTS_06, make_guidance
-from cfgutils.core.samplers import SamplerSettings, ddim_step
+from cfgutils.core.samplers import SamplerSettings, chunk_generator, ddim_step, sampling_timesteps
 from cfgutils.core.unet import ConditionalUNet, UNetConfig
 from cfgutils.errors import UserInputError
 from cfgutils.plumbing.checkpoint import check_guide_fits
@@ -71,7 +73,6 @@ def test_every_newer_rule_works_with_every_sampler(tiny_model, weaker_model, dif
     again = sample(tiny_model, diffusion, newer_rule(name, weaker_model, diffusion), scale, settings)
     plain = sample(tiny_model, diffusion, Guidance(), scale, settings)
     assert first.shape == (10, 1, 28, 28) and torch.isfinite(first).all()
-    assert first.min() >= -1 and first.max() <= 1
     assert torch.equal(first, again)  # deterministic for a seed
     assert not torch.allclose(first, plain, atol=1e-3)  # and not plain CFG
 
@@ -103,7 +104,7 @@ def test_cfgpp_at_lambda_zero_is_unconditional_sampling(tiny_model, diffusion, s
 
 
 def test_cfgpp_renoises_the_guided_x0_with_the_unconditional_noise(tiny_model, diffusion):  # noqa: F811
-    x_t, labels, t, t_prev, lam = torch.randn(3, 1, 28, 28), torch.tensor([5, 6, 7]), 700, 500, 0.6
+    x_t, labels, t, lam = torch.randn(3, 1, 28, 28), torch.tensor([5, 6, 7]), 700, 0.6
     t_batch = torch.full((3,), t)
     eps, x0 = guided_prediction(tiny_model, diffusion, x_t, t, labels, lam, CFGPlusPlus(), clip_x0=False)
     x0_c = predict_x0(tiny_model, diffusion, x_t, t_batch, labels)
@@ -111,9 +112,37 @@ def test_cfgpp_renoises_the_guided_x0_with_the_unconditional_noise(tiny_model, d
     eps_u = diffusion.to_eps_and_x0(tiny_model(x_t, t_batch, torch.full_like(labels, 10)), x_t, t_batch)[0]
     torch.testing.assert_close(x0, x0_u + lam * (x0_c - x0_u))
     torch.testing.assert_close(eps, eps_u, atol=1e-4, rtol=1e-4)
-    ab_prev = float(diffusion.alpha_bar64[t_prev])
-    torch.testing.assert_close(ddim_step(diffusion, x_t, eps, x0, t, t_prev, 0.0, None),  # the paper's eq. (12)
-                               math.sqrt(ab_prev) * x0 + math.sqrt(1 - ab_prev) * eps_u, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_cfgpp_takes_ddims_step_in_every_sampler(tiny_model, diffusion, clip):  # noqa: F811
+    """DDPM from the re-noised x0 is DDIM with eta = 1, and two DPM-Solver++ steps (the first is first order)
+    are two DDIM steps: the re-noising in sample_chunk makes every sampler take CFG++'s step."""
+    rule = CFGPlusPlus()
+    ddpm = sample(tiny_model, diffusion, rule, 0.6, SamplerSettings("ddpm", 4, clip_x0=clip))
+    ddim_noisy = sample(tiny_model, diffusion, rule, 0.6, SamplerSettings("ddim", 4, eta=1.0, clip_x0=clip))
+    torch.testing.assert_close(ddpm, ddim_noisy, atol=1e-4, rtol=0)
+    dpmpp = sample(tiny_model, diffusion, rule, 0.6, SamplerSettings("dpmpp", 2, clip_x0=clip))
+    ddim = sample(tiny_model, diffusion, rule, 0.6, SamplerSettings("ddim", 2, clip_x0=clip))
+    torch.testing.assert_close(dpmpp, ddim, atol=1e-4, rtol=0)
+    plain = sample(tiny_model, diffusion, Guidance(), 0.6, SamplerSettings("ddim", 2, clip_x0=clip))
+    torch.testing.assert_close(ddim, plain, atol=1e-4, rtol=0)  # with 2 steps every factor is 1 (see below)
+    assert not torch.allclose(ddim_noisy, sample(tiny_model, diffusion, Guidance(), 0.6,
+                                                 SamplerSettings("ddim", 4, eta=1.0, clip_x0=clip)), atol=1e-3)
+
+
+def test_cfgpp_scale_factors_make_a_ddim_step_a_plain_cfg_step(tiny_model, diffusion):  # noqa: F811
+    timesteps = sampling_timesteps(5)
+    factors = cfgpp_scale_factors(diffusion, timesteps)
+    assert factors[0] == pytest.approx(1.0, abs=1e-3) and factors[-1] == 1.0 and max(factors) > 2
+    x_t, labels, lam = torch.randn(3, 1, 28, 28), torch.tensor([1, 2, 3]), 0.4
+    for index in (1, 2):
+        t, t_prev = timesteps[index], timesteps[index + 1]
+        eps, x0 = guided_prediction(tiny_model, diffusion, x_t, t, labels, lam, CFGPlusPlus(), clip_x0=False)
+        eps_s, x0_s = guided_prediction(tiny_model, diffusion, x_t, t, labels, lam * factors[index], Guidance(),
+                                        clip_x0=False)
+        torch.testing.assert_close(ddim_step(diffusion, x_t, eps, x0, t, t_prev, 0.0, None),
+                                   ddim_step(diffusion, x_t, eps_s, x0_s, t, t_prev, 0.0, None), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("scale", [-0.1, 1.5, math.nan])
@@ -137,6 +166,23 @@ def test_icg_draws_real_labels_fresh_each_step_and_the_same_each_run():
     assert first.min() == 0 and first.max() == 9  # every class, never the null label 10
     assert abs(first.float().mean().item() - 4.5) < 0.3 and not torch.equal(first, second)
     assert torch.equal(first, rule.negative_labels(labels, 10, GuidanceContext(0.5, 0, 2, {})))
+    chunks = [rule.negative_labels(labels, 10, GuidanceContext(0.5, 0, 2, {"chunk_generator": chunk_generator(0, k)}))
+              for k in (0, 0, 1)]
+    assert torch.equal(chunks[0], chunks[1]) and not torch.equal(chunks[0], chunks[2])  # per chunk, reproducibly
+
+
+def test_wrapped_rules_keep_their_branch_and_scale_range(tiny_model, weaker_model, diffusion):  # noqa: F811
+    """guidance_sweep wraps every rule in an OvershootMeter: the wrapper must not turn a rule into plain CFG."""
+    for rule, scale in ((AutoGuidance(weaker_model, diffusion), 3.0), (CFGPlusPlus(), 0.5),
+                        (IndependentConditionGuidance(), 3.0), (ScheduledGuidance("cosine"), 3.0)):
+        wrapped = OvershootMeter(rule)
+        assert (wrapped.guide, wrapped.renoise_with_negative, wrapped.scale_range) == (
+            rule.guide, rule.renoise_with_negative, rule.scale_range)
+        torch.testing.assert_close(sample(tiny_model, diffusion, wrapped, scale),
+                                   sample(tiny_model, diffusion, rule, scale))
+        assert wrapped.fraction() > 0
+    with pytest.raises(UserInputError, match="lambda"):
+        OvershootMeter(CFGPlusPlus()).validate_scale(2.0)
 
 
 @pytest.mark.parametrize("settings", SAMPLERS, ids=lambda s: s.sampler)
@@ -223,10 +269,14 @@ def test_zero_star_first_step_equals_diffusers_zero_init(guiders):
                                guider.forward(cond, uncond).pred)
 
 
-def test_a_guide_with_other_classes_is_refused(tiny_model, diffusion):  # noqa: F811
+def test_a_guide_with_other_classes_or_schedule_is_refused(tiny_model, weaker_model, diffusion):  # noqa: F811
     other = ConditionalUNet(UNetConfig(base_channels=8, channel_mults=(1, 2), groups=4, num_classes=5))
     with pytest.raises(UserInputError, match="5 classes"):
         check_guide_fits(AutoGuidance(other, diffusion), tiny_model)
+    linear = GaussianDiffusion(DiffusionConfig(schedule="linear", prediction="v"))
+    with pytest.raises(UserInputError, match="another noise schedule"):
+        check_guide_fits(AutoGuidance(weaker_model, linear), tiny_model, diffusion)
+    check_guide_fits(AutoGuidance(weaker_model, diffusion), tiny_model, diffusion)  # same task: accepted
     check_guide_fits(Guidance(), tiny_model)  # no guide: nothing to check
 
 

@@ -81,3 +81,21 @@ def test_sampling_without_guidance_reproduces_the_class():
 def test_bad_toy_input(call, message):
     with pytest.raises(UserInputError, match=message):
         call()
+
+
+def test_with_one_class_guidance_changes_nothing():
+    """One class: the conditional and unconditional denoisers are the same, so every s samples p(x | c)."""
+    single = GaussianMixture(means=((0.5, -0.5),), stds=(0.4,), weights=(1.0,))
+    denoiser = ExactDenoiser(single, DIFFUSION)
+    labels = torch.zeros(200, dtype=torch.long)
+    settings = SamplerSettings("ddim", 10, clip_x0=False)
+    guided, plain = (generate(denoiser, DIFFUSION, labels, s, settings, 0, batch_size=200, sample_shape=(2,))
+                     for s in (5.0, 1.0))
+    torch.testing.assert_close(guided, plain, atol=1e-5, rtol=0)
+
+
+def test_a_blurred_denoiser_is_a_wider_mixture():
+    blurred = ExactDenoiser(MIXTURE, DIFFUSION, blur=0.5)
+    assert blurred.mixture.stds == pytest.approx(tuple(1.5 * s for s in MIXTURE.stds))
+    x_t, t, labels = torch.randn(4, 2), torch.full((4,), 300), torch.tensor([0, 1, 2, 0])
+    assert not torch.allclose(blurred(x_t, t, labels), ExactDenoiser(MIXTURE, DIFFUSION)(x_t, t, labels))

@@ -100,7 +100,7 @@ def _run_digit_control(args: argparse.Namespace) -> int:
     scale = guidance.validate_scale(args.guidance_scale)
     outdir = check_output_dir(args.outdir)
     loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
-    check_guide_fits(guidance, loaded.model)
+    check_guide_fits(guidance, loaded.model, loaded.diffusion)
     images = generate(loaded.model, loaded.diffusion, labels, scale, settings, args.seed, args.batch_size,
                       guidance, progress=True).cpu()
     meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, experiment="digit-control")
@@ -123,7 +123,7 @@ def _run_guidance(args: argparse.Namespace) -> int:
     scales = [guidance.validate_scale(scale) for scale in scales]
     outdir = check_output_dir(args.outdir)
     loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
-    check_guide_fits(guidance, loaded.model)
+    check_guide_fits(guidance, loaded.model, loaded.diffusion)
     images = scale_sweep_one_digit(loaded, digit, scales, args.n, settings, args.seed, guidance)
     outdir.mkdir(parents=True, exist_ok=True)
     fig = plots.plot_scale_grid(images.transpose(0, 1), scales,
@@ -183,7 +183,7 @@ def _run_classifier_experiment(args: argparse.Namespace) -> int:
     scales = [guidance.validate_scale(scale) for scale in scales]
     outdir = check_output_dir(args.outdir)
     loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
-    check_guide_fits(guidance, loaded.model)
+    check_guide_fits(guidance, loaded.model, loaded.diffusion)
     classifier = load_classifier(args.classifier, args.device)
     result = guidance_sweep(loaded, classifier, scales, args.n_per_class, settings, seeds,
                             guidance=guidance, batch_size=args.batch_size)

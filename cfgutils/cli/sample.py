@@ -52,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
     outdir = check_output_dir(args.outdir)
     with distributed(args.device) as (context, device):
         loaded = load_model(args.model, device, raw_weights=args.raw_weights)
-        check_guide_fits(guidance, loaded.model)
+        check_guide_fits(guidance, loaded.model, loaded.diffusion)
         images = distributed_generate(loaded, labels, scale, settings, args.seed, args.batch_size, guidance, context)
         if not context.is_main:
             return 0

@@ -74,7 +74,7 @@ def per_sample_norm(x: torch.Tensor) -> torch.Tensor:
 class Guidance:
     """Plain classifier-free guidance: x0 = x0_u + s (x0_c - x0_u) (Ho & Salimans 2021) (04-cfg-sampling).
 
-    The variants of notebook 06 subclass it and override one of the three hooks that
+    The variants of notebooks 06 and 08 subclass it and override the hooks that
     :func:`guided_prediction` calls in every step: :meth:`effective_scale` (which s applies at this
     noise level), :meth:`combine` (how the two predictions are mixed) and :meth:`finalize` (what is done to
     the mixed prediction).
@@ -330,7 +330,7 @@ def predict_x0(model, diffusion: GaussianDiffusion, x_t: torch.Tensor, t_batch: 
 def guided_prediction(model, diffusion: GaussianDiffusion, x_t: torch.Tensor, t: int, labels: torch.Tensor,
                       scale: float, guidance: Guidance | None = None, context: GuidanceContext | None = None,
                       clip_x0: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Guided (eps, x0) at integer timestep ``t``: conditional and null labels in ONE batch of 2n (04-cfg-sampling).
+    """Guided (eps, x0) at integer timestep ``t``: conditional and negative labels in ONE batch of 2n (04-cfg-sampling).
 
     The rule picks the negative branch (:meth:`Guidance.negative_labels`, :attr:`Guidance.guide`); with a
     separate guide network the two branches are two calls.

@@ -60,9 +60,11 @@ class CFGPlusPlus(Guidance):
     re-noises this x0 with the *unconditional* noise eps_u instead of the guided eps (DDIM:
     x_prev = sqrt(ab_prev) x0_lambda + sqrt(1 - ab_prev) eps_u). Plain CFG's guided eps at large s points
     off the data manifold and the error compounds; CFG++ stays on it. Written out, a CFG++ DDIM step is a
-    plain CFG step whose weight grows as the noise falls, so small lambda already guides strongly.
-    lambda = 0 is unconditional sampling (plain CFG at s = 0). DDPM and DPM-Solver++ take their step from
-    x0_lambda re-noised with eps_u (``samplers.sample_chunk``), which is DDIM's rule applied to them.
+    plain CFG step at s_k = lambda / (1 - exp(-h_k)), h_k the step's gain in half-log-SNR
+    (:func:`cfgpp_scale_factors`): 1 x lambda at the first and last step, several times lambda in between,
+    and more the more steps the sampler takes. lambda = 0 is unconditional sampling (plain CFG at s = 0).
+    DDPM and DPM-Solver++ take their step from x0_lambda re-noised with eps_u (``samplers.sample_chunk``),
+    which is DDIM's rule applied to them.
     """
 
     name = "cfgpp"
@@ -76,15 +78,34 @@ class CFGPlusPlus(Guidance):
         return scale != 0.0  # lambda = 1 still re-noises with eps_u
 
 
+def cfgpp_scale_factors(diffusion, timesteps: list[int]) -> list[float]:
+    """Per step of a sampler visiting ``timesteps``, the plain-CFG scale one unit of CFG++'s lambda amounts to:
+    1 / (1 - exp(-h_k)), h_k = half-log-SNR(t_prev) - half-log-SNR(t); exact for DDIM (eta = 0) and
+    first-order DPM-Solver++, 1 at the last step (to clean data) (08)."""
+    factors = []
+    for index, t in enumerate(timesteps):
+        if index + 1 == len(timesteps):
+            factors.append(1.0)
+            continue
+        t_prev = timesteps[index + 1]
+        half_log_snr = [0.5 * math.log(float(diffusion.alpha_bar64[k]) / (1 - float(diffusion.alpha_bar64[k])))
+                        for k in (t, t_prev)]
+        factors.append(1.0 / -math.expm1(-(half_log_snr[1] - half_log_snr[0])))
+    return factors
+
+
 class IndependentConditionGuidance(Guidance):
     """Independent condition guidance, ICG (Sadat et al. 2024, "No Training, No Problem: Rethinking
     Classifier-Free Guidance for Diffusion Models") (08).
 
     The negative branch is the conditional prediction for a label drawn at random, independently of x_t:
-    averaged over labels the conditional score is the unconditional one, so a model trained *without*
-    label dropout, whose null label was never learned, can still be guided. Labels are drawn uniformly
-    from the classes, fresh in every step, from a generator seeded with ``seed`` (same pixels every run).
-    For a model whose predictions ignore the label it is conditional sampling at every s.
+    a stand-in for the unconditional prediction that needs no null label, so a model trained *without*
+    label dropout, whose null label was never learned, can still be guided. It is a stand-in, not the same
+    thing: the unconditional denoiser weighs the classes by how likely each is given x_t, a random label by
+    their frequency (notebook 09 computes the difference exactly). Labels are drawn uniformly from the
+    classes, fresh in every step, from a generator seeded by ``seed`` and the sampling chunk's seed (same
+    pixels every run, different labels per chunk and sampling seed). For a model whose predictions ignore
+    the label it is conditional sampling at every s.
     """
 
     name = "icg"
@@ -93,7 +114,11 @@ class IndependentConditionGuidance(Guidance):
         self.seed = positive_int(seed, "icg seed", minimum=0)
 
     def negative_labels(self, labels, null_label, context):
-        generator = context.state.setdefault("icg_generator", torch.Generator().manual_seed(self.seed))
+        if "icg_generator" not in context.state:
+            chunk = context.state.get("chunk_generator")  # set by samplers.sample_chunk
+            seed = self.seed if chunk is None else hash((self.seed, chunk.initial_seed())) % 2 ** 63
+            context.state["icg_generator"] = torch.Generator().manual_seed(seed)
+        generator = context.state["icg_generator"]
         return torch.randint(null_label, tuple(labels.shape), generator=generator).to(labels.device)
 
     def parameters(self):
@@ -149,7 +174,8 @@ class ZeroStarGuidance(Guidance):
     only on what the two predictions do not share. (2) Zero-init: the first ``zero_steps`` steps predict
     x0 = 0. Both were designed for flow-matching models whose early velocity estimates are poor; cfgutils
     applies them to predicted x0, where x0 = 0 is a mid-grey image and zeroing a step only shrinks the
-    noise. ``zero_steps = 0`` with alpha* = 1 (identical predictions' direction and length) is plain CFG.
+    noise (and, with DPM-Solver++, enters its two-step history). ``zero_steps = 0`` is plain CFG wherever
+    alpha* = 1, that is <x0_c, x0_u> = ||x0_u||^2.
     """
 
     name = "zerostar"

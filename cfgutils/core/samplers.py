@@ -178,7 +178,8 @@ def sample_chunk(model, diffusion: GaussianDiffusion, labels: torch.Tensor, scal
     guidance = guidance or Guidance()
     timesteps = sampling_timesteps(settings.resolved_steps(), diffusion.timesteps, settings.spacing)
     x = torch.randn((labels.shape[0], *sample_shape), generator=generator).to(labels.device)
-    run, step, state = SamplerRun(diffusion, settings, generator), SAMPLER_STEPS[settings.sampler], {}
+    run, step = SamplerRun(diffusion, settings, generator), SAMPLER_STEPS[settings.sampler]
+    state = {"chunk_generator": generator}  # per-run state the guidance rules may use (APG, ICG)
     for index, t in enumerate(timesteps):
         t_prev = timesteps[index + 1] if index + 1 < len(timesteps) else -1
         context = GuidanceContext(float(diffusion.alpha_bar64[t]), index, len(timesteps), state)
@@ -225,6 +226,8 @@ def generate(model, diffusion: GaussianDiffusion, labels: torch.Tensor, scale: f
     scale = (guidance or Guidance()).validate_scale(scale)
     positive_int(batch_size, "batch size")
     device = next(itertools.chain(model.parameters(), model.buffers())).device
+    if guidance is not None and guidance.guide is not None:  # autoguidance: the guide samples where the model does
+        guidance.guide[0].to(device).eval()
     labels = labels.to(device)
     was_training = model.training
     model.eval()

@@ -104,7 +104,7 @@ class ExactDenoiser(torch.nn.Module):
 
     ``forward(x_t, t, labels)`` returns v = sqrt(ab) eps - sqrt(1 - ab) x_0 with x_0 = :func:`exact_x0`;
     ``labels = K`` (the null label) gives the unconditional prediction, as for a network trained with
-    label dropout. ``blur`` > 0 makes a deliberately worse denoiser (every std inflated by that factor),
+    label dropout. ``blur`` > 0 makes a deliberately worse denoiser (every std multiplied by 1 + blur),
     the "bad version of itself" autoguidance needs.
     """
 

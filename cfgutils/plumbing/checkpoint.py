@@ -172,11 +172,19 @@ def load_guidance(name: str = "cfg", device: str | torch.device | None = "auto",
                          **parameters)
 
 
-def check_guide_fits(guidance: Guidance, model) -> None:
-    """Refuse a guide network whose classes differ from the sampled model's (autoguidance) (08)."""
-    if guidance.guide is not None and guidance.guide[0].config.num_classes != model.config.num_classes:
-        raise UserInputError(f"the guide model has {guidance.guide[0].config.num_classes} classes, the sampled "
+def check_guide_fits(guidance: Guidance, model, diffusion: GaussianDiffusion | None = None) -> None:
+    """Refuse a guide network whose classes or noise schedule differ from the sampled model's (autoguidance) (08)."""
+    if guidance.guide is None:
+        return
+    guide, guide_diffusion = guidance.guide
+    if guide.config.num_classes != model.config.num_classes:
+        raise UserInputError(f"the guide model has {guide.config.num_classes} classes, the sampled "
                              f"model {model.config.num_classes}")
+    if diffusion is not None and (guide_diffusion.timesteps != diffusion.timesteps or not torch.allclose(
+            guide_diffusion.alpha_bar64, diffusion.alpha_bar64)):
+        raise UserInputError("the guide model was trained with another noise schedule than the sampled model "
+                             f"({guide_diffusion.config.schedule}, T = {guide_diffusion.timesteps} against "
+                             f"{diffusion.config.schedule}, T = {diffusion.timesteps})")
 
 
 def _find(preferred: str | Path | None, candidates: tuple[Path, ...]) -> Path | None:
