@@ -157,7 +157,7 @@ def check_07(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
     assert summary["collapse_configurations"] == ["dpmpp", "dpmpp +clip", "reference", "reference +clip"]
     assert [row["w"] for row in summary["reproduction"]] == ["10"]
     assert summary["reproduction"][0]["published accuracy"] == "0.385"
-    assert summary["collapse_lines"] and summary["dropout_rates"] == [0.0, 0.1, 0.3]
+    assert summary["collapse_lines"] and summary["dropout_rates"] == [0.0, 0.05, 0.1, 0.2, 0.3]
     assert_figures(summary, run_dir.parent / "figures", {
         "07-ablations-accuracy.png", "07-ablations-x0-outside.png", "07-ablations-strips.png",
         "07-ablations-label-dropout.png", "07-ablations-no-dropout.png"})
