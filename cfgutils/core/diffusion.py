@@ -141,3 +141,11 @@ def drop_labels(labels: torch.Tensor, p_uncond: float, null_label: int, generato
         raise UserInputError(f"p_uncond must be in [0, 1], got {p_uncond}")
     drop = torch.rand(labels.shape, generator=generator, device=labels.device) < p_uncond
     return torch.where(drop, torch.full_like(labels, null_label), labels)
+
+
+def half_log_snr(diffusion: GaussianDiffusion, t: int) -> float:
+    """lambda = log(sqrt(alpha_bar) / sqrt(1 - alpha_bar)) at integer t (DPM-Solver's time variable); +inf at 'clean' (t < 0)."""
+    if t < 0:
+        return math.inf
+    ab = float(diffusion.alpha_bar64[t])
+    return 0.5 * (math.log(ab) - math.log1p(-ab))

@@ -24,6 +24,7 @@ import math
 import torch
 
 from ..errors import UserInputError, finite_number, one_of, positive_int
+from .diffusion import half_log_snr
 from .guidance import Guidance, GuidanceContext, classifier_free_guidance, per_sample
 
 
@@ -82,16 +83,9 @@ def cfgpp_scale_factors(diffusion, timesteps: list[int]) -> list[float]:
     """Per step of a sampler visiting ``timesteps``, the plain-CFG scale one unit of CFG++'s lambda amounts to:
     1 / (1 - exp(-h_k)), h_k = half-log-SNR(t_prev) - half-log-SNR(t); exact for DDIM (eta = 0) and
     first-order DPM-Solver++, 1 at the last step (to clean data) (08)."""
-    factors = []
-    for index, t in enumerate(timesteps):
-        if index + 1 == len(timesteps):
-            factors.append(1.0)
-            continue
-        t_prev = timesteps[index + 1]
-        half_log_snr = [0.5 * math.log(float(diffusion.alpha_bar64[k]) / (1 - float(diffusion.alpha_bar64[k])))
-                        for k in (t, t_prev)]
-        factors.append(1.0 / -math.expm1(-(half_log_snr[1] - half_log_snr[0])))
-    return factors
+    following = [*timesteps[1:], -1]  # -1: the last step goes to clean data, where the half-log-SNR is infinite
+    return [1.0 / -math.expm1(-(half_log_snr(diffusion, t_prev) - half_log_snr(diffusion, t)))
+            for t, t_prev in zip(timesteps, following)]
 
 
 class IndependentConditionGuidance(Guidance):

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from ..errors import UserInputError, finite_number, one_of, positive_int
-from .diffusion import GaussianDiffusion
+from .diffusion import GaussianDiffusion, half_log_snr
 from .guidance import Guidance, GuidanceContext, WrappedGuidance, guided_prediction, per_sample_norm
 from .seeding import derived_generator
 
@@ -105,14 +105,6 @@ def ddim_step(diffusion: GaussianDiffusion, x_t: torch.Tensor, eps: torch.Tensor
     if noise_std > 0 and noise is not None:
         x_prev = x_prev + noise_std * noise
     return x_prev
-
-
-def half_log_snr(diffusion: GaussianDiffusion, t: int) -> float:
-    """lambda = log(sqrt(alpha_bar) / sqrt(1 - alpha_bar)) at integer t (DPM-Solver's time variable); +inf at 'clean' (t < 0)."""
-    if t < 0:
-        return math.inf
-    ab = float(diffusion.alpha_bar64[t])
-    return 0.5 * (math.log(ab) - math.log1p(-ab))
 
 
 def dpmpp_2m_step(diffusion: GaussianDiffusion, x_t: torch.Tensor, x0: torch.Tensor, t: int, t_prev: int,

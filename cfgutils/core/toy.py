@@ -48,11 +48,14 @@ class GaussianMixture:
         return means[labels] + stds[labels, None] * noise
 
 
-def component_log_densities(mixture: GaussianMixture, points: torch.Tensor, alpha_bar: float = 1.0) -> torch.Tensor:
-    """log N(x; sqrt(ab) mu_k, (ab std_k^2 + 1 - ab) I) for every point (n, 2) and class k: (n, K)."""
+def component_log_densities(mixture: GaussianMixture, points: torch.Tensor,
+                            alpha_bar: float | torch.Tensor = 1.0) -> torch.Tensor:
+    """log N(x; sqrt(ab) mu_k, (ab std_k^2 + 1 - ab) I) for every point (n, 2) and class k: (n, K); ``alpha_bar``
+    is one noise level for all points or one per point (n,)."""
     means, stds, _ = mixture.tensors()
-    variance = alpha_bar * stds ** 2 + (1.0 - alpha_bar)
-    squared = (points.double()[:, None, :] - math.sqrt(alpha_bar) * means[None]).pow(2).sum(-1)
+    ab = torch.as_tensor(alpha_bar, dtype=torch.float64).reshape(-1, 1)  # (1, 1) or (n, 1)
+    variance = ab * stds ** 2 + (1.0 - ab)
+    squared = (points.double()[:, None, :] - ab.sqrt()[..., None] * means[None]).pow(2).sum(-1)
     return -0.5 * squared / variance - torch.log(2 * math.pi * variance)
 
 
@@ -77,11 +80,9 @@ def exact_x0(mixture: GaussianMixture, x_t: torch.Tensor, alpha_bar: torch.Tenso
     """
     means, stds, weights = mixture.tensors()
     x_t, ab = x_t.double(), alpha_bar.double()[:, None]
-    variance = ab * stds[None] ** 2 + (1.0 - ab)  # (n, K)
-    gain = ab.sqrt() * stds[None] ** 2 / variance
+    gain = ab.sqrt() * stds[None] ** 2 / (ab * stds[None] ** 2 + (1.0 - ab))  # (n, K)
     per_class = means[None] + gain[..., None] * (x_t[:, None, :] - ab.sqrt()[..., None] * means[None])  # (n, K, 2)
-    squared = (x_t[:, None, :] - ab.sqrt()[..., None] * means[None]).pow(2).sum(-1)
-    posterior = torch.softmax(-0.5 * squared / variance - torch.log(variance) + torch.log(weights), dim=1)
+    posterior = torch.softmax(component_log_densities(mixture, x_t, alpha_bar) + torch.log(weights), dim=1)
     unconditional = (posterior[..., None] * per_class).sum(1)
     known = labels < mixture.num_classes
     conditional = per_class[torch.arange(len(labels)), labels.clamp(max=mixture.num_classes - 1)]
@@ -120,10 +121,10 @@ class ExactDenoiser(torch.nn.Module):
         self.register_buffer("alpha_bar", diffusion.alpha_bar64.clone())
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        ab = self.alpha_bar[t]
-        x0 = exact_x0(self.mixture, x_t, ab, labels)
-        eps = (x_t.double() - ab.sqrt()[:, None] * x0) / (1 - ab).sqrt()[:, None]
-        return (ab.sqrt()[:, None] * eps - (1 - ab).sqrt()[:, None] * x0).to(x_t.dtype)
+        ab = self.alpha_bar[t][:, None]
+        x0 = exact_x0(self.mixture, x_t, self.alpha_bar[t], labels)
+        eps = (x_t.double() - ab.sqrt() * x0) / (1 - ab).sqrt()
+        return (ab.sqrt() * eps - (1 - ab).sqrt() * x0).to(x_t.dtype)  # v, as diffusion.target defines it
 
 
 def grid_points(limit: float, bins: int) -> tuple[torch.Tensor, torch.Tensor]:

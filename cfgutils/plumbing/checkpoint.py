@@ -165,9 +165,7 @@ def load_guidance(name: str = "cfg", device: str | torch.device | None = "auto",
             raise UserInputError(f"--guide-model is for autoguidance only, not for guidance {name!r}")
         return make_guidance(name, **parameters)
     path = Path(guide_model) if guide_model is not None else paths.PRETRAINED_GUIDE
-    if not path.is_file():
-        raise CheckpointError(f"guide model {path} does not exist")
-    guide = load_model(path, device)
+    guide = load_model(path, device)  # a missing or damaged file is a one-line CheckpointError
     return make_guidance(name, guide_model=guide.model, guide_diffusion=guide.diffusion, guide_name=str(path),
                          **parameters)
 

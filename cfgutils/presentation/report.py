@@ -203,7 +203,7 @@ def variants_table(results: dict[str, SweepResult], weights=(2, 5, 10, 20)) -> p
     return pd.DataFrame(records).set_index(["variant", "w"])
 
 
-def _compare(row, base, metric: str) -> str:
+def compare(row, base, metric: str) -> str:
     """"lower", "higher" or "tied": ``row``'s interval of ``metric`` against ``base``'s."""
     if not separated(row[f"{metric}_low"], row[f"{metric}_high"], base[f"{metric}_low"], base[f"{metric}_high"]):
         return "tied"
@@ -231,7 +231,7 @@ def variant_conclusions(results: dict[str, SweepResult], baseline: str = "cfg", 
     for name, group in frame.groupby("variant", sort=False):
         group = group.set_index("w")
         high = [w for w in group.index if w >= high_w and w in base.index]
-        versus = {w: _compare(group.loc[w], base.loc[w], "frechet_distance") for w in high}
+        versus = {w: compare(group.loc[w], base.loc[w], "frechet_distance") for w in high}
         at_check = group.loc[check_w] if check_w in group.index else None
         found[name] = {
             "accuracy_at_check_w": None if at_check is None else [float(at_check[k]) for k in
