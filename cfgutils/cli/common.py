@@ -15,14 +15,28 @@ from ..core.newer_guidance import SCHEDULE_SHAPES, IndependentConditionGuidance,
 from ..core.rules import GUIDANCES
 from ..core.samplers import DEFAULT_SAMPLER, SAMPLERS, SPACINGS, SamplerSettings
 from ..errors import UserInputError, positive_int
-from ..plumbing.checkpoint import LoadedModel, load_guidance
-from ..plumbing.data import to_uint8
+from ..plumbing.checkpoint import LoadedModel, check_model_dataset, load_guidance
+from ..plumbing.data import DATASETS, to_uint8
 from ..presentation.plots import image_grid
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser, resume_help: str) -> None:
     """``OUT.pt`` (the checkpoint to write) and ``-l/--load PREV.pt`` (a run to resume), for the training commands."""
     parser.add_argument("out", metavar="OUT.pt", help="checkpoint to write (its folder must exist)")
     parser.add_argument("-l", "--load", metavar="PREV.pt", help=resume_help)
+
+
+def add_dataset_argument(parser: argparse.ArgumentParser) -> None:
+    """``--dataset mnist|fashion-mnist``: which dataset the model must have been trained on (default: its own)."""
+    parser.add_argument("--dataset", choices=list(DATASETS), default=None,
+                        help="the dataset the classes come from (default: the model's); a model or classifier "
+                             "trained on another dataset is refused")
+
+
+def model_dataset(args: argparse.Namespace, loaded: LoadedModel) -> str:
+    """``--dataset`` if given, else the model's own; a model trained on another dataset is refused (04, 05)."""
+    dataset = getattr(args, "dataset", None) or loaded.dataset
+    check_model_dataset(loaded, dataset)
+    return dataset
 
 
 def check_output_dir(path: str | Path) -> Path:
@@ -61,8 +75,9 @@ def write_samples(outdir: Path, images: torch.Tensor, labels: torch.Tensor, meta
     outdir.mkdir(parents=True, exist_ok=True)
     pixels = to_uint8(images.cpu()).squeeze(1).numpy()
     label_array = labels.cpu().numpy().astype(np.int64)
+    item = "digit" if meta.get("dataset", "mnist") == "mnist" else "class"
     for index, (image, label) in enumerate(zip(pixels, label_array)):
-        Image.fromarray(image, mode="L").save(outdir / f"sample_{index:04d}_digit{label}.png")
+        Image.fromarray(image, mode="L").save(outdir / f"sample_{index:04d}_{item}{label}.png")
     Image.fromarray(image_grid(pixels, nrow=nrow, as_array=True), mode="L").save(outdir / "grid.png")
     np.savez_compressed(outdir / "samples.npz", images=pixels, labels=label_array)
     (outdir / "meta.json").write_text(json.dumps({**meta, "n": int(len(label_array))}, indent=2) + "\n")

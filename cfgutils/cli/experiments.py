@@ -15,8 +15,8 @@ import pandas as pd
 from ..core.guidance import s_from_w, w_from_s
 from ..core.samplers import digit_labels, generate
 from ..errors import UserInputError, finite_number, positive_int
-from ..plumbing.checkpoint import check_guide_fits, load_model
-from ..plumbing.data import load_mnist, to_uint8
+from ..plumbing.checkpoint import check_dataset, check_guide_fits, load_model
+from ..plumbing.data import DATASETS, class_index, dataset_info, load_dataset, to_uint8
 from ..presentation import plots, report
 from ..presentation.studies import study_markdown
 from ..workflows.ablations import (
@@ -34,6 +34,7 @@ from ..workflows.experiments import (
     REPORT_SEEDS,
     SWEEP_SCALES,
     check_scales,
+    check_same_dataset,
     check_sweep_arguments,
     guidance_sweep,
     save_strips,
@@ -48,9 +49,11 @@ from ..workflows.tuning import (
     tune,
 )
 from .common import (
+    add_dataset_argument,
     add_sampler_arguments,
     check_output_dir,
     guidance_from_args,
+    model_dataset,
     sample_meta,
     settings_from_args,
     write_samples,
@@ -69,6 +72,7 @@ def register(subparsers) -> None:
     control.add_argument("model", metavar="MODEL.pt")
     control.add_argument("outdir", metavar="OUTDIR")
     control.add_argument("-n", "--n", type=int, default=8, help="samples per digit (default 8)")
+    add_dataset_argument(control)
     add_sampler_arguments(control)
     control.set_defaults(handler=_run_digit_control)
 
@@ -77,11 +81,12 @@ def register(subparsers) -> None:
                                                   "starting noise; writes guidance.png (columns = scales), "
                                                   "samples.npz and meta.json.")
     guidance.add_argument("model", metavar="MODEL.pt")
-    guidance.add_argument("digit", metavar="DIGIT", help="0-9")
+    guidance.add_argument("digit", metavar="CLASS", help="a class index 0-9 or name (Fashion-MNIST: e.g. Sneaker)")
     guidance.add_argument("outdir", metavar="OUTDIR")
     guidance.add_argument("--scales", type=float, nargs="+", default=list(FIGURE_SCALES), metavar="S",
                           help=f"guidance scales s (w = s - 1); default {' '.join(f'{s:g}' for s in FIGURE_SCALES)}")
     guidance.add_argument("-n", "--n", type=int, default=8, help="samples per scale (default 8)")
+    add_dataset_argument(guidance)
     add_sampler_arguments(guidance, default_scale=None)
     guidance.set_defaults(handler=_run_guidance)
 
@@ -100,10 +105,12 @@ def _run_digit_control(args: argparse.Namespace) -> int:
     scale = guidance.validate_scale(args.guidance_scale)
     outdir = check_output_dir(args.outdir)
     loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
+    dataset = model_dataset(args, loaded)
     check_guide_fits(guidance, loaded.model, loaded.diffusion)
     images = generate(loaded.model, loaded.diffusion, labels, scale, settings, args.seed, args.batch_size,
                       guidance, progress=True).cpu()
-    meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, experiment="digit-control")
+    meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, experiment="digit-control",
+                       dataset=dataset, class_names=list(dataset_info(dataset).class_names))
     write_samples(outdir, images, labels, meta, nrow=args.n)
     print(f"wrote {len(labels)} samples (s = {scale:g}, w = {w_from_s(scale):g}) to {outdir}")
     return 0
@@ -115,7 +122,6 @@ def _run_guidance(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    digit = int(digit_labels(args.digit, 1)[0])
     scales = check_scales(args.scales)
     positive_int(args.n, "n")
     settings = settings_from_args(args)
@@ -123,22 +129,27 @@ def _run_guidance(args: argparse.Namespace) -> int:
     scales = [guidance.validate_scale(scale) for scale in scales]
     outdir = check_output_dir(args.outdir)
     loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
+    dataset = model_dataset(args, loaded)
+    digit = class_index(args.digit, dataset)
     check_guide_fits(guidance, loaded.model, loaded.diffusion)
     images = scale_sweep_one_digit(loaded, digit, scales, args.n, settings, args.seed, guidance)
     outdir.mkdir(parents=True, exist_ok=True)
+    info = dataset_info(dataset)
+    name = f"The digit {digit}" if dataset == "mnist" else f"{info.class_names[digit]} ({info.title} class {digit})"
     fig = plots.plot_scale_grid(images.transpose(0, 1), scales,
-                          title=f"The digit {digit} at various guidance scales ({settings.sampler})")
+                                title=f"{name} at various guidance scales ({settings.sampler})")
     fig.savefig(outdir / "guidance.png", dpi=120, metadata={"Software": None})
     plt.close(fig)
     np.savez_compressed(outdir / "samples.npz", images=to_uint8(images).squeeze(2).numpy(),
                         scales=np.array(scales), digit=digit)
     meta = sample_meta(loaded, scales[0], settings, args.seed, args.n, guidance, experiment="guidance",
-                       digit=digit)
+                       digit=digit, dataset=dataset, class_name=info.class_names[digit])
     meta.pop("guidance_scale_s")
     meta.pop("guidance_weight_w")
     meta.update({"scales_s": scales, "weights_w": [w_from_s(s) for s in scales], "n_per_scale": args.n})
     (outdir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"wrote {outdir / 'guidance.png'} ({len(scales)} scales x {args.n} samples of digit {digit})")
+    print(f"wrote {outdir / 'guidance.png'} ({len(scales)} scales x {args.n} samples of class {digit}, "
+          f"{info.class_names[digit]})")
     return 0
 
 
@@ -169,6 +180,7 @@ def _register_classifier_experiment(experiments) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(REPORT_SEEDS),
                         help=f"sampling seeds, two or more for intervals of set statistics "
                              f"(default {' '.join(map(str, REPORT_SEEDS))})")
+    add_dataset_argument(parser)
     add_sampler_arguments(parser, default_scale=None)
     parser.set_defaults(handler=_run_classifier_experiment)
 
@@ -183,11 +195,13 @@ def _run_classifier_experiment(args: argparse.Namespace) -> int:
     scales = [guidance.validate_scale(scale) for scale in scales]
     outdir = check_output_dir(args.outdir)
     loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
+    dataset = model_dataset(args, loaded)
     check_guide_fits(guidance, loaded.model, loaded.diffusion)
     classifier = load_classifier(args.classifier, args.device)
+    check_same_dataset(loaded, classifier)
     result = guidance_sweep(loaded, classifier, scales, args.n_per_class, settings, seeds,
                             guidance=guidance, batch_size=args.batch_size)
-    meta = {"model": str(args.model), "model_data_source": loaded.metadata.get("data_source"),
+    meta = {"dataset": dataset, "model": str(args.model), "model_data_source": loaded.metadata.get("data_source"),
             "classifier": str(args.classifier), "classifier_data_source": classifier.metadata.get("data_source"),
             "classifier_test_accuracy": classifier.metadata.get("test_accuracy"),
             "convention": "eps = eps_u + s (eps_c - eps_u); w = s - 1", **settings.describe(),
@@ -221,6 +235,7 @@ def _register_tuning(experiments) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(VALIDATION_SEEDS),
                         help=f"validation seeds (default {' '.join(map(str, VALIDATION_SEEDS))}; "
                              f"the reported seeds {' '.join(map(str, REPORT_SEEDS))} are refused)")
+    add_dataset_argument(parser)
     add_sampler_arguments(parser, default_scale=None)
     parser.set_defaults(handler=_run_tuning)
 
@@ -231,14 +246,16 @@ def _run_tuning(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     outdir = check_output_dir(args.outdir)
     loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
+    dataset = model_dataset(args, loaded)
     classifier = load_classifier(args.classifier, args.device)
+    check_same_dataset(loaded, classifier)
     grid = tune(loaded, classifier, args.rules, args.n_per_class, settings, seeds,
-                test_source=load_mnist("test").source)
+                validation_split=load_dataset(dataset, "validation"), test_source=load_dataset(dataset, "test").source)
     chosen = choose(grid)
     outdir.mkdir(parents=True, exist_ok=True)
     grid.to_csv(outdir / "tuning.csv", index=False)
     chosen.to_csv(outdir / "choice.csv", index=False)
-    meta = {"model": str(args.model), "classifier": str(args.classifier), **settings.describe(),
+    meta = {"dataset": dataset, "model": str(args.model), "classifier": str(args.classifier), **settings.describe(),
             "n_per_class": args.n_per_class, "seeds": seeds, "validation_source": grid["validation_source"].iloc[0],
             "objective": "lowest mean Frechet distance over w = 5, 10, 20 among settings with accuracy >= 0.95 "
                          "at w = 10", "chosen": chosen.to_dict(orient="records")}
@@ -283,6 +300,9 @@ def _register_studies(experiments) -> None:
                             help="shorten every training run to this many steps (a quick, smaller study)")
         parser.add_argument("--max-sampler-steps", type=int, default=None,
                             help="cap every sampler's steps (a quick, smaller study)")
+        parser.add_argument("--dataset", choices=list(DATASETS), default="mnist",
+                            help="train and score every configuration on this dataset (default mnist); the "
+                                 "classifier must have been trained on it")
         parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
         parser.set_defaults(handler=_run_study, study=name)
 
@@ -310,10 +330,13 @@ def _run_study(args: argparse.Namespace) -> int:
             positive_int(value, what, minimum)
     outdir = check_output_dir(args.outdir)
     classifier = load_classifier(args.classifier, args.device)
+    check_dataset(f"classifier {args.classifier}", classifier.dataset, 10, classifier.metadata.get("class_names"),
+                  args.dataset)
     start = time.perf_counter()
     rows, extras = run_study(rungs, classifier, weights, Path(args.models_dir), args.n_per_class, args.seeds,
                              args.train_steps, args.max_sampler_steps, args.device,
-                             clip_arms=(False, True) if args.study == "collapse" else None, ddpm_n_per_class=ddpm_n)
+                             clip_arms=(False, True) if args.study == "collapse" else None, ddpm_n_per_class=ddpm_n,
+                             dataset=args.dataset)
     outdir.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(outdir / "results.csv", index=False)
     figures = {"accuracy.png": plots.plot_study(rows, "accuracy", reference_curve=args.study == "collapse"),
@@ -326,12 +349,12 @@ def _run_study(args: argparse.Namespace) -> int:
         fig.savefig(outdir / file_name, dpi=plots.DPI, bbox_inches="tight", metadata={"Software": None})
         plt.close(fig)
     (outdir / "table.md").write_text(study_markdown(args.study, rows) + "\n")
-    meta = {"study": args.study, "classifier": str(args.classifier), "weights_w": weights, "seeds": args.seeds,
+    meta = {"study": args.study, "dataset": args.dataset, "classifier": str(args.classifier), "weights_w": weights, "seeds": args.seeds,
             "n_per_class": args.n_per_class, "ddpm_n_per_class": ddpm_n, "train_steps": args.train_steps,
             "max_sampler_steps": args.max_sampler_steps, "rungs": [r.name for r in rungs],
             "trained_here": {name: extra["trained_here"] for name, extra in extras.items()},
             "training_data": sorted({extra["training_data"] for extra in extras.values()}),
-            "reference_data": load_mnist("test").source, "wall_time_s": round(time.perf_counter() - start, 1)}
+            "reference_data": load_dataset(args.dataset, "test").source, "wall_time_s": round(time.perf_counter() - start, 1)}
     (outdir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(study_markdown(args.study, rows))
     print(f"wrote results.csv, table.md, figures and meta.json to {outdir}")

@@ -14,9 +14,10 @@ import torch
 from ..core.guidance import Guidance, w_from_s
 from ..core.samplers import SamplerSettings, chunk_count, digit_labels, generate
 from ..plumbing.checkpoint import LoadedModel, check_guide_fits, load_model
+from ..plumbing.data import class_index, dataset_info
 from ..plumbing.distributed import DistributedContext, distributed, gather_chunks, my_chunks
-from .common import (add_sampler_arguments, check_output_dir, guidance_from_args, sample_meta, settings_from_args,
-                     write_samples)
+from .common import (add_dataset_argument, add_sampler_arguments, check_output_dir, guidance_from_args, model_dataset,
+                     sample_meta, settings_from_args, write_samples)
 
 
 def distributed_generate(loaded: LoadedModel, labels: torch.Tensor, scale: float, settings: SamplerSettings,
@@ -32,31 +33,44 @@ def distributed_generate(loaded: LoadedModel, labels: torch.Tensor, scale: float
 def register(subparsers) -> None:
     """Add the ``sample`` command."""
     parser = subparsers.add_parser(
-        "sample", help="sample a digit (or all) with classifier-free guidance",
-        description="Sample DIGIT from MODEL with guidance scale s and write one PNG per sample, grid.png, "
+        "sample", help="sample a digit or garment (or all classes) with classifier-free guidance",
+        description="Sample CLASS from MODEL with guidance scale s and write one PNG per sample, grid.png, "
                     "samples.npz (images uint8 Nx28x28, labels) and meta.json into OUTDIR.")
     parser.add_argument("model", metavar="MODEL.pt", help="diffusion checkpoint (from `train`)")
-    parser.add_argument("digit", metavar="DIGIT", help="0-9, or 'all' for N of every digit")
+    parser.add_argument("digit", metavar="CLASS", help="a class index 0-9 or name (Fashion-MNIST: e.g. Sneaker, "
+                                                       "'Ankle boot'), or 'all' for N of every class")
     parser.add_argument("outdir", metavar="OUTDIR", help="output folder (created)")
     parser.add_argument("-n", "--n", type=int, default=16,
                         help="samples (per digit with 'all'); default 16 (under torchrun write -n: torchrun claims --n)")
+    add_dataset_argument(parser)
     add_sampler_arguments(parser)
     parser.set_defaults(handler=_run)
 
 
+def class_labels(spec: str, n: int, dataset: str) -> torch.Tensor:
+    """Labels for ``n`` samples of one class given by index or name, or of every class for ``"all"`` (04)."""
+    if str(spec).strip() == "all":
+        return digit_labels("all", n)
+    return digit_labels(class_index(spec, dataset), n)
+
+
 def _run(args: argparse.Namespace) -> int:
-    labels = digit_labels(args.digit, args.n)
+    digit_labels("all", args.n)  # validates n; the class is checked against the model's dataset below
     settings = settings_from_args(args)
     guidance = guidance_from_args(args)
     scale = guidance.validate_scale(args.guidance_scale)
     outdir = check_output_dir(args.outdir)
     with distributed(args.device) as (context, device):
         loaded = load_model(args.model, device, raw_weights=args.raw_weights)
+        dataset = model_dataset(args, loaded)
+        labels = class_labels(args.digit, args.n, dataset)
         check_guide_fits(guidance, loaded.model, loaded.diffusion)
         images = distributed_generate(loaded, labels, scale, settings, args.seed, args.batch_size, guidance, context)
         if not context.is_main:
             return 0
-        meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, digit=str(args.digit))
+        info = dataset_info(dataset)
+        meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, digit=str(args.digit),
+                           dataset=info.name, class_names=list(info.class_names))
         write_samples(outdir, images, labels, meta, nrow=args.n if str(args.digit) == "all" else min(args.n, 16))
     print(f"wrote {len(labels)} samples (s = {scale:g}, w = {w_from_s(scale):g}, {settings.sampler}, "
           f"{settings.resolved_steps()} steps, guidance {guidance!r}) to {outdir}")

@@ -13,6 +13,7 @@ from ..errors import UserInputError
 from ..plumbing import checkpoint as ckpt
 from ..plumbing import paths
 from ..plumbing.config import resolve_config
+from ..plumbing.data import DATASETS
 from ..workflows.train import train
 from .common import add_checkpoint_arguments
 
@@ -21,7 +22,7 @@ def register(subparsers) -> None:
     """Add the ``train`` and ``export`` commands."""
     parser = subparsers.add_parser(
         "train", help="train the class-conditional diffusion model (CFG label dropout, EMA)",
-        description="Train the CFG UNet on MNIST and write OUT.pt (state_dicts + config + metadata), "
+        description="Train the CFG UNet on MNIST (or --dataset fashion-mnist) and write OUT.pt (state_dicts + config + metadata), "
                     "atomically, every --checkpoint-every steps and at the end. Under "
                     "`torchrun --nproc_per_node N -m cfgutils train ...` it trains with DistributedDataParallel; "
                     "--batch-size is then the effective batch, split across the N processes.")
@@ -36,6 +37,8 @@ def register(subparsers) -> None:
     parser.add_argument("--lr", type=float, help="peak learning rate (train.lr)")
     parser.add_argument("--p-uncond", type=float, help="label dropout probability in [0, 1] (train.p_uncond)")
     parser.add_argument("--seed", type=int, help="seed of every random draw of the run (train.seed)")
+    parser.add_argument("--dataset", choices=list(DATASETS),
+                        help="training data: mnist (default) or fashion-mnist (train.dataset)")
     parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (train.checkpoint_every)")
     parser.add_argument("--stop-at", type=int, metavar="STEP",
                         help="stop after this step (checkpoint written) as if interrupted; resume later with -l")
@@ -65,7 +68,7 @@ def _run_cli(args: argparse.Namespace) -> int:
     if args.load:
         base = ckpt.load_checkpoint(args.load, ckpt.MODEL_KIND)["config"]
     overrides = {"train.steps": args.steps, "train.batch_size": args.batch_size, "train.lr": args.lr,
-                 "train.p_uncond": args.p_uncond, "train.seed": args.seed,
+                 "train.p_uncond": args.p_uncond, "train.seed": args.seed, "train.dataset": args.dataset,
                  "train.checkpoint_every": args.checkpoint_every}
     if base is not None and args.config is None and not args.opts:
         config = resolve_config(base=base, overrides=overrides)

@@ -28,6 +28,7 @@ from ..core.unet import ConditionalUNet, UNetConfig
 from ..errors import UserInputError
 from . import paths
 from .config import resolve_config
+from .data import dataset_info
 from .device import pick_device
 
 FORMAT_VERSION = 1
@@ -120,6 +121,11 @@ class LoadedModel:
     path: Path | None
     weights: str  # "ema" or "raw"
 
+    @property
+    def dataset(self) -> str:
+        """The dataset it was trained on (``train.dataset`` of its config; "mnist" for older files)."""
+        return self.config["train"]["dataset"]
+
 
 def load_model(path: str | Path, device: str | torch.device | None = "auto", raw_weights: bool = False) -> LoadedModel:
     """Load a CFG UNet checkpoint for sampling, EMA weights by default (04-cfg-sampling)."""
@@ -147,14 +153,18 @@ def export_for_sampling(source: str | Path, destination: str | Path) -> Path:
     return save_checkpoint(destination, MODEL_KIND, payload["config"], {"ema": payload["state"]["ema"]}, metadata)
 
 
-def find_model(preferred: str | Path | None = None) -> Path | None:
-    """The checkpoint 04-06 use: ``preferred`` if given (it must exist), else 03's output, else the shipped one."""
-    return _find(preferred, (paths.TRAINED_MODEL, paths.PRETRAINED_MODEL))
+def find_model(preferred: str | Path | None = None, dataset: str = "mnist") -> Path | None:
+    """The checkpoint 04-06 use: ``preferred`` if given (it must exist), else 03's output, else the shipped one.
+
+    For Fashion-MNIST both live in a ``fashion-mnist/`` subfolder (``data/pretrained/fashion-mnist/cfg-unet.pt``).
+    """
+    return _find(preferred, tuple(paths.for_dataset(p, dataset) for p in (paths.TRAINED_MODEL, paths.PRETRAINED_MODEL)))
 
 
-def find_classifier(preferred: str | Path | None = None) -> Path | None:
+def find_classifier(preferred: str | Path | None = None, dataset: str = "mnist") -> Path | None:
     """The classifier 05-06 use: ``preferred`` if given (it must exist), else a trained one, else the shipped one."""
-    return _find(preferred, (paths.TRAINED_CLASSIFIER, paths.PRETRAINED_CLASSIFIER))
+    return _find(preferred, tuple(paths.for_dataset(p, dataset)
+                                  for p in (paths.TRAINED_CLASSIFIER, paths.PRETRAINED_CLASSIFIER)))
 
 
 def load_guidance(name: str = "cfg", device: str | torch.device | None = "auto", guide_model: str | Path | None = None,
@@ -183,6 +193,22 @@ def check_guide_fits(guidance: Guidance, model, diffusion: GaussianDiffusion | N
         raise UserInputError("the guide model was trained with another noise schedule than the sampled model "
                              f"({guide_diffusion.config.schedule}, T = {guide_diffusion.timesteps} against "
                              f"{diffusion.config.schedule}, T = {diffusion.timesteps})")
+
+
+def check_dataset(what: str, trained_on: str, num_classes: int, class_names, dataset: str) -> None:
+    """Refuse a model or classifier trained on another dataset than ``dataset``, naming both (04, 05)."""
+    info = dataset_info(dataset)
+    if num_classes != info.num_classes:
+        raise UserInputError(f"{what} has {num_classes} classes, {info.title} {info.num_classes}")
+    if trained_on != info.name or (class_names is not None and tuple(class_names) != info.class_names):
+        raise UserInputError(f"{what} was trained on {dataset_info(trained_on).title}, not {info.title}: "
+                             f"pass --dataset {trained_on} or a {info.title} checkpoint")
+
+
+def check_model_dataset(loaded: LoadedModel, dataset: str) -> None:
+    """Refuse to sample ``dataset`` with a diffusion model trained on another one (04-cfg-sampling)."""
+    check_dataset(f"model {loaded.path}", loaded.dataset, loaded.model.config.num_classes,
+                  loaded.metadata.get("class_names"), dataset)
 
 
 def _find(preferred: str | Path | None, candidates: tuple[Path, ...]) -> Path | None:

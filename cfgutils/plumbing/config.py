@@ -16,6 +16,7 @@ import yaml
 from ..core.diffusion import DiffusionConfig
 from ..core.unet import UNetConfig
 from ..errors import UserInputError, config_from_dict, finite_number, one_of, positive_int
+from .data import dataset_info
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 LR_SCHEDULES = ("constant", "cosine", "linear")
@@ -37,6 +38,7 @@ class TrainConfig:
     p_uncond: float = 0.1  # probability that a label is replaced by the null label
     ema_decay: float = 0.999  # EMA decay after warm-up; decay at step k is min(ema_decay, (1+k)/(10+k))
     seed: int = 0
+    dataset: str = "mnist"  # the training data: mnist or fashion-mnist (cfgutils.plumbing.data.DATASETS)
     checkpoint_every: int = 500  # steps between checkpoints (and one at the end)
     log_every: int = 25  # steps between log rows
     previews: int = 4  # preview grids at evenly spaced points of the run (0 = none)
@@ -49,6 +51,7 @@ class TrainConfig:
             raise UserInputError(f"lr must be a positive finite number, got {self.lr!r}")
         finite_number(self.p_uncond, "p_uncond", 0.0, 1.0)
         one_of(self.lr_schedule, LR_SCHEDULES, "lr schedule")
+        dataset_info(self.dataset)
         if not 0.0 <= finite_number(self.ema_decay, "ema_decay") < 1.0:
             raise UserInputError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         for name in ("checkpoint_every", "log_every"):

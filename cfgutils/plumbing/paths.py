@@ -30,9 +30,16 @@ TRAINED_CLASSIFIER = DATA_DIR / "models" / "classifier.pt"
 #: The committed checkpoints that 04/05 fall back to.
 PRETRAINED_MODEL = PRETRAINED_DIR / "cfg-unet.pt"
 PRETRAINED_CLASSIFIER = PRETRAINED_DIR / "classifier.pt"
+#: Fashion-MNIST's trained and shipped checkpoints have the same names, one folder down.
+FASHION_SUBFOLDER = "fashion-mnist"
 #: The weaker model autoguidance guides with (notebook 08), and the model trained without label dropout.
 PRETRAINED_GUIDE = PRETRAINED_DIR / "autoguide.pt"
 PRETRAINED_NO_DROPOUT = PRETRAINED_DIR / "no-dropout.pt"
+
+
+def for_dataset(path: Path, dataset: str) -> Path:
+    """``path`` for MNIST; the same file name in a ``fashion-mnist/`` subfolder for Fashion-MNIST (05)."""
+    return path if dataset == "mnist" else path.parent / dataset / path.name
 
 
 def figure_path(name: str, figures_dir: str | Path | None = None) -> Path:

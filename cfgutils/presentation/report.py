@@ -161,7 +161,7 @@ def _triple(values, digits: int = 3) -> str:
 
 def conclusion_lines(found: dict) -> list[str]:
     """The sentences of :func:`conclusions`, one Markdown bullet each (05-classifier-eval)."""
-    lines = [f"- {_ranked_sentence(found['accuracy'], 'Accuracy', 'highest', 3)} Real test digits: "
+    lines = [f"- {_ranked_sentence(found['accuracy'], 'Accuracy', 'highest', 3)} Real test images: "
              f"{_triple(found['real_accuracy'])}"
              + (f"; without guidance (s = 0): {_triple(found['unconditional_accuracy'])}."
                 if found["unconditional_accuracy"] else ".")]

@@ -27,7 +27,7 @@ from ..errors import UserInputError
 from ..plumbing import paths
 from ..plumbing.checkpoint import MODEL_KIND, load_checkpoint, load_model
 from ..plumbing.config import resolve_config
-from ..plumbing.data import load_mnist
+from ..plumbing.data import load_dataset
 from .classifier import LoadedClassifier
 from .experiments import build_reference_for, guidance_sweep, scale_summaries, training_neighbours_for
 from .train import load_or_train
@@ -103,7 +103,13 @@ def select(rungs: list[Rung], names) -> list[Rung]:
 
 
 def checkpoint_name(config: dict) -> str:
-    """A file name that identifies a training config: the same config finds the same checkpoint."""
+    """A file name that identifies a training config: the same config finds the same checkpoint.
+
+    An MNIST config is hashed without its ``train.dataset`` key, so it keeps the name it had before the
+    dataset became a setting.
+    """
+    if config.get("train", {}).get("dataset", "mnist") == "mnist":
+        config = {**config, "train": {k: v for k, v in config["train"].items() if k != "dataset"}}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
     return f"model-{digest}.pt"
 
@@ -121,7 +127,7 @@ def stage_pretrained(rungs: list[Rung], models_dir: Path, shipped=(PRETRAINED_RE
         if not path.is_file():
             continue
         config = load_checkpoint(path, MODEL_KIND)["config"]
-        matching = [rung.name for rung in rungs if rung.config() == config]
+        matching = [rung.name for rung in rungs if rung.config() == resolve_config(base=config)]
         target = Path(models_dir) / checkpoint_name(config)
         if matching and not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -132,8 +138,8 @@ def stage_pretrained(rungs: list[Rung], models_dir: Path, shipped=(PRETRAINED_RE
 
 def run_study(rungs: list[Rung], classifier: LoadedClassifier, weights, models_dir: Path, n_per_class: int = 10,
               seeds=(0, 1, 2), train_steps: int | None = None, max_sampler_steps: int | None = None,
-              device: str = "auto", progress: bool = True, clip_arms=None, ddpm_n_per_class: int | None = None
-              ) -> tuple[list[dict], dict]:
+              device: str = "auto", progress: bool = True, clip_arms=None, ddpm_n_per_class: int | None = None,
+              dataset: str = "mnist") -> tuple[list[dict], dict]:
     """Train (or reuse) and score every rung at every weight and seed; returns (rows, extras).
 
     ``clip_arms=(False, True)`` samples every rung without and with x0 clipping (None: as the rung says).
@@ -141,13 +147,15 @@ def run_study(rungs: list[Rung], classifier: LoadedClassifier, weights, models_d
     Rows: one per (rung, clipping, w) with every metric and its 95% interval (:func:`scale_summaries`), the
     real-data floor's Frechet distance at the same sample count, and the wall times. Extras: per configuration,
     the samples of the first seed at each weight (for strips) and whether its model was trained here.
+    ``dataset`` trains and scores every rung on that dataset (mnist or fashion-mnist).
     """
-    test = load_mnist("test")
+    test = load_dataset(dataset, "test")
     reference = build_reference_for(classifier, test)
     neighbours = training_neighbours_for(classifier, test, reference)
     rows, extras = [], {}
     for rung in rungs:
         config = rung.config(train_steps)
+        config = {**config, "train": {**config["train"], "dataset": dataset}}
         start = time.perf_counter()
         loaded, trained = load_or_train(models_dir / checkpoint_name(config), config, device, progress=progress)
         train_seconds = loaded.metadata.get("wall_time_s", time.perf_counter() - start)

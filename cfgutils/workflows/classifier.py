@@ -27,7 +27,7 @@ from ..core.seeding import batch_indices
 from ..core.unet import count_parameters
 from ..errors import UserInputError, config_from_dict, finite_number, positive_int
 from ..plumbing import checkpoint as ckpt
-from ..plumbing.data import MnistSplit
+from ..plumbing.data import ImageSplit, dataset_info
 from ..plumbing.device import pick_device
 from .optim import make_optimizer, scheduled_lr, set_learning_rate
 from .runlog import RunLogger
@@ -106,6 +106,7 @@ class ClassifierTrainConfig:
     lr: float = 2e-3  # peak AdamW learning rate
     seed: int = 0
     augment: bool = True  # random rotation, scale, shear and shift of every training image
+    dataset: str = "mnist"  # the training data: mnist or fashion-mnist (cfgutils.plumbing.data.DATASETS)
     warmup_steps: int = 50  # linear warm-up from lr / warmup_steps to lr
     lr_decay_steps: int = 1000  # after warm-up the lr shrinks 10x every lr_decay_steps steps (never depends on `steps`)
     weight_decay: float = 1e-4  # AdamW decoupled weight decay
@@ -121,6 +122,7 @@ class ClassifierTrainConfig:
         if finite_number(self.lr, "lr") <= 0:
             raise UserInputError(f"lr must be a positive finite number, got {self.lr!r}")
         finite_number(self.weight_decay, "weight decay", low=0.0)
+        dataset_info(self.dataset)
 
 
 def classifier_learning_rate(step: int, config: ClassifierTrainConfig) -> float:
@@ -165,9 +167,9 @@ class TrainedClassifier:
     test_source: str | None = None
 
 
-def _check_split(split: MnistSplit, what: str) -> None:
-    if not isinstance(split, MnistSplit):
-        raise UserInputError(f"{what} must be an MnistSplit (see cfgutils.data.load_mnist), "
+def _check_split(split: ImageSplit, what: str) -> None:
+    if not isinstance(split, ImageSplit):
+        raise UserInputError(f"{what} must be an ImageSplit (see cfgutils.plumbing.data.load_dataset), "
                              f"got {type(split).__name__}")
     if len(split) == 0:
         raise UserInputError(f"{what} is empty")
@@ -185,11 +187,11 @@ def classifier_step(model: MnistClassifier, optimizer: torch.optim.Optimizer, im
     return float(loss.detach()), float((logits.detach().argmax(1) == labels).float().mean())
 
 
-def train_classifier(train: MnistSplit, steps: int = ClassifierTrainConfig.steps,
+def train_classifier(train: ImageSplit, steps: int = ClassifierTrainConfig.steps,
                      batch_size: int = ClassifierTrainConfig.batch_size, lr: float = ClassifierTrainConfig.lr,
                      seed: int = 0, device: str | torch.device | None = "auto", augment: bool = True,
                      resume_from: str | Path | None = None, progress: bool = True,
-                     eval_split: MnistSplit | None = None, model_config: ClassifierConfig | dict | None = None
+                     eval_split: ImageSplit | None = None, model_config: ClassifierConfig | dict | None = None
                      ) -> TrainedClassifier:
     """Train :class:`MnistClassifier` with AdamW and augmentation, deterministically, resumably (05-classifier-eval).
 
@@ -199,10 +201,12 @@ def train_classifier(train: MnistSplit, steps: int = ClassifierTrainConfig.steps
     """
     payload = ckpt.load_checkpoint(resume_from, KIND) if resume_from is not None else None
     settings, model_config = classifier_settings(payload, model_config, steps=steps, batch_size=batch_size, lr=lr,
-                                                 seed=seed, augment=bool(augment))
+                                                 seed=seed, augment=bool(augment), dataset=train.dataset)
     for split, what in ((train, "the training split"), (eval_split, "the evaluation split")):
         if split is not None:
             _check_split(split, what)
+    if eval_split is not None and eval_split.dataset != train.dataset:
+        raise UserInputError(f"the evaluation split is {eval_split.dataset}, the training split {train.dataset}")
     if settings.batch_size > len(train):
         raise UserInputError(f"batch size {settings.batch_size} exceeds the {len(train)} training images")
     device = device if isinstance(device, torch.device) else pick_device(device)
@@ -230,6 +234,9 @@ def classifier_settings(payload: dict | None, model_config, **chosen) -> tuple[C
         stored = payload["config"].get("train", {})
         settings.update({k: v for k, v in stored.items() if k in settings})
         model_config = payload["config"].get("model", {})
+        if "dataset" in chosen and chosen["dataset"] != settings["dataset"]:
+            raise UserInputError(f"the checkpoint was trained on {settings['dataset']}; it cannot continue on "
+                                 f"{chosen['dataset']}")
     settings.update(chosen)
     train_config = ClassifierTrainConfig(**settings)
     train_config.validate()
@@ -273,7 +280,9 @@ def save_classifier(path: str | Path, result: TrainedClassifier, **extra_metadat
     extra = {"wall_time_s": round(result.wall_time_s, 2), "parameters": count_parameters(result.model)}
     if result.test_accuracy is not None:
         extra.update(test_accuracy=float(result.test_accuracy), test_source=result.test_source)
-    metadata = ckpt.base_metadata(result.data_source, result.step, **extra, **extra_metadata)
+    info = dataset_info(result.config["train"].get("dataset", "mnist"))
+    metadata = ckpt.base_metadata(result.data_source, result.step, dataset=info.name,
+                                  class_names=list(info.class_names), **extra, **extra_metadata)
     return ckpt.save_checkpoint(path, KIND, result.config, state, metadata)
 
 
@@ -285,6 +294,11 @@ class LoadedClassifier:
     config: dict
     metadata: dict
     path: Path
+
+    @property
+    def dataset(self) -> str:
+        """The dataset it was trained on ("mnist" for files from before datasets were a setting)."""
+        return self.config.get("train", {}).get("dataset", "mnist")
 
 
 def load_classifier(path: str | Path, device: str | torch.device | None = "auto") -> LoadedClassifier:
@@ -344,7 +358,7 @@ def extract_features(model: MnistClassifier, images: torch.Tensor, batch_size: i
     return torch.cat(out) if out else torch.empty(0, model.config.feature_dim)
 
 
-def accuracy(model: MnistClassifier, split: MnistSplit, batch_size: int = 500) -> float:
+def accuracy(model: MnistClassifier, split: ImageSplit, batch_size: int = 500) -> float:
     """Fraction of ``split`` the model labels correctly (05-classifier-eval)."""
     _check_split(split, "the split")
     logits, _ = predict_logits_and_features(model, split.images, batch_size)

@@ -25,10 +25,10 @@ import torch
 from ..core.guidance import Guidance, OvershootMeter, check_scale, w_from_s
 from ..core.samplers import SamplerSettings, digit_labels, generate
 from ..errors import UserInputError
-from ..plumbing.checkpoint import LoadedModel
-from ..plumbing.data import load_mnist, to_uint8
+from ..plumbing.checkpoint import LoadedModel, check_dataset
+from ..plumbing.data import load_dataset, to_uint8
 from . import evaluation
-from .classifier import LoadedClassifier
+from .classifier import NUM_CLASSES, LoadedClassifier
 
 #: the reference study's grid of w, plus the unconditional model (s = 0)
 REFERENCE_WEIGHTS = (0, .25, .5, .75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 3.5, 4, 5, 7.5, 10, 15, 20)
@@ -96,6 +96,7 @@ class SweepResult:
     floor_rows: list[dict] = field(default_factory=list)  # the floor, one row per seed
     closest: dict[float, dict] = field(default_factory=dict)  # scale -> evaluation.closest_pairs of the first seed
     training_source: str = ""  # the digits the near-copy check compares with
+    dataset: str = "mnist"  # what was sampled and scored: mnist or fashion-mnist
 
 
 def check_sweep_arguments(scales, n_per_class: int, seeds) -> tuple[list[float], list[int]]:
@@ -126,11 +127,14 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
     settings = (settings or SamplerSettings()).validate()
     guidance = OvershootMeter(guidance or Guidance())
     start = time.perf_counter()
-    real_split = real_split if real_split is not None else load_mnist("test")
+    check_same_dataset(loaded, classifier)
+    real_split = real_split if real_split is not None else load_dataset(loaded.dataset, "test")
     reference = reference if reference is not None else build_reference_for(classifier, real_split)
-    neighbours = neighbours if neighbours is not None else training_neighbours_for(classifier, real_split, reference)
+    neighbours = neighbours if neighbours is not None else training_neighbours_for(
+        classifier, real_split, reference, load_dataset(real_split.dataset, "train"))
     labels = digit_labels("all", n_per_class)
-    result = SweepResult([], {}, reference_source=reference.source, training_source=neighbours.source)
+    result = SweepResult([], {}, reference_source=reference.source, training_source=neighbours.source,
+                         dataset=loaded.dataset)
     jobs = [(scale, seed) for scale in scales for seed in seeds]
     iterator = jobs
     if progress:
@@ -158,6 +162,13 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
     return result
 
 
+def check_same_dataset(loaded: LoadedModel, classifier: LoadedClassifier) -> str:
+    """The dataset of a diffusion model and a classifier, refusing a pair trained on different datasets (05)."""
+    check_dataset(f"classifier {classifier.path}", classifier.dataset, NUM_CLASSES,
+                  classifier.metadata.get("class_names"), loaded.dataset)
+    return loaded.dataset
+
+
 def scale_summaries(result: SweepResult) -> list[dict]:
     """One summary per scale, sorted by s: every metric over the seeds with its 95% interval, and s and w (05)."""
     scales = sorted({row["s"] for row in result.rows})
@@ -174,7 +185,7 @@ def build_reference_for(classifier: LoadedClassifier, real_split) -> evaluation.
 def training_neighbours_for(classifier: LoadedClassifier, real_split, reference: evaluation.RealReference,
                             training_split=None) -> evaluation.TrainingNeighbours:
     """The training digits (default: the train split) and near-copy thresholds set by the reference's real digits."""
-    training_split = training_split if training_split is not None else load_mnist("train")
+    training_split = training_split if training_split is not None else load_dataset(real_split.dataset, "train")
     return evaluation.build_training_neighbours(classifier.model, training_split, real_split.images[reference.indices])
 
 

