@@ -278,10 +278,11 @@ def test_notebooks_cli_dataset_runs_only_notebooks_that_take_one(tmp_path):
     from cfgutils.errors import UserInputError
     from cfgutils.workflows.notebooks import preset_notebooks, run_series, takes_dataset
 
-    assert [n for n in available_notebooks() if takes_dataset(n)] == ["05-classifier-eval", "06-guidance-variants"]
+    assert [n for n in available_notebooks() if takes_dataset(n)] == [
+        "01-data", "03-train", "04-cfg-sampling", "05-classifier-eval", "06-guidance-variants"]
     assert preset_notebooks("fashion") == ["05-classifier-eval", "06-guidance-variants"]
-    with pytest.raises(UserInputError, match="01-data take no dataset parameter"):
-        run_series(["01-data"], tmp_path, "ci", dataset="fashion-mnist")
+    with pytest.raises(UserInputError, match="02-unet take no dataset parameter"):
+        run_series(["02-unet"], tmp_path, "ci", dataset="fashion-mnist")
     with pytest.raises(UserInputError, match="unknown dataset"):
         run_series(["05-classifier-eval"], tmp_path, "ci", dataset="cifar10")
     assert not any(tmp_path.iterdir())  # refused before anything ran

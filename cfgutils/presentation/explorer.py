@@ -21,7 +21,7 @@ from ..core.guidance import Guidance, check_scale, w_from_s
 from ..core.samplers import DEFAULT_STEPS, SAMPLERS, SamplerSettings, digit_labels, generate
 from ..errors import UserInputError
 from ..plumbing.checkpoint import LoadedModel, find_model, load_model
-from ..plumbing.data import to_uint8
+from ..plumbing.data import dataset_info, to_uint8
 from .plots import image_grid
 
 #: the slider's discrete scales s (w = s - 1): unconditional, conditional, then guided up to w = 20
@@ -121,7 +121,9 @@ class GuidanceExplorer:
         start_scale = 3.0 if 3.0 in self.scales else self.scales[len(self.scales) // 2]
         slider = widgets.SelectionSlider(options=options, value=start_scale, description="guidance",
                                          continuous_update=True, layout=widgets.Layout(width="520px"))
-        digit_box = widgets.Dropdown(options=list(range(10)), value=initial.digit, description="digit")
+        info = dataset_info(self.loaded.dataset)  # MNIST: "0".."9"; Fashion-MNIST: "T-shirt/top".."Ankle boot"
+        digit_box = widgets.Dropdown(options=[(name, i) for i, name in enumerate(info.class_names)],
+                                     value=initial.digit, description="digit" if info.name == "mnist" else "class")
         sampler_box = widgets.Dropdown(options=list(SAMPLERS), value=initial.sampler, description="sampler")
         steps_box = widgets.BoundedIntText(value=initial.steps, min=1, max=1000, description="steps",
                                            continuous_update=False)
