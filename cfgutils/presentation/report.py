@@ -59,15 +59,17 @@ TABLE_METRICS = {"accuracy": 3, "frechet_distance": 1, "precision": 3, "recall":
 
 
 def results_table(result: SweepResult) -> pd.DataFrame:
-    """The headline table: w, s, each metric with its 95% interval, the reference study's accuracy (05)."""
+    """The headline table: w, s, each metric with its 95% interval, the reference study's accuracy (MNIST) (05)."""
     frame = sweep_frame(result)
+    mnist = getattr(result, "dataset", "mnist") == "mnist"  # the reference study measured MNIST only
+    reference = ({"reference accuracy": ""} if mnist else {})
     records = [{"w": f"{row['w']:g}", "s": f"{row['s']:g}",
-                "reference accuracy": "" if reference_accuracy(row["w"]) is None
-                else f"{reference_accuracy(row['w']):.3f}",
+                **({"reference accuracy": "" if reference_accuracy(row["w"]) is None
+                    else f"{reference_accuracy(row['w']):.3f}"} if mnist else {}),
                 **{METRIC_LABELS.get(m, m): with_interval(row, m, d) for m, d in TABLE_METRICS.items() if m in row}}
                for _, row in frame.iterrows()]
     floor = result.floor
-    records.append({"w": "real", "s": "data", "reference accuracy": "",
+    records.append({"w": "real", "s": "data", **reference,
                     **{METRIC_LABELS.get(m, m): with_interval(floor, m, d) for m, d in TABLE_METRICS.items()
                        if m in floor}})
     return pd.DataFrame(records, index=[f"w={r['w']}" for r in records[:-1]] + ["real data"])
