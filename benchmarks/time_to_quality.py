@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from cfgutils.core.samplers import SamplerSettings, digit_labels, generate
-from cfgutils.plumbing.checkpoint import find_classifier, load_model
+from cfgutils.plumbing.checkpoint import check_dataset, find_classifier, load_model
 from cfgutils.plumbing.config import resolve_config
 from cfgutils.plumbing.data import DATASETS, load_dataset
 from cfgutils.workflows import metrics
@@ -33,13 +33,16 @@ def main() -> None:
     parser.add_argument("--n-per-class", type=int, default=30, help="samples per digit at each point")
     parser.add_argument("--classifier", default=None, help="classifier checkpoint (default: shipped)")
     parser.add_argument("--csv", default=None, help="also write the table to this CSV file")
-    parser.add_argument("--dataset", default="mnist", choices=list(DATASETS), help="training data (train.dataset)")
+    parser.add_argument("--dataset", default="mnist", choices=list(DATASETS),
+                        help="training data (sets train.dataset, over --opts)")
     parser.add_argument("--keep", default=None, metavar="OUT.pt", help="write the trained checkpoint here")
     parser.add_argument("--opts", nargs="+", default=[], metavar="K V",
                         help="config overrides, as for `python -m cfgutils train` (e.g. train.steps 1000)")
     args = parser.parse_args()
 
     classifier = load_classifier(find_classifier(args.classifier, args.dataset), "cpu")
+    check_dataset(f"classifier {classifier.path}", classifier.dataset, 10, classifier.metadata.get("class_names"),
+                  args.dataset)
     config = resolve_config(args.preset, args.opts, {"train.dataset": args.dataset})
     total = config["train"]["steps"]
     stops = sorted({round(total * (i + 1) / args.points) for i in range(args.points)})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,3 +180,43 @@ def test_shipped_fashion_checkpoints_say_what_they_are():
     assert classifier.metadata["test_accuracy"] >= 0.90 and "Fashion-MNIST official test" in \
         classifier.metadata["test_source"]
     assert ckpt.find_model(None, "fashion-mnist").parent.name == "fashion-mnist"
+
+
+@pytest.mark.parametrize("value", [["mnist"], 3])
+def test_dataset_names_that_are_not_strings_are_one_line_errors(value):
+    with pytest.raises(DataError, match="unknown dataset"):
+        dataset_info(value)
+    with pytest.raises(UserInputError, match="unknown dataset"):
+        resolve_config(overrides={"train.dataset": value})
+
+
+@needs_package
+def test_a_failed_download_leaves_the_data_folder_as_it_was(tmp_path, monkeypatch):
+    """The first file downloads and verifies, the second fails: nothing may land in data/FashionMNIST/raw/."""
+    import torchvision.datasets.utils as tv_utils
+
+    calls = []
+
+    def fake_download(url, root, filename, md5=None):
+        calls.append(filename)
+        if "images" not in filename:
+            raise OSError("network unreachable")
+        (Path(root) / filename).write_bytes((SYSTEM_DIR / filename).read_bytes())  # the real, verifiable file
+
+    monkeypatch.delenv("CFGUTILS_OFFLINE", raising=False)
+    monkeypatch.setattr(tv_utils, "download_url", fake_download)
+    monkeypatch.setattr(data, "FASHION_SYSTEM_DIRS", (tmp_path / "no-such-package",))
+    with pytest.raises(DataError, match="could not be downloaded"):
+        load_dataset("fashion-mnist", "test", root=tmp_path)
+    assert calls and any("labels" in name for name in calls)
+    raw = tmp_path / "FashionMNIST" / "raw"
+    assert not raw.exists() or not any(raw.iterdir())
+
+
+@needs_package
+def test_autoguidance_refuses_a_guide_of_another_dataset(tmp_path):
+    result = cli("sample", paths.for_dataset(paths.PRETRAINED_MODEL, "fashion-mnist"), "Bag", tmp_path / "out",
+                 "--guidance", "autoguidance", "--steps", "2", "--n", "1")
+    assert result.returncode == 2 and "the guide model" in result.stderr
+    assert "was trained on MNIST, not Fashion-MNIST: pass --guide-model" in result.stderr
+    assert not (tmp_path / "out").exists()

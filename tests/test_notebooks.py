@@ -286,3 +286,22 @@ def test_notebooks_cli_dataset_runs_only_notebooks_that_take_one(tmp_path):
     with pytest.raises(UserInputError, match="unknown dataset"):
         run_series(["05-classifier-eval"], tmp_path, "ci", dataset="cifar10")
     assert not any(tmp_path.iterdir())  # refused before anything ran
+
+
+def test_01_and_04_on_fashion_mnist(tmp_path):
+    """01 and 04 with ``dataset: fashion-mnist`` on their CI parameters: Fashion-MNIST's splits and class names,
+    the shipped Fashion-MNIST model on the slider, figures under their own names."""
+    from test_fashion_mnist import FASHION_NAMES, package_installed
+
+    if not package_installed():
+        pytest.skip("the Debian package dataset-fashion-mnist is not installed")
+    _, data = run_and_load("01-data", tmp_path, dataset="fashion-mnist")
+    assert data["dataset"] == "fashion-mnist" and data["class_names"] == list(FASHION_NAMES)
+    assert {split: recorded["class_counts"] for split, recorded in data["splits"].items()} == {
+        "train": [6000] * 10, "test": [1000] * 10}
+    assert all("Fashion-MNIST official" in recorded["source"] for recorded in data["splits"].values())
+    assert_figures(data, tmp_path / "figures", {"01-data-fashion-mnist-examples.png"})
+    _, sampling = run_and_load("04-cfg-sampling", tmp_path, dataset="fashion-mnist", slider_digit="Sneaker")
+    assert sampling["dataset"] == "fashion-mnist" and sampling["slider_digit"] == 7
+    assert "fashion-mnist" in sampling["checkpoint"] and "autoguidance" not in sampling["slider_variants"]
+    assert_figures(sampling, tmp_path / "figures", {"04-cfg-sampling-fashion-mnist-slider.png"})

@@ -106,7 +106,7 @@ def _run_digit_control(args: argparse.Namespace) -> int:
     outdir = check_output_dir(args.outdir)
     loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
     dataset = model_dataset(args, loaded)
-    check_guide_fits(guidance, loaded.model, loaded.diffusion)
+    check_guide_fits(guidance, loaded.model, loaded.diffusion, dataset)
     images = generate(loaded.model, loaded.diffusion, labels, scale, settings, args.seed, args.batch_size,
                       guidance, progress=True).cpu()
     meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, experiment="digit-control",
@@ -131,7 +131,7 @@ def _run_guidance(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
     dataset = model_dataset(args, loaded)
     digit = class_index(args.digit, dataset)
-    check_guide_fits(guidance, loaded.model, loaded.diffusion)
+    check_guide_fits(guidance, loaded.model, loaded.diffusion, dataset)
     images = scale_sweep_one_digit(loaded, digit, scales, args.n, settings, args.seed, guidance)
     outdir.mkdir(parents=True, exist_ok=True)
     info = dataset_info(dataset)
@@ -196,7 +196,7 @@ def _run_classifier_experiment(args: argparse.Namespace) -> int:
     outdir = check_output_dir(args.outdir)
     loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
     dataset = model_dataset(args, loaded)
-    check_guide_fits(guidance, loaded.model, loaded.diffusion)
+    check_guide_fits(guidance, loaded.model, loaded.diffusion, dataset)
     classifier = load_classifier(args.classifier, args.device)
     check_same_dataset(loaded, classifier)
     result = guidance_sweep(loaded, classifier, scales, args.n_per_class, settings, seeds,
@@ -218,8 +218,8 @@ def _run_classifier_experiment(args: argparse.Namespace) -> int:
 
 TUNE_DESCRIPTION = ("Choose guidance-rule parameters on validation data: sample every setting of each rule's grid "
                     "(cfgutils.workflows.tuning.TUNING_GRIDS) with validation seeds that no reported table uses, "
-                    "score it against real digits from MNIST's training split (the validation split, never the "
-                    "test split), and pick per rule the lowest mean Frechet distance over w = 5, 10, 20 among "
+                    "score it against real images from the training split of the model's dataset (the validation split, "
+                    "never the test split), and pick per rule the lowest mean Frechet distance over w = 5, 10, 20 among "
                     "settings with validation accuracy >= 95%% at w = 10. Writes tuning.csv, choice.csv and "
                     "choice.json.")
 
@@ -339,16 +339,18 @@ def _run_study(args: argparse.Namespace) -> int:
                              dataset=args.dataset)
     outdir.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(outdir / "results.csv", index=False)
-    figures = {"accuracy.png": plots.plot_study(rows, "accuracy", reference_curve=args.study == "collapse"),
+    names = list(dataset_info(args.dataset).class_names)
+    figures = {"accuracy.png": plots.plot_study(rows, "accuracy",
+                                                reference_curve=args.study == "collapse" and args.dataset == "mnist"),
                "frechet.png": plots.plot_study(rows, "frechet_distance"),
                "x0_outside.png": plots.plot_study(rows, "x0_outside"),
-               "strips.png": plots.plot_study_strips(extras, 10.0 if 10.0 in weights else max(weights))}
-    figures.update({"no-dropout.png": plots.plot_unguidable(extra["unguidable"]) for extra in extras.values()
+               "strips.png": plots.plot_study_strips(extras, 10.0 if 10.0 in weights else max(weights), names)}
+    figures.update({"no-dropout.png": plots.plot_unguidable(extra["unguidable"], names) for extra in extras.values()
                     if "unguidable" in extra})
     for file_name, fig in figures.items():
         fig.savefig(outdir / file_name, dpi=plots.DPI, bbox_inches="tight", metadata={"Software": None})
         plt.close(fig)
-    (outdir / "table.md").write_text(study_markdown(args.study, rows) + "\n")
+    (outdir / "table.md").write_text(study_markdown(args.study, rows, args.dataset) + "\n")
     meta = {"study": args.study, "dataset": args.dataset, "classifier": str(args.classifier), "weights_w": weights, "seeds": args.seeds,
             "n_per_class": args.n_per_class, "ddpm_n_per_class": ddpm_n, "train_steps": args.train_steps,
             "max_sampler_steps": args.max_sampler_steps, "rungs": [r.name for r in rungs],
@@ -356,6 +358,6 @@ def _run_study(args: argparse.Namespace) -> int:
             "training_data": sorted({extra["training_data"] for extra in extras.values()}),
             "reference_data": load_dataset(args.dataset, "test").source, "wall_time_s": round(time.perf_counter() - start, 1)}
     (outdir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    print(study_markdown(args.study, rows))
+    print(study_markdown(args.study, rows, args.dataset))
     print(f"wrote results.csv, table.md, figures and meta.json to {outdir}")
     return 0

@@ -64,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         loaded = load_model(args.model, device, raw_weights=args.raw_weights)
         dataset = model_dataset(args, loaded)
         labels = class_labels(args.digit, args.n, dataset)
-        check_guide_fits(guidance, loaded.model, loaded.diffusion)
+        check_guide_fits(guidance, loaded.model, loaded.diffusion, dataset)
         images = distributed_generate(loaded, labels, scale, settings, args.seed, args.batch_size, guidance, context)
         if not context.is_main:
             return 0

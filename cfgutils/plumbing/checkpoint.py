@@ -176,15 +176,23 @@ def load_guidance(name: str = "cfg", device: str | torch.device | None = "auto",
         return make_guidance(name, **parameters)
     path = Path(guide_model) if guide_model is not None else paths.PRETRAINED_GUIDE
     guide = load_model(path, device)  # a missing or damaged file is a one-line CheckpointError
-    return make_guidance(name, guide_model=guide.model, guide_diffusion=guide.diffusion, guide_name=str(path),
-                         **parameters)
+    guidance = make_guidance(name, guide_model=guide.model, guide_diffusion=guide.diffusion, guide_name=str(path),
+                             **parameters)
+    guidance.guide_dataset = guide.dataset  # check_guide_fits refuses a guide of another dataset
+    return guidance
 
 
-def check_guide_fits(guidance: Guidance, model, diffusion: GaussianDiffusion | None = None) -> None:
-    """Refuse a guide network whose classes or noise schedule differ from the sampled model's (autoguidance) (08)."""
+def check_guide_fits(guidance: Guidance, model, diffusion: GaussianDiffusion | None = None,
+                     dataset: str | None = None) -> None:
+    """Refuse a guide network whose classes, noise schedule or dataset differ from the sampled model's (08)."""
     if guidance.guide is None:
         return
     guide, guide_diffusion = guidance.guide
+    guide_dataset = getattr(guidance, "guide_dataset", None)
+    if dataset is not None and guide_dataset is not None:
+        check_dataset(f"the guide model {getattr(guidance, 'guide_name', '')}".rstrip(), guide_dataset,
+                      guide.config.num_classes, None, dataset,
+                      hint=f"pass --guide-model with a {dataset_info(dataset).title} model (none is shipped)")
     if guide.config.num_classes != model.config.num_classes:
         raise UserInputError(f"the guide model has {guide.config.num_classes} classes, the sampled "
                              f"model {model.config.num_classes}")
@@ -195,20 +203,23 @@ def check_guide_fits(guidance: Guidance, model, diffusion: GaussianDiffusion | N
                              f"{diffusion.config.schedule}, T = {diffusion.timesteps})")
 
 
-def check_dataset(what: str, trained_on: str, num_classes: int, class_names, dataset: str) -> None:
+def check_dataset(what: str, trained_on: str, num_classes: int, class_names, dataset: str,
+                  hint: str | None = None) -> None:
     """Refuse a model or classifier trained on another dataset than ``dataset``, naming both (04, 05)."""
     info = dataset_info(dataset)
     if num_classes != info.num_classes:
         raise UserInputError(f"{what} has {num_classes} classes, {info.title} {info.num_classes}")
     if trained_on != info.name or (class_names is not None and tuple(class_names) != info.class_names):
         raise UserInputError(f"{what} was trained on {dataset_info(trained_on).title}, not {info.title}: "
-                             f"pass --dataset {trained_on} or a {info.title} checkpoint")
+                             + (hint or f"use a {info.title} one"))
 
 
 def check_model_dataset(loaded: LoadedModel, dataset: str) -> None:
     """Refuse to sample ``dataset`` with a diffusion model trained on another one (04-cfg-sampling)."""
     check_dataset(f"model {loaded.path}", loaded.dataset, loaded.model.config.num_classes,
-                  loaded.metadata.get("class_names"), dataset)
+                  loaded.metadata.get("class_names"), dataset,
+                  hint=f"pass --dataset {loaded.dataset} (notebooks: the dataset parameter) or a "
+                       f"{dataset_info(dataset).title} model")
 
 
 def _find(preferred: str | Path | None, candidates: tuple[Path, ...]) -> Path | None:

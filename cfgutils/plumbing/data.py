@@ -116,7 +116,7 @@ def dataset_info(name: str) -> DatasetInfo:
     """The :class:`DatasetInfo` of ``name`` ("mnist" or "fashion-mnist"); a one-line error for others (01-data)."""
     if isinstance(name, DatasetInfo):
         return name
-    if name not in DATASETS:
+    if not isinstance(name, str) or name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}.")
     return DATASETS[name]
 
@@ -375,7 +375,11 @@ def _load_fashion_split(split: str, root: Path) -> ImageSplit | None:
 
 
 def _download_fashion_split(split: str, root: Path) -> bool:
-    """Try torchvision's download of the split's gz files into data/FashionMNIST/raw/; True on success."""
+    """Try torchvision's download of the split's gz files into data/FashionMNIST/raw/; True on success.
+
+    Both files are downloaded and verified in a temporary folder first and moved only when both are good, so a
+    failed download leaves the data folder as it was.
+    """
     if os.environ.get("CFGUTILS_OFFLINE", "").strip() not in ("", "0"):
         return False
     try:
@@ -384,23 +388,24 @@ def _download_fashion_split(split: str, root: Path) -> bool:
     except ImportError:
         return False
     raw_dir = fashion_folders(root)[0]
+    missing = [(name, sha256) for name, sha256 in FASHION_IDX_FILES[split] if not (raw_dir / name).exists()]
+    if not missing:
+        return True
     root.mkdir(parents=True, exist_ok=True)
-    for name, sha256 in FASHION_IDX_FILES[split]:
-        if (raw_dir / name).exists():
-            continue
-        with tempfile.TemporaryDirectory(dir=root) as tmp:  # a broken download never leaves a partial file
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        for name, sha256 in missing:
             for mirror in FashionMNIST.mirrors:
                 try:
                     download_url(f"{mirror}{name}", root=tmp, filename=name)
-                    if hashlib.sha256(_read_idx_bytes(Path(tmp) / name)).hexdigest() != sha256:
-                        continue
+                    if hashlib.sha256(_read_idx_bytes(Path(tmp) / name)).hexdigest() == sha256:
+                        break
                 except Exception:  # noqa: BLE001 - any network or file failure means: try the next mirror
                     continue
-                raw_dir.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(Path(tmp) / name), raw_dir / name)
-                break
             else:
                 return False
+        raw_dir.mkdir(parents=True, exist_ok=True)
+        for name, _ in missing:
+            shutil.move(str(Path(tmp) / name), raw_dir / name)
     return True
 
 

@@ -66,7 +66,9 @@ def image_grid(images: torch.Tensor | np.ndarray, nrow: int, *, ax=None,
     ax.set_xticks([padding + c * cell_w + width / 2 - 0.5 for c in range(ncol)] if col_labels is not None else [])
     ax.set_yticks([padding + r * cell_h + height / 2 - 0.5 for r in range(nrows)] if row_labels is not None else [])
     if col_labels is not None:
-        ax.set_xticklabels(col_labels)
+        long_labels = max((len(str(label)) for label in col_labels), default=0) > 3  # class names, not digits
+        ax.set_xticklabels(col_labels, rotation=40 if long_labels else 0, ha="left" if long_labels else "center",
+                           fontsize=7 if long_labels else None)
         ax.xaxis.tick_top()
     if row_labels is not None:
         ax.set_yticklabels(row_labels)
@@ -129,7 +131,7 @@ def _item(result: SweepResult) -> str:
     return dataset_info(getattr(result, "dataset", "mnist")).item
 
 
-def _floor_band(ax, floor: dict, metric: str, color="green", label: str | None = "real test digits") -> None:
+def _floor_band(ax, floor: dict, metric: str, color="green", label: str | None = None) -> None:
     """The real-data floor of ``metric``: a dotted line, its 95% interval shaded across the plot."""
     ax.axhline(floor[metric], color=color, ls=":", lw=1, label=label)
     low, high = floor.get(f"{metric}_low"), floor.get(f"{metric}_high")
@@ -316,7 +318,7 @@ def plot_variants(results: dict[str, SweepResult], metric: str, ax=None, floor: 
         _band(ax, group, metric, line.get_color(), alpha=0.15)
     first = next(iter(results.values()))
     if floor and first.floor.get(metric) is not None:
-        _floor_band(ax, first.floor, metric)
+        _floor_band(ax, first.floor, metric, label=f"real test {_item(first)}s")
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     _log_w_axis(ax, frame)
     ax.legend(fontsize=7)
@@ -349,13 +351,13 @@ def plot_study(rows: list[dict], metric: str = "accuracy", reference_curve: bool
     return fig
 
 
-def plot_unguidable(strips: dict):
+def plot_unguidable(strips: dict, class_names: Sequence[str] | None = None):
     """One row per scale: a model trained without label dropout, guided anyway (experiment label-dropout)."""
     return _digit_rows(list(strips.values()), [f"s={s:g} (w={s - 1:g})" for s in strips],
-                       "Trained without label dropout: the null label was never seen")
+                       "Trained without label dropout: the null label was never seen", class_names)
 
 
-def plot_study_strips(extras: dict, weight: float):
+def plot_study_strips(extras: dict, weight: float, class_names: Sequence[str] | None = None):
     """One row per configuration: the first sample of every digit at ``weight`` (the nearest weight sampled)."""
     rows, labels = [], []
     for name, extra in extras.items():
@@ -363,15 +365,16 @@ def plot_study_strips(extras: dict, weight: float):
         scale = min(available, key=lambda s: abs(s - (weight + 1)))
         rows.append(extra["strips"][scale][:, 0])
         labels.append(f"{name}, w={scale - 1:g}")
-    return _digit_rows(rows, labels, f"The same noise through every configuration, w = {weight:g}")
+    return _digit_rows(rows, labels, f"The same noise through every configuration, w = {weight:g}", class_names)
 
 
-def _digit_rows(rows: list, labels: list[str], title: str):
-    """A figure of labelled rows of ten digits (0-9), one row per tensor in ``rows``."""
+def _digit_rows(rows: list, labels: list[str], title: str, class_names: Sequence[str] | None = None):
+    """A figure of labelled rows of the ten classes (columns "0".."9" or the class names), one row per tensor."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 0.42 * len(rows) + 1))
-    image_grid(torch.cat(rows), nrow=10, ax=ax, row_labels=labels, col_labels=[str(d) for d in range(10)], title=title)
+    image_grid(torch.cat(rows), nrow=10, ax=ax, row_labels=labels,
+               col_labels=list(class_names) if class_names else [str(d) for d in range(10)], title=title)
     ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     return fig

@@ -117,11 +117,15 @@ def _where(found: dict) -> str:
     return f"{found['best']:g} (tied: {', '.join(f'{w:g}' for w in found['tied'])})"
 
 
-def study_markdown(study: str, rows: list[dict]) -> str:
-    """Everything a study's ``table.md`` holds: its tables and, for the collapse study, the computed conclusions."""
+def study_markdown(study: str, rows: list[dict], dataset: str = "mnist") -> str:
+    """Everything a study's ``table.md`` holds: its tables and, for the collapse study, the computed conclusions.
+
+    The reference study published MNIST numbers only, so other datasets get no reproduction table.
+    """
     if study == "collapse":
-        parts = ["## The reference recipe beside the published curve", markdown(reproduction_table(rows)),
-                 "## One factor at a time (each configuration without and with x0 clipping)",
+        reproduction = (["## The reference recipe beside the published curve", markdown(reproduction_table(rows))]
+                        if dataset == "mnist" else [])
+        parts = [*reproduction, "## One factor at a time (each configuration without and with x0 clipping)",
                  markdown(factor_table(rows)), "## What the intervals show",
                  "\n".join(f"- {line}" for line in collapse_lines(rows))]
     else:

@@ -25,8 +25,9 @@ import torch
 from ..core.guidance import Guidance, OvershootMeter, check_scale, w_from_s
 from ..core.samplers import SamplerSettings, digit_labels, generate
 from ..errors import UserInputError
+from ..plumbing import paths
 from ..plumbing.checkpoint import LoadedModel, check_dataset
-from ..plumbing.data import load_dataset, to_uint8
+from ..plumbing.data import dataset_info, load_dataset, to_uint8
 from . import evaluation
 from .classifier import NUM_CLASSES, LoadedClassifier
 
@@ -164,8 +165,11 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
 
 def check_same_dataset(loaded: LoadedModel, classifier: LoadedClassifier) -> str:
     """The dataset of a diffusion model and a classifier, refusing a pair trained on different datasets (05)."""
+    title = dataset_info(loaded.dataset).title
     check_dataset(f"classifier {classifier.path}", classifier.dataset, NUM_CLASSES,
-                  classifier.metadata.get("class_names"), loaded.dataset)
+                  classifier.metadata.get("class_names"), loaded.dataset,
+                  hint=f"use a {title} classifier (`python -m cfgutils train-classifier OUT.pt --dataset "
+                       f"{loaded.dataset}`; {title}'s shipped one is in {paths.for_dataset(paths.PRETRAINED_CLASSIFIER, loaded.dataset)})")
     return loaded.dataset
 
 

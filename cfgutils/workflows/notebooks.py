@@ -9,7 +9,7 @@ import yaml
 
 from ..plumbing import paths
 from ..plumbing.data import dataset_info
-from ..errors import UserInputError
+from ..errors import UserInputError, one_of
 
 #: the series, in order
 NOTEBOOKS = ("01-data", "02-unet", "03-train", "04-cfg-sampling", "05-classifier-eval", "06-guidance-variants",
@@ -92,6 +92,7 @@ def run_series(names: list[str] | None = None, output_dir: str | Path = OUTPUT_D
     the committed gallery), so a run leaves the repository's tracked files as they were. ``dataset`` sets the
     ``dataset`` parameter of every notebook (each must have one; without names, those that do run).
     """
+    one_of(preset, available_presets(), "preset")
     names = names or [n for n in preset_notebooks(preset) if dataset is None or takes_dataset(n)]
     if not names:
         raise UserInputError(f"no notebooks of the series found in {paths.NOTEBOOKS_DIR} for preset {preset!r}")
