@@ -196,6 +196,17 @@ def check_training_inputs(config: dict, checkpoint_path, resume_from, run_dir, e
     return checkpoint_path, resume, Path(run_dir) if run_dir is not None else None
 
 
+def training_split(settings: TrainConfig, train_split: ImageSplit | None = None) -> ImageSplit:
+    """The split to train on: ``train_split``, else the train split of ``train.dataset``; checked against the config."""
+    train_split = train_split if train_split is not None else load_dataset(settings.dataset, "train")
+    if train_split.dataset != settings.dataset:
+        raise UserInputError(f"the config trains on {settings.dataset} (train.dataset), the split given is "
+                             f"{train_split.dataset}")
+    if settings.batch_size > len(train_split):
+        raise UserInputError(f"batch size {settings.batch_size} exceeds the {len(train_split)} training images")
+    return train_split
+
+
 def train(config: dict, train_split: ImageSplit | None = None, checkpoint_path: str | Path | None = None,
           resume_from: str | Path | None = None, run_dir: str | Path | None = None, device: str | None = "auto",
           stop_at: int | None = None, progress: bool = True) -> TrainResult:
@@ -209,12 +220,7 @@ def train(config: dict, train_split: ImageSplit | None = None, checkpoint_path: 
     settings = TrainConfig(**config["train"])
     end_step = settings.steps if stop_at is None else min(int(stop_at), settings.steps)
     checkpoint_path, resume, run_dir = check_training_inputs(config, checkpoint_path, resume_from, run_dir, end_step)
-    train_split = train_split if train_split is not None else load_dataset(settings.dataset, "train")
-    if train_split.dataset != settings.dataset:
-        raise UserInputError(f"the config trains on {settings.dataset} (train.dataset), the split given is "
-                             f"{train_split.dataset}")
-    if settings.batch_size > len(train_split):
-        raise UserInputError(f"batch size {settings.batch_size} exceeds the {len(train_split)} training images")
+    train_split = training_split(settings, train_split)
     preview_steps = {round(settings.steps * (i + 1) / settings.previews) for i in range(settings.previews)}
     with distributed(device) as (context, device):
         run = start_run(config, device, context, resume)
