@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 
 from cfgutils.core.samplers import SamplerSettings, digit_labels, generate
-from cfgutils.plumbing.checkpoint import check_dataset, find_classifier, load_model
+from cfgutils.plumbing.checkpoint import find_classifier, load_model
 from cfgutils.plumbing.config import resolve_config
 from cfgutils.plumbing.data import DATASETS, load_dataset
 from cfgutils.workflows import metrics
 from cfgutils.workflows.classifier import load_classifier, predict_proba
+from cfgutils.workflows.experiments import check_classifier_dataset
 from cfgutils.workflows.train import train
 
 
@@ -41,8 +42,7 @@ def main() -> None:
     args = parser.parse_args()
 
     classifier = load_classifier(find_classifier(args.classifier, args.dataset), "cpu")
-    check_dataset(f"classifier {classifier.path}", classifier.dataset, 10, classifier.metadata.get("class_names"),
-                  args.dataset)
+    check_classifier_dataset(classifier, args.dataset)
     config = resolve_config(args.preset, args.opts, {"train.dataset": args.dataset})
     total = config["train"]["steps"]
     stops = sorted({round(total * (i + 1) / args.points) for i in range(args.points)})

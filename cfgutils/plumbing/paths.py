@@ -30,8 +30,6 @@ TRAINED_CLASSIFIER = DATA_DIR / "models" / "classifier.pt"
 #: The committed checkpoints that 04/05 fall back to.
 PRETRAINED_MODEL = PRETRAINED_DIR / "cfg-unet.pt"
 PRETRAINED_CLASSIFIER = PRETRAINED_DIR / "classifier.pt"
-#: Fashion-MNIST's trained and shipped checkpoints have the same names, one folder down.
-FASHION_SUBFOLDER = "fashion-mnist"
 #: The weaker model autoguidance guides with (notebook 08), and the model trained without label dropout.
 PRETRAINED_GUIDE = PRETRAINED_DIR / "autoguide.pt"
 PRETRAINED_NO_DROPOUT = PRETRAINED_DIR / "no-dropout.pt"

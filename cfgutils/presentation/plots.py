@@ -128,7 +128,12 @@ def _band(ax, frame: pd.DataFrame, metric: str, color, alpha: float = 0.25) -> N
 
 def _item(result: SweepResult) -> str:
     """What one sample of the sweep's dataset is called: "digit" or "garment"."""
-    return dataset_info(getattr(result, "dataset", "mnist")).item
+    return dataset_info(result.dataset).item
+
+
+def _real(result: SweepResult) -> str:
+    """The real-data floor's label: "real test digits" or "real test garments"."""
+    return f"real test {_item(result)}s"
 
 
 def _floor_band(ax, floor: dict, metric: str, color="green", label: str | None = None) -> None:
@@ -157,7 +162,7 @@ def plot_accuracy(result: SweepResult, ax=None, label: str = "cfgutils (this mod
     if result.dataset == "mnist":  # the reference study measured MNIST only
         ref_w, ref_acc = zip(*sorted(REFERENCE_ACCURACY.items()))
         ax.plot(ref_w, ref_acc, "s--", color="gray", label="reference study (published, 200 samples/scale)")
-    _floor_band(ax, result.floor, "accuracy", label=f"real test {_item(result)}s")
+    _floor_band(ax, result.floor, "accuracy", label=_real(result))
     ax.set_ylabel("classifier accuracy")
     ax.set_ylim(0, 1.02)
     _log_w_axis(ax, frame, upto=max(REFERENCE_ACCURACY))
@@ -174,7 +179,7 @@ def plot_metric(result: SweepResult, metric: str, ax=None, floor: bool = True):
     line, = ax.plot(frame["w"], frame[metric], "o-")
     _band(ax, frame, metric, line.get_color())
     if floor and result.floor.get(metric) is not None:
-        _floor_band(ax, result.floor, metric, label=f"real test {_item(result)}s")
+        _floor_band(ax, result.floor, metric, label=_real(result))
         ax.legend(fontsize=8)
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     _log_w_axis(ax, frame)
@@ -211,7 +216,7 @@ def plot_frontier(results: dict[str, SweepResult], ax=None, x: str = "recall", y
                 ax.annotate(f"w={row['w']:g}", (row[x], row[y]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")
     first = next(iter(results.values()))
-    ax.plot(first.floor[x], first.floor[y], "*", ms=12, color="green", label=f"real test {_item(first)}s")
+    ax.plot(first.floor[x], first.floor[y], "*", ms=12, color="green", label=_real(first))
     ax.set_xlabel(METRIC_LABELS.get(x, x) + "  (diversity →)")
     ax.set_ylabel(METRIC_LABELS.get(y, y) + "  (fidelity →)")
     ax.legend(fontsize=8)
@@ -318,7 +323,7 @@ def plot_variants(results: dict[str, SweepResult], metric: str, ax=None, floor: 
         _band(ax, group, metric, line.get_color(), alpha=0.15)
     first = next(iter(results.values()))
     if floor and first.floor.get(metric) is not None:
-        _floor_band(ax, first.floor, metric, label=f"real test {_item(first)}s")
+        _floor_band(ax, first.floor, metric, label=_real(first))
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     _log_w_axis(ax, frame)
     ax.legend(fontsize=7)

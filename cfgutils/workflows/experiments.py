@@ -131,8 +131,7 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
     check_same_dataset(loaded, classifier)
     real_split = real_split if real_split is not None else load_dataset(loaded.dataset, "test")
     reference = reference if reference is not None else build_reference_for(classifier, real_split)
-    neighbours = neighbours if neighbours is not None else training_neighbours_for(
-        classifier, real_split, reference, load_dataset(real_split.dataset, "train"))
+    neighbours = neighbours if neighbours is not None else training_neighbours_for(classifier, real_split, reference)
     labels = digit_labels("all", n_per_class)
     result = SweepResult([], {}, reference_source=reference.source, training_source=neighbours.source,
                          dataset=loaded.dataset)
@@ -163,13 +162,19 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
     return result
 
 
+def check_classifier_dataset(classifier: LoadedClassifier, dataset: str) -> None:
+    """Refuse a classifier trained on another dataset than ``dataset``, saying where to get a fitting one (05)."""
+    title = dataset_info(dataset).title
+    shipped = paths.for_dataset(paths.PRETRAINED_CLASSIFIER, dataset)
+    check_dataset(f"classifier {classifier.path}", classifier.dataset, NUM_CLASSES,
+                  classifier.metadata.get("class_names"), dataset,
+                  hint=f"use a {title} classifier (`python -m cfgutils train-classifier OUT.pt --dataset "
+                       f"{dataset}`; {title}'s shipped one is in {shipped})")
+
+
 def check_same_dataset(loaded: LoadedModel, classifier: LoadedClassifier) -> str:
     """The dataset of a diffusion model and a classifier, refusing a pair trained on different datasets (05)."""
-    title = dataset_info(loaded.dataset).title
-    check_dataset(f"classifier {classifier.path}", classifier.dataset, NUM_CLASSES,
-                  classifier.metadata.get("class_names"), loaded.dataset,
-                  hint=f"use a {title} classifier (`python -m cfgutils train-classifier OUT.pt --dataset "
-                       f"{loaded.dataset}`; {title}'s shipped one is in {paths.for_dataset(paths.PRETRAINED_CLASSIFIER, loaded.dataset)})")
+    check_classifier_dataset(classifier, loaded.dataset)
     return loaded.dataset
 
 
