@@ -92,12 +92,16 @@ def add_sampler_arguments(parser: argparse.ArgumentParser, default_scale: float 
                             help=f"guidance scale s (0 = unconditional, 1 = conditional, >1 guided; the paper's "
                                  f"w = s - 1); default {default_scale:g}")
     parser.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SAMPLERS,
-                        help=f"ddpm (ancestral), ddim, or dpmpp (DPM-Solver++(2M)); default {DEFAULT_SAMPLER}")
+                        help=f"ddpm (posterior steps), ddim, dpmpp (DPM-Solver++(2M)), or ancestral (the reference "
+                             f"study's sampler: eps-form steps t = 999 .. 1 with sigma^2 = beta; use it with --no-clip "
+                             f"--no-clamp to sample as the study did); default {DEFAULT_SAMPLER}")
     parser.add_argument("--steps", type=int, default=None,
-                        help="model evaluations (default: 1000 for ddpm, 50 for ddim, 12 for dpmpp)")
+                        help="model evaluations (default: 1000 for ddpm, 50 for ddim, 12 for dpmpp, 999 for ancestral)")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 DDPM-like")
     parser.add_argument("--spacing", default="trailing", choices=SPACINGS, help="timestep spacing")
     parser.add_argument("--no-clip", action="store_true", help="do not clip predicted x0 to [-1, 1]")
+    parser.add_argument("--no-clamp", action="store_true",
+                        help="keep the final samples unclamped (what scoring sees; image files are clamped anyway)")
     parser.add_argument("--seed", type=int, default=0, help="seed: same seed and batch size, same pixels")
     parser.add_argument("--batch-size", type=int, default=500, help="samples per model call chunk")
     parser.add_argument("--raw-weights", action="store_true", help="use the raw weights instead of the EMA")
@@ -161,4 +165,5 @@ def guidance_from_args(args: argparse.Namespace) -> Guidance:
 def settings_from_args(args: argparse.Namespace) -> SamplerSettings:
     """Validated sampler settings from parsed flags."""
     positive_int(args.batch_size, "batch size")
-    return SamplerSettings(args.sampler, args.steps, args.eta, args.spacing, not args.no_clip).validate()
+    return SamplerSettings(args.sampler, args.steps, args.eta, args.spacing, not args.no_clip,
+                           not getattr(args, "no_clamp", False)).validate()

@@ -7,18 +7,26 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..core.guidance import s_from_w, w_from_s
-from ..core.samplers import digit_labels, generate
+from ..core.samplers import REFERENCE_SAMPLER, digit_labels, generate
 from ..errors import UserInputError, finite_number, positive_int
+from ..plumbing import paths
 from ..plumbing.checkpoint import check_guide_fits, load_model
 from ..plumbing.data import DATASETS, class_index, dataset_info, load_dataset, to_uint8
 from ..presentation import plots, report
-from ..presentation.studies import study_markdown
+from ..presentation.studies import (
+    mechanism_table,
+    pooled_reproduction,
+    reproduction_markdown_table,
+    study_markdown,
+    trajectory_table,
+)
 from ..workflows.ablations import (
     COLLAPSE_WEIGHTS,
     DROPOUT_RATES,
@@ -27,10 +35,12 @@ from ..workflows.ablations import (
     label_dropout_grid,
     run_study,
     select,
+    stage_pretrained,
 )
 from ..workflows.classifier import load_classifier
 from ..workflows.experiments import (
     FIGURE_SCALES,
+    REFERENCE_WEIGHTS,
     REPORT_SEEDS,
     SWEEP_SCALES,
     check_scales,
@@ -42,6 +52,7 @@ from ..workflows.experiments import (
     scale_sweep_one_digit,
     write_results,
 )
+from ..workflows.reproduction import EPS_ERROR_TIMESTEPS, Scorers, check_weights, eps_error_by_t, run_reproduction
 from ..workflows.tuning import (
     TUNING_GRIDS,
     VALIDATION_SEEDS,
@@ -94,6 +105,7 @@ def register(subparsers) -> None:
     _register_classifier_experiment(experiments)
     _register_tuning(experiments)
     _register_studies(experiments)
+    _register_reproduction(experiments)
 
 
 def _run_digit_control(args: argparse.Namespace) -> int:
@@ -267,12 +279,14 @@ def _run_tuning(args: argparse.Namespace) -> int:
 
 def _register_studies(experiments) -> None:
     for name, help_line, description, default_weights in (
-            ("collapse", "the reference study's recipe, then one factor at a time to ours",
-             "Train (or reuse) the reference study's recipe and one configuration per changed factor (EMA, DDIM, "
-             "DPM-Solver++, training length, our optimiser, v-prediction with min-SNR, model size), sample each "
-             "without and with x0 clipping at the weights and seeds, score with CLASSIFIER, and write results.csv "
-             "(every metric with its 95%% interval per configuration and w), table.md (the tables and the computed "
-             "conclusions), accuracy.png, frechet.png, x0_outside.png, strips.png and meta.json.", COLLAPSE_WEIGHTS),
+            ("collapse", "the reference study as it was, then one factor at a time to ours",
+             "Train (or reuse) the reference study's network as it was (its samples scored as published, then "
+             "clamped, then by CLASSIFIER) and one configuration per changed factor (DDPM with x0 clipping, DDIM, "
+             "DPM-Solver++, EMA, cfgutils' UNet, our optimiser and length, v-prediction, min-SNR weights, width), "
+             "sample each at the weights and seeds, and write results.csv (every metric with its 95%% interval per "
+             "configuration and w), table.md (the tables and the computed conclusions), accuracy.png, frechet.png, "
+             "x0_outside.png, strips.png and meta.json. The shipped reference networks "
+             "(data/pretrained/reference/) are reused where a configuration trains one of them.", COLLAPSE_WEIGHTS),
             ("label-dropout", "the default recipe trained with several label-dropout rates",
              "Train (or reuse) the default recipe with each label-dropout rate, sample at the weights and seeds "
              "(rate 0: only w = 0, since no unconditional model exists), score with CLASSIFIER, and write "
@@ -284,6 +298,9 @@ def _register_studies(experiments) -> None:
         if name == "collapse":
             parser.add_argument("--factors", nargs="*", default=[r.name for r in collapse_ladder()],
                                 help="configurations to run (default: all, in ladder order)")
+            parser.add_argument("--reference-classifier", default=str(paths.PRETRAINED_REFERENCE_CLASSIFIER),
+                                metavar="CLASSIFIER.pt", help="the reference study's classifier, which scores the "
+                                "first configurations (default data/pretrained/reference/classifier.pt)")
         else:
             parser.add_argument("--rates", type=float, nargs="*", default=list(DROPOUT_RATES),
                                 help=f"label-dropout rates (default {' '.join(f'{p:g}' for p in DROPOUT_RATES)})")
@@ -291,9 +308,12 @@ def _register_studies(experiments) -> None:
                             help=f"guidance weights w (default {' '.join(f'{w:g}' for w in default_weights)})")
         parser.add_argument("--n-per-class", type=int, default=10, help="samples per digit, w and seed (default 10)")
         if name == "collapse":
-            parser.add_argument("--ddpm-n-per-class", type=int, default=2,
-                                help="samples per digit, w and seed for the DDPM cells (1,000 steps each; default 2)")
+            parser.add_argument("--ddpm-n-per-class", type=int, default=7,
+                                help="samples per digit, w and seed for the 1,000-step cells (DDPM and the reference "
+                                     "study's sampler; default 7: 210 samples per w over three seeds)")
         parser.add_argument("--seeds", type=int, nargs="+", default=list(REPORT_SEEDS), help="sampling seeds")
+        parser.add_argument("--train-seeds", type=int, nargs="+", default=[0],
+                            help="one trained network per configuration and training seed (default 0)")
         parser.add_argument("--models-dir", default="data/models/ablations",
                             help="where trained models are kept and reused, by config (default data/models/ablations)")
         parser.add_argument("--train-steps", type=int, default=None,
@@ -328,14 +348,22 @@ def _run_study(args: argparse.Namespace) -> int:
                                  (ddpm_n, "DDPM samples per class", 2)):
         if value is not None:
             positive_int(value, what, minimum)
+    if not args.train_seeds or len(set(args.train_seeds)) != len(args.train_seeds):
+        raise UserInputError(f"--train-seeds must be distinct and non-empty, got {args.train_seeds}")
     outdir = check_output_dir(args.outdir)
-    classifier = load_classifier(args.classifier, args.device)
-    check_classifier_dataset(classifier, args.dataset)
+    classifiers = {"ours": load_classifier(args.classifier, args.device)}
+    if any(rung.scorer == "reference" for rung in rungs):
+        if args.dataset != "mnist":
+            raise UserInputError("the reference study's classifier reads MNIST only: leave out the factors "
+                                 f"{', '.join(r.name for r in rungs if r.scorer == 'reference')} on {args.dataset}")
+        classifiers["reference"] = load_classifier(args.reference_classifier, args.device)
+    for classifier in classifiers.values():
+        check_classifier_dataset(classifier, args.dataset)
     start = time.perf_counter()
-    rows, extras = run_study(rungs, classifier, weights, Path(args.models_dir), args.n_per_class, args.seeds,
-                             args.train_steps, args.max_sampler_steps, args.device,
-                             clip_arms=(False, True) if args.study == "collapse" else None, ddpm_n_per_class=ddpm_n,
-                             dataset=args.dataset)
+    staged = stage_pretrained(rungs, Path(args.models_dir), train_seeds=args.train_seeds)
+    rows, extras = run_study(rungs, classifiers, weights, Path(args.models_dir), args.n_per_class, args.seeds,
+                             args.train_steps, args.max_sampler_steps, args.device, ddpm_n_per_class=ddpm_n,
+                             dataset=args.dataset, train_seeds=args.train_seeds)
     outdir.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(outdir / "results.csv", index=False)
     names = list(dataset_info(args.dataset).class_names)
@@ -350,7 +378,9 @@ def _run_study(args: argparse.Namespace) -> int:
         fig.savefig(outdir / file_name, dpi=plots.DPI, bbox_inches="tight", metadata={"Software": None})
         plt.close(fig)
     (outdir / "table.md").write_text(study_markdown(args.study, rows, args.dataset) + "\n")
-    meta = {"study": args.study, "dataset": args.dataset, "classifier": str(args.classifier), "weights_w": weights, "seeds": args.seeds,
+    meta = {"study": args.study, "dataset": args.dataset, "classifier": str(args.classifier),
+            "reference_classifier": str(args.reference_classifier) if "reference" in classifiers else None,
+            "weights_w": weights, "seeds": args.seeds, "train_seeds": args.train_seeds, "shipped_models_used": staged,
             "n_per_class": args.n_per_class, "ddpm_n_per_class": ddpm_n, "train_steps": args.train_steps,
             "max_sampler_steps": args.max_sampler_steps, "rungs": [r.name for r in rungs],
             "trained_here": {name: extra["trained_here"] for name, extra in extras.items()},
@@ -359,4 +389,119 @@ def _run_study(args: argparse.Namespace) -> int:
     (outdir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(study_markdown(args.study, rows, args.dataset))
     print(f"wrote results.csv, table.md, figures and meta.json to {outdir}")
+    return 0
+
+
+#: the weights whose samples the reproduction keeps for its strip figure
+REPRODUCTION_STRIP_WEIGHTS = (0.0, 2.0, 10.0, 15.0)
+REPRODUCE_DESCRIPTION = (
+    "Sample each reference network (the reference study's UNet, preset `reference`) with the reference study's "
+    "sampler (ancestral steps t = 999 .. 1, eps = (1 + w) eps_c - w eps_u, nothing clipped, samples unclamped) at "
+    "every weight, N of every digit from the same noise, and score the same samples three ways: the reference "
+    "classifier on the raw samples (as published), on samples clamped to [-1, 1], and cfgutils' classifier on "
+    "clamped samples. Each (network, w) cell is appended to OUTDIR/results.csv as it completes; a rerun skips the "
+    "cells already there. Then writes mechanism.csv (the noise-prediction error by t on held-out test digits, for "
+    "the reference networks and the --compare models), table.md, accuracy.png, strips.png and meta.json.")
+
+
+def _register_reproduction(experiments) -> None:
+    parser = experiments.add_parser("reproduce", help="the reference study rebuilt: its network, sampler, classifier",
+                                    description=REPRODUCE_DESCRIPTION)
+    parser.add_argument("outdir", metavar="OUTDIR")
+    parser.add_argument("--networks", nargs="+", default=[str(p) for p in paths.PRETRAINED_REFERENCE_NETWORKS],
+                        metavar="MODEL.pt", help="reference networks, one per training seed (default: the shipped "
+                                                 "data/pretrained/reference/seed0.pt seed1.pt seed2.pt)")
+    parser.add_argument("--reference-classifier", default=str(paths.PRETRAINED_REFERENCE_CLASSIFIER),
+                        metavar="CLASSIFIER.pt", help="the reference study's classifier "
+                                                      "(default data/pretrained/reference/classifier.pt)")
+    parser.add_argument("--classifier", default=str(paths.PRETRAINED_CLASSIFIER), metavar="CLASSIFIER.pt",
+                        help="cfgutils' classifier (default data/pretrained/classifier.pt)")
+    parser.add_argument("--compare", nargs="*", default=[str(paths.PRETRAINED_DIR / "reference-recipe.pt")],
+                        metavar="MODEL.pt", help="further models (raw weights) whose noise-prediction error is "
+                                             "measured beside the reference networks' (default: cfgutils' UNet at "
+                                             "the reference recipe, data/pretrained/reference-recipe.pt)")
+    parser.add_argument("--weights", type=float, nargs="*", default=list(REFERENCE_WEIGHTS), metavar="W",
+                        help="guidance weights w (default: the reference study's 18, 0 .. 20)")
+    parser.add_argument("--n-per-class", type=int, default=20, help="samples per digit, w and network (default 20)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed, the same for every cell (default 0)")
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default 999: t = 999 .. 1)")
+    parser.add_argument("--batch-size", type=int, default=200, help="samples per model call chunk (default 200)")
+    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+    parser.set_defaults(handler=_run_reproduction)
+
+
+def _run_reproduction(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    weights = check_weights(args.weights)
+    positive_int(args.n_per_class, "n per class")
+    positive_int(args.batch_size, "batch size")
+    settings = replace(REFERENCE_SAMPLER, steps=args.steps)
+    outdir = check_output_dir(args.outdir)
+    networks = {}
+    for path in args.networks:
+        loaded = load_model(path, args.device, raw_weights=True)
+        settings.validate(loaded.diffusion.timesteps)
+        if loaded.dataset != "mnist":
+            raise UserInputError(f"{path} was trained on {loaded.dataset}: the reference study is MNIST only")
+        networks[Path(path).stem] = loaded
+    if len(networks) != len(args.networks):
+        raise UserInputError("two --networks files share a name; give each network its own file name")
+    compared = {Path(path).stem: load_model(path, args.device, raw_weights=True) for path in args.compare or []}
+    scorers = Scorers(load_classifier(args.reference_classifier, args.device), load_classifier(args.classifier, args.device))
+    for classifier in (scorers.reference, scorers.ours):
+        check_classifier_dataset(classifier, "mnist")
+    start = time.perf_counter()
+    outdir.mkdir(parents=True, exist_ok=True)
+    strips_path = outdir / "strips.npz"
+    strips = dict(np.load(strips_path)) if strips_path.is_file() else {}
+    first = next(iter(networks))
+
+    def keep_strip(name, row, samples):
+        if name == first and row["w"] in REPRODUCTION_STRIP_WEIGHTS:
+            strips[f"w={row['w']:g}"] = samples.reshape(10, -1, 1, 28, 28)[:, 0].half().numpy()
+            np.savez_compressed(strips_path, **strips)
+
+    results_csv = run_reproduction(networks, scorers, outdir, weights, args.n_per_class, args.seed,
+                                   args.batch_size, settings=settings, on_cell=keep_strip)
+    test = load_dataset("mnist", "test")
+    mechanism = [{"network": name, **row} for name, loaded in {**networks, **compared}.items()
+                 for row in eps_error_by_t(loaded, test, EPS_ERROR_TIMESTEPS)]
+    pd.DataFrame(mechanism).to_csv(outdir / "mechanism.csv", index=False)
+    results = pd.read_csv(results_csv)
+    pooled = pooled_reproduction(results)
+    pooled.to_csv(outdir / "pooled.csv", index=False)
+    table = "\n\n".join([
+        "## The reference study rebuilt: accuracy by w, three scorings of the same samples",
+        report.markdown(reproduction_markdown_table(pooled)),
+        "## The norm of x_t along the reference sampler (mean over samples and networks)",
+        report.markdown(trajectory_table(results)),
+        "## Noise-prediction error by t on held-out test digits (mean squared error, 95% interval)",
+        report.markdown(mechanism_table(mechanism))])
+    (outdir / "table.md").write_text(table + "\n")
+    figures = {"accuracy.png": plots.plot_reproduction(pooled, results)}
+    if strips:
+        figures["strips.png"] = plots.plot_reproduction_strips(
+            {float(k.split("=")[1]): torch.from_numpy(v) for k, v in strips.items()})
+    for file_name, fig in figures.items():
+        fig.savefig(outdir / file_name, dpi=plots.DPI, bbox_inches="tight", metadata={"Software": None})
+        plt.close(fig)
+    meta_path = outdir / "meta.json"
+    previous = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = {"study": "reproduce", "networks": {name: str(path) for name, path in zip(networks, args.networks)},
+            "network_training_data": sorted({str(n.metadata.get("data_source")) for n in networks.values()}),
+            "compared": list(args.compare or []), "reference_classifier": args.reference_classifier,
+            "reference_classifier_test_accuracy": scorers.reference.metadata.get("test_accuracy"),
+            "classifier": args.classifier, "classifier_test_accuracy": scorers.ours.metadata.get("test_accuracy"),
+            "weights_w": weights, "n_per_class": args.n_per_class, "sampling_seed": args.seed, **settings.describe(),
+            "convention": "eps = (1 + w) eps_c - w eps_u; s = w + 1", "eps_error_data": test.source,
+            "cells": len(results), "cell_sample_seconds_total": round(float(results["sample_seconds"].sum()), 1),
+            "wall_time_s": round(previous.get("wall_time_s", 0.0) + time.perf_counter() - start, 1)}
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    print(table)
+    print(f"wrote results.csv, pooled.csv, mechanism.csv, table.md, figures and meta.json to {outdir}")
     return 0

@@ -1,7 +1,8 @@
-"""Samplers: DDPM, DDIM and DPM-Solver++(2M) as pure step functions, and :func:`generate` (notebook 04).
+"""Samplers: DDPM, DDIM, DPM-Solver++(2M) and the reference study's ancestral sampler as pure step functions,
+and :func:`generate` (notebook 04).
 
 Each sampler is one function x_t -> x_{t_prev} of the guided predictions (:func:`ddpm_step`,
-:func:`ddim_step`, :func:`dpmpp_2m_step`); :data:`SAMPLER_STEPS` dispatches to them, and
+:func:`ddim_step`, :func:`dpmpp_2m_step`, :func:`ancestral_step`); :data:`SAMPLER_STEPS` dispatches to them, and
 :func:`sample_chunk` is the one loop that all three share: predict with guidance, step.
 
 Every sampler is deterministic for a given seed and batch size: samples are drawn in chunks of
@@ -22,10 +23,11 @@ from .diffusion import GaussianDiffusion, half_log_snr
 from .guidance import Guidance, GuidanceContext, WrappedGuidance, guided_prediction, per_sample_norm
 from .seeding import derived_generator
 
-SAMPLERS = ("ddpm", "ddim", "dpmpp")
+SAMPLERS = ("ddpm", "ddim", "dpmpp", "ancestral")
 SPACINGS = ("uniform", "trailing")
-#: default number of model evaluations per sampler (DDPM: the full chain)
-DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpmpp": 12}
+#: default number of model evaluations per sampler (DDPM: the full chain; ancestral: t = 999 .. 1, as the
+#: reference study sampled)
+DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpmpp": 12, "ancestral": 999}
 DEFAULT_SAMPLER = "dpmpp"
 #: the shape of one sample: a 28x28 grey image
 IMAGE_SHAPE = (1, 28, 28)
@@ -51,10 +53,11 @@ def sampling_timesteps(num_steps: int, timesteps: int = 1000, spacing: str = "tr
 
 @dataclass
 class SamplerSettings:
-    """How to sample: sampler, model evaluations, DDIM eta, spacing, x0 clipping (04-cfg-sampling).
+    """How to sample: sampler, model evaluations, DDIM eta, spacing, x0 clipping, clamping (04-cfg-sampling).
 
     x0 clipping defaults to on for every sampler: MNIST pixels live in [-1, 1], and clipping the
-    predicted x0 keeps guided overshoot at high s from compounding over the steps.
+    predicted x0 keeps guided overshoot at high s from compounding over the steps. ``clamp_output``
+    clamps the final samples to [-1, 1] (the reference study returned them unclamped).
     """
 
     sampler: str = DEFAULT_SAMPLER
@@ -62,19 +65,33 @@ class SamplerSettings:
     eta: float = 0.0  # DDIM only: 0 = deterministic DDIM, 1 = DDPM-like noise
     spacing: str = "trailing"
     clip_x0: bool = True
+    clamp_output: bool = True
 
     def resolved_steps(self) -> int:
         return DEFAULT_STEPS[self.sampler] if self.steps is None else self.steps
 
+    def timesteps(self, timesteps: int = 1000) -> list[int]:
+        """The decreasing timesteps this sampler evaluates the model at, for a model of ``timesteps`` levels.
+
+        The ancestral sampler stops at t = 1 (its last step goes to t = 0): K steps spaced over 1 .. T-1.
+        """
+        if self.sampler == "ancestral":
+            return [t + 1 for t in sampling_timesteps(self.resolved_steps(), timesteps - 1, self.spacing)]
+        return sampling_timesteps(self.resolved_steps(), timesteps, self.spacing)
+
     def validate(self, timesteps: int = 1000) -> "SamplerSettings":
         one_of(self.sampler, SAMPLERS, "sampler")
         finite_number(self.eta, "eta", low=0.0)
-        sampling_timesteps(self.resolved_steps(), timesteps, self.spacing)
+        self.timesteps(timesteps)
         return self
 
     def describe(self) -> dict:
         return {"sampler": self.sampler, "steps": self.resolved_steps(), "eta": self.eta,
-                "spacing": self.spacing, "clip_x0": self.clip_x0}
+                "spacing": self.spacing, "clip_x0": self.clip_x0, "clamp_output": self.clamp_output}
+
+
+#: the reference study's sampler: ancestral steps t = 999 .. 1, no x0 clipping, the final samples unclamped
+REFERENCE_SAMPLER = SamplerSettings("ancestral", clip_x0=False, clamp_output=False)
 
 
 StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
@@ -124,6 +141,22 @@ def dpmpp_2m_step(diffusion: GaussianDiffusion, x_t: torch.Tensor, x0: torch.Ten
     return x_prev, (x0, h)
 
 
+def ancestral_step(diffusion: GaussianDiffusion, x_t: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int,
+                   noise: torch.Tensor | None) -> torch.Tensor:
+    """The reference study's step in epsilon form, variance "fixed large" (sigma^2 = beta) (07-ablations):
+
+        x_prev = (x_t - beta / sqrt(1 - alpha_bar_t) * eps) / sqrt(alpha) + sqrt(beta) z,   alpha = 1 - beta,
+
+    with alpha = alpha_bar_t / alpha_bar_prev (one DDPM step when t_prev = t - 1). ``noise`` None (the
+    last step) adds no z. Nothing is clipped: a large eps error at t near T is multiplied by 1/sqrt(alpha).
+    """
+    ab_t, ab_prev = float(diffusion.alpha_bar64[t]), float(diffusion.alpha_bar64[max(t_prev, 0)])
+    alpha = ab_t / ab_prev
+    beta = 1 - alpha
+    x_prev = (x_t - (beta / math.sqrt(1 - ab_t)) * eps) / math.sqrt(alpha)
+    return x_prev if noise is None else x_prev + math.sqrt(beta) * noise
+
+
 # --------------------------------------------------------------------------------------------- dispatch
 @dataclass
 class SamplerRun:
@@ -153,8 +186,13 @@ def _dpmpp(run: SamplerRun, x_t, eps, x0, t: int, t_prev: int) -> torch.Tensor:
     return x_prev
 
 
+def _ancestral(run: SamplerRun, x_t, eps, x0, t: int, t_prev: int) -> torch.Tensor:
+    # the last step (to t = 0; the loop marks it t_prev = -1) adds no noise
+    return ancestral_step(run.diffusion, x_t, eps, t, t_prev, run.noise_like(x_t) if t_prev >= 0 else None)
+
+
 #: sampler name -> one step x_t -> x_{t_prev} given the guided (eps, x0); the only place samplers differ
-SAMPLER_STEPS = {"ddpm": _ddpm, "ddim": _ddim, "dpmpp": _dpmpp}
+SAMPLER_STEPS = {"ddpm": _ddpm, "ddim": _ddim, "dpmpp": _dpmpp, "ancestral": _ancestral}
 
 
 @torch.no_grad()
@@ -165,10 +203,11 @@ def sample_chunk(model, diffusion: GaussianDiffusion, labels: torch.Tensor, scal
 
     All randomness comes from ``generator`` (a CPU generator), so results do not depend on the device's
     RNG. ``callback(step_index, t, x_t, x0_pred)`` sees every step (for trajectories). ``sample_shape``
-    other than an image's (the 2-D toy of notebook 09) returns the samples unclamped.
+    other than an image's (the 2-D toy of notebook 09), or ``settings.clamp_output`` off, returns the samples
+    unclamped.
     """
     guidance = guidance or Guidance()
-    timesteps = sampling_timesteps(settings.resolved_steps(), diffusion.timesteps, settings.spacing)
+    timesteps = settings.timesteps(diffusion.timesteps)
     x = torch.randn((labels.shape[0], *sample_shape), generator=generator).to(labels.device)
     run, step = SamplerRun(diffusion, settings, generator), SAMPLER_STEPS[settings.sampler]
     state = {"chunk_generator": generator}  # per-run state the guidance rules may use (APG, ICG)
@@ -181,7 +220,7 @@ def sample_chunk(model, diffusion: GaussianDiffusion, labels: torch.Tensor, scal
         if guidance.renoise_with_negative:  # CFG++: step from x0 re-noised with the negative branch's noise
             x = math.sqrt(context.alpha_bar) * x0 + context.noise_std * eps
         x = step(run, x, eps, x0, t, t_prev)
-    return x.clamp(-1.0, 1.0) if tuple(sample_shape) == IMAGE_SHAPE else x
+    return x.clamp(-1.0, 1.0) if tuple(sample_shape) == IMAGE_SHAPE and settings.clamp_output else x
 
 
 def chunk_count(n_samples: int, batch_size: int) -> int:

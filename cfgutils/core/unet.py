@@ -23,7 +23,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import UserInputError, config_from_dict
+from ..errors import UserInputError, config_from_dict, one_of
+from .reference import ReferenceUNet
+
+#: the networks a config can build: cfgutils' patchify UNet (this file) or the reference study's (core/reference.py)
+ARCHITECTURES = ("patch-unet", "reference")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class UNetConfig:
     embedding_mult: int = 4  # conditioning width = base_channels * embedding_mult
     num_classes: int = 10  # digits; the null label is index num_classes
     dropout: float = 0.0
+    architecture: str = "patch-unet"  # or "reference": the reference study's network (only base_channels applies)
 
     @property
     def null_label(self) -> int:
@@ -53,9 +58,12 @@ class UNetConfig:
         return config_from_dict(cls, values, "model")
 
     def validate(self) -> None:
+        one_of(self.architecture, ARCHITECTURES, "model architecture")
         widths = [self.base_channels * m for m in self.channel_mults]
         if self.base_channels <= 0 or not self.channel_mults or min(self.channel_mults) <= 0:
             raise UserInputError("model widths must be positive")
+        if self.architecture == "reference":
+            return
         if any(w % self.groups for w in widths):
             raise UserInputError(f"every level width {widths} must be divisible by groups={self.groups}")
         size = 28 // self.patch_size
@@ -193,6 +201,12 @@ class ConditionalUNet(nn.Module):
                 h = self.upsamplers[index](h)
         h = self.out_conv(F.silu(self.out_norm(h)))
         return F.pixel_shuffle(h, config.patch_size) if config.patch_size > 1 else h
+
+
+def build_network(config: UNetConfig) -> nn.Module:
+    """The network a model config describes: :class:`ConditionalUNet` or the reference study's UNet (02, 07)."""
+    config.validate()
+    return ReferenceUNet(config) if config.architecture == "reference" else ConditionalUNet(config)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -24,7 +24,7 @@ from .. import __version__
 from ..core.diffusion import DiffusionConfig, GaussianDiffusion
 from ..core.guidance import Guidance
 from ..core.rules import make_guidance
-from ..core.unet import ConditionalUNet, UNetConfig
+from ..core.unet import ConditionalUNet, UNetConfig, build_network
 from ..errors import UserInputError
 from . import paths
 from .config import resolve_config
@@ -135,7 +135,7 @@ def load_model(path: str | Path, device: str | torch.device | None = "auto", raw
         raise CheckpointError(f"{path} was exported with EMA weights only; raw weights are not in it")
     try:
         config = resolve_config(base=payload["config"])
-        model = ConditionalUNet(UNetConfig.from_dict(config["model"]))
+        model = build_network(UNetConfig.from_dict(config["model"]))
         model.load_state_dict(payload["state"]["model" if raw_weights else "ema"])
     except (KeyError, RuntimeError, TypeError) as error:
         raise CheckpointError(f"checkpoint {path} does not fit the model it describes: "

@@ -35,6 +35,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW decoupled weight decay
     adam_beta2: float = 0.99
     grad_clip: float = 1.0  # max global gradient norm (0 = off)
+    min_timestep: int = 0  # training timesteps are drawn from min_timestep .. T-1 (the reference study: 1)
     p_uncond: float = 0.1  # probability that a label is replaced by the null label
     ema_decay: float = 0.999  # EMA decay after warm-up; decay at step k is min(ema_decay, (1+k)/(10+k))
     seed: int = 0
@@ -56,12 +57,13 @@ class TrainConfig:
             raise UserInputError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         for name in ("checkpoint_every", "log_every"):
             positive_int(getattr(self, name), name)
-        for name in ("warmup_steps", "previews"):
+        for name in ("warmup_steps", "previews", "min_timestep"):
             positive_int(getattr(self, name), name, minimum=0)
 
 
 def default_config(preset: str = "default") -> dict:
-    """The resolved config dict of a named preset ("default" or "reference") (03-train)."""
+    """The resolved config dict of a named preset: "default", "reference" (the reference study's network and
+    recipe) or "reference-recipe" (its recipe on cfgutils' UNet) (03-train)."""
     return resolve_config(CONFIGS_DIR / f"{preset}.yaml")
 
 
@@ -70,7 +72,8 @@ def resolve_config(config_file: str | Path | None = None, opts: list[str] | None
     """Merge base (or the defaults) <- YAML file <- ``--opts`` pairs <- flag overrides; validate (03-train).
 
     Keys are dotted: ``train.lr``, ``model.base_channels``; ``opts`` is ``[KEY, VALUE, KEY, VALUE, ...]``
-    with values parsed as YAML. A config file may also name a preset: ``default`` or ``reference``.
+    with values parsed as YAML. A config file may also name a preset: ``default``, ``reference`` or
+    ``reference-recipe``.
     """
     merged = {"model": UNetConfig().to_dict(), "diffusion": DiffusionConfig().to_dict(), "train": asdict(TrainConfig())}
     for section, values in (base or {}).items():

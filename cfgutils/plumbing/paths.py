@@ -33,6 +33,10 @@ PRETRAINED_CLASSIFIER = PRETRAINED_DIR / "classifier.pt"
 #: The weaker model autoguidance guides with (notebook 08), and the model trained without label dropout.
 PRETRAINED_GUIDE = PRETRAINED_DIR / "autoguide.pt"
 PRETRAINED_NO_DROPOUT = PRETRAINED_DIR / "no-dropout.pt"
+#: The reference study's network (three training seeds) and classifier, rebuilt and trained here (notebook 07).
+PRETRAINED_REFERENCE_DIR = PRETRAINED_DIR / "reference"
+PRETRAINED_REFERENCE_NETWORKS = tuple(PRETRAINED_REFERENCE_DIR / f"seed{seed}.pt" for seed in (0, 1, 2))
+PRETRAINED_REFERENCE_CLASSIFIER = PRETRAINED_REFERENCE_DIR / "classifier.pt"
 
 
 def for_dataset(path: Path, dataset: str) -> Path:

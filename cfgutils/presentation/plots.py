@@ -383,3 +383,37 @@ def _digit_rows(rows: list, labels: list[str], title: str, class_names: Sequence
     ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------- the reproduction (07)
+def plot_reproduction(pooled: pd.DataFrame, results: pd.DataFrame):
+    """Accuracy by w under the three scorings (pooled over networks, exact 95% band; thin lines per network)
+    beside the reference study's published curve (07-ablations)."""
+    import matplotlib.pyplot as plt
+
+    from .studies import SCORING_LABELS
+
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    for name, label in SCORING_LABELS.items():
+        line, = ax.plot(pooled["w"], pooled[f"accuracy_{name}"], "o-", ms=3, label=label)
+        _band(ax, pooled, f"accuracy_{name}", line.get_color(), alpha=0.2)
+        for _, part in results.groupby("network"):
+            part = part.sort_values("w")
+            ax.plot(part["w"], part[f"accuracy_{name}"], "-", lw=0.6, alpha=0.5, color=line.get_color())
+    ref_w, ref_acc = zip(*sorted(REFERENCE_ACCURACY.items()))
+    ax.plot(ref_w, ref_acc, "s--", color="black", ms=3, label="reference study (published)")
+    ax.set_ylabel("classifier accuracy")
+    ax.set_ylim(0, 1.02)
+    _log_w_axis(ax, pooled, upto=max(REFERENCE_ACCURACY))
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title(f"The reference study rebuilt ({results['network'].nunique()} trained networks)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_reproduction_strips(strips: dict[float, torch.Tensor], class_names: Sequence[str] | None = None):
+    """One row per weight: the first sample of every class from the first network, clamped for display (07)."""
+    weights = sorted(strips)
+    rows = [strips[w].float().clamp(-1, 1) for w in weights]
+    return _digit_rows(rows, [f"w={w:g} (s={w + 1:g})" for w in weights],
+                       "The reference network, sampled as the study sampled it", class_names)

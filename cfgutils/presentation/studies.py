@@ -29,10 +29,12 @@ def verdict(row, threshold: float = COLLAPSED_BELOW) -> str:
 
 def factor_table(rows: list[dict]) -> pd.DataFrame:
     """One row per configuration and w: accuracy, Fréchet distance (and the real-data floor at the same sample
-    count), recall and the fraction of predicted-x0 pixels outside [-1, 1], each with its 95% interval."""
+    count), recall and the fraction of predicted-x0 pixels outside [-1, 1], each with its 95% interval. The set
+    statistics live in the scoring classifier's features: compare them only between rows of the same scorer."""
     records = []
     for row in rows:
         records.append({"configuration": row["configuration"], "w": f"{row['w']:g}", "s": f"{row['s']:g}",
+                        "scored by": row.get("scorer", "ours"),
                         "samples": int(row["n"] * row["seeds"]), "accuracy": with_interval(row, "accuracy"),
                         "verdict": verdict(row), "Fréchet": with_interval(row, "frechet_distance", 1),
                         "floor": f"{row['floor_frechet_distance']:.1f}", "recall": with_interval(row, "recall", 2),
@@ -52,16 +54,20 @@ def reproduction_table(rows: list[dict], configuration: str = "reference") -> pd
 
 
 def factor_changes(rows: list[dict], w: float = 10.0) -> list[dict]:
-    """Walk each clipping arm's configurations in order and record every decided flip of the verdict at ``w``."""
+    """Walk the ladder's configurations in order (per training seed) and record every decided flip of the
+    verdict at ``w``."""
     frame = pd.DataFrame(rows)
     frame = frame[(frame["w"] - w).abs() < 1e-9]
+    if "train_seed" not in frame:
+        frame = frame.assign(train_seed=0)
     changes = []
-    for clip, arm in frame.groupby("clip_x0", sort=False):
-        decided = [(row["rung"], row["changed"], verdict(row), row) for _, row in arm.iterrows()]
+    for seed, ladder in frame.groupby("train_seed", sort=True):
+        decided = [(row["rung"], row["changed"], verdict(row), row) for _, row in ladder.iterrows()]
         for (name, _, before, old), (next_name, changed, after, new) in zip(decided, decided[1:]):
             if before != after and "undecided" not in (before, after):
-                changes.append({"clip_x0": bool(clip), "from": name, "to": next_name, "changed": changed,
-                                "before": before, "after": after, "old": old, "new": new})
+                changes.append({"train_seed": int(seed), "seeds": frame["train_seed"].nunique(), "from": name,
+                                "to": next_name, "changed": changed, "before": before, "after": after, "old": old,
+                                "new": new})
     return changes
 
 
@@ -77,9 +83,9 @@ def collapse_lines(rows: list[dict], w: float = 10.0) -> list[str]:
             tail = f" {COLLAPSED_BELOW:g})" if label == "undecided" else ""
             lines.append(f"At w = {w:g}, {', '.join(chosen)} {what}{tail}.")
     for change in factor_changes(rows, w):
-        arm = "with x0 clipping" if change["clip_x0"] else "without x0 clipping"
+        network = f" (training seed {change['train_seed']})" if change["seeds"] > 1 else ""
         turn = "turns the collapse off" if change["after"] == "intact" else "turns the collapse on"
-        lines.append(f"{arm.capitalize()}, {change['to']} ({change['changed']}) {turn}: accuracy "
+        lines.append(f"{change['to']} ({change['changed']}) {turn}{network}: accuracy "
                      f"{with_interval(change['old'], 'accuracy')} -> {with_interval(change['new'], 'accuracy')}.")
     if "clip_x0" in at_w and at_w["clip_x0"].nunique() == 2:
         for rung, pair in at_w.groupby("rung", sort=False):
@@ -125,10 +131,80 @@ def study_markdown(study: str, rows: list[dict], dataset: str = "mnist") -> str:
     if study == "collapse":
         reproduction = (["## The reference recipe beside the published curve", markdown(reproduction_table(rows))]
                         if dataset == "mnist" else [])
-        parts = [*reproduction, "## One factor at a time (each configuration without and with x0 clipping)",
+        parts = [*reproduction, "## One factor at a time",
                  markdown(factor_table(rows)), "## What the intervals show",
                  "\n".join(f"- {line}" for line in collapse_lines(rows))]
     else:
         parts = ["## How much label dropout is enough", markdown(dropout_table(rows)), "## Every cell",
                  markdown(factor_table(rows))]
     return "\n\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------- the reproduction
+#: how each scoring of the reproduction is named in tables and figures
+SCORING_LABELS = {"published": "reference classifier, unclamped (as published)",
+                  "clamped": "reference classifier, clamped to [-1, 1]",
+                  "ours": "cfgutils' classifier, clamped"}
+
+
+def pooled_reproduction(results: pd.DataFrame) -> pd.DataFrame:
+    """Per w: each scoring's accuracy pooled over the trained networks (exact 95% interval on all their samples)
+    and each network's own accuracy, beside the published number (07)."""
+    from ..workflows.metrics import proportion_interval
+
+    records = []
+    for w, part in results.groupby("w", sort=True):
+        record = {"w": w, "s": w + 1, "published": part["published_accuracy"].iloc[0], "networks": len(part),
+                  "samples": int(part["n"].sum())}
+        for name in SCORING_LABELS:
+            correct, n = int(part[f"correct_{name}"].sum()), int(part["n"].sum())
+            low, high = proportion_interval(correct, n)
+            record.update({f"accuracy_{name}": correct / n, f"accuracy_{name}_low": low,
+                           f"accuracy_{name}_high": high,
+                           f"per_network_{name}": ", ".join(f"{a:.3f}" for a in part[f"accuracy_{name}"])})
+        record.update({"outside_fraction": part["outside_fraction"].mean(), "max_abs": part["max_abs"].max()})
+        records.append(record)
+    return pd.DataFrame(records)
+
+
+def reproduction_markdown_table(pooled: pd.DataFrame) -> pd.DataFrame:
+    """The reproduction table as text: published beside the three scorings, pooled and per network (07)."""
+    rows = []
+    for _, row in pooled.iterrows():
+        record = {"w": f"{row['w']:g}", "s": f"{row['s']:g}",
+                  "published": "" if pd.isna(row["published"]) else f"{row['published']:.3f}",
+                  "samples": int(row["samples"])}
+        for name, label in (("published", "as published"), ("clamped", "clamped"), ("ours", "our classifier")):
+            record[label] = with_interval(row, f"accuracy_{name}")
+            record[f"{label}, per network"] = row[f"per_network_{name}"]
+        record.update({"pixels outside [-1, 1]": f"{row['outside_fraction']:.3f}", "max |x|": f"{row['max_abs']:.1f}"})
+        rows.append(record)
+    return pd.DataFrame(rows)
+
+
+def trajectory_table(results: pd.DataFrame, steps=(0, 1, 2, 3, 5, 10, 19)) -> pd.DataFrame:
+    """Mean per-sample norm of x_t at the first steps of the reference sampler and of the final samples, by w,
+    averaged over the networks (a pure-noise 28x28 image has norm about 28) (07)."""
+    rows = []
+    for w, part in results.groupby("w", sort=True):
+        record = {"w": f"{w:g}"}
+        record.update({f"step {i + 1} (t = {999 - i})": f"{part[f'norm_step_{i:02d}'].mean():.1f}" for i in steps
+                       if f"norm_step_{i:02d}" in part})
+        record["final"] = f"{part['norm_final'].mean():.1f}"
+        rows.append(record)
+    return pd.DataFrame(rows)
+
+
+def mechanism_table(rows: list[dict]) -> pd.DataFrame:
+    """Per network and t: the mean squared error of the noise prediction on held-out images, with its interval,
+    and the factor 1/sqrt(alpha_t) by which the ancestral step multiplies x_t at that t (07)."""
+    frame = pd.DataFrame(rows)
+    networks = list(dict.fromkeys(frame["network"]))
+    records = []
+    for t, part in frame.groupby("t", sort=False):
+        record = {"t": int(t), "1/sqrt(alpha_t)": f"{part['step_gain'].iloc[0]:.2f}"}
+        for name in networks:
+            row = part[part["network"] == name].iloc[0]
+            record[name] = f"{row['eps_mse']:.4f} [{row['eps_mse_low']:.4f}, {row['eps_mse_high']:.4f}]"
+        records.append(record)
+    return pd.DataFrame(records)

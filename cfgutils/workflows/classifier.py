@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.reference import ReferenceClassifier
 from ..core.seeding import batch_indices
 from ..core.unet import count_parameters
-from ..errors import UserInputError, config_from_dict, finite_number, positive_int
+from ..errors import UserInputError, config_from_dict, finite_number, one_of, positive_int
 from ..plumbing import checkpoint as ckpt
 from ..plumbing.data import ImageSplit, dataset_info
 from ..plumbing.device import pick_device
@@ -34,6 +35,10 @@ from .runlog import RunLogger
 
 KIND = "mnist-classifier"
 NUM_CLASSES = 10
+#: the classifier networks: cfgutils' CNN (:class:`MnistClassifier`) or the reference study's (8,118 parameters)
+CLASSIFIER_ARCHITECTURES = ("cnn", "reference")
+#: the training losses: cross-entropy on the logits, or the reference study's squared error of the softmax
+CLASSIFIER_LOSSES = ("cross-entropy", "softmax-mse")
 
 
 # --------------------------------------------------------------------------------------------- model
@@ -45,10 +50,13 @@ class ClassifierConfig:
     channels2: int = 64  # 3x3 conv at 14x14, then 2x2 max-pool to 7x7
     channels3: int = 128  # 3x3 conv at 7x7, then 2x2 max-pool to 3x3
     feature_dim: int = 128  # width of the penultimate layer: the features of the Frechet distance etc.
+    architecture: str = "cnn"  # or "reference": the reference study's classifier (only feature_dim applies)
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            positive_int(value, f"classifier config {name}")
+            if name != "architecture":
+                positive_int(value, f"classifier config {name}")
+        one_of(self.architecture, CLASSIFIER_ARCHITECTURES, "classifier architecture")
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "ClassifierConfig":
@@ -89,11 +97,22 @@ class MnistClassifier(nn.Module):
         return self.head(self.features(x))
 
 
-def build_classifier(config: ClassifierConfig | dict | None = None, seed: int = 0) -> MnistClassifier:
-    """A fresh :class:`MnistClassifier` initialised from ``seed``, leaving the global RNG alone (05-classifier-eval)."""
+def classifier_network(config: ClassifierConfig | dict | None = None) -> nn.Module:
+    """The network a classifier config describes: :class:`MnistClassifier` or the reference study's (05, 07)."""
+    if not isinstance(config, ClassifierConfig):
+        config = ClassifierConfig.from_dict(config)
+    if config.architecture == "cnn":
+        return MnistClassifier(config)
+    network = ReferenceClassifier(NUM_CLASSES, config.feature_dim)
+    network.config = config
+    return network
+
+
+def build_classifier(config: ClassifierConfig | dict | None = None, seed: int = 0) -> nn.Module:
+    """A fresh classifier network initialised from ``seed``, leaving the global RNG alone (05-classifier-eval)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return MnistClassifier(config)
+        return classifier_network(config)
 
 
 # --------------------------------------------------------------------------------------------- training
@@ -108,15 +127,20 @@ class ClassifierTrainConfig:
     augment: bool = True  # random rotation, scale, shear and shift of every training image
     dataset: str = "mnist"  # the training data: mnist or fashion-mnist (cfgutils.plumbing.data.DATASETS)
     warmup_steps: int = 50  # linear warm-up from lr / warmup_steps to lr
-    lr_decay_steps: int = 1000  # after warm-up the lr shrinks 10x every lr_decay_steps steps (never depends on `steps`)
+    lr_decay_steps: int = 1000  # after warm-up the lr shrinks 10x every lr_decay_steps steps (0 = constant lr)
     weight_decay: float = 1e-4  # AdamW decoupled weight decay
     log_every: int = 50  # steps between history rows
+    loss: str = "cross-entropy"  # or "softmax-mse": squared error between softmax and one-hot (the reference study)
+    input_noise: float = 0.0  # std of Gaussian noise added to every training image (the reference study: 0.1)
 
     def validate(self) -> None:
         """Raise :class:`UserInputError` for unusable values (05-classifier-eval)."""
-        for name in ("steps", "batch_size", "lr_decay_steps", "log_every"):
+        for name in ("steps", "batch_size", "log_every"):
             positive_int(getattr(self, name), name.replace("_", " "))
-        positive_int(self.warmup_steps, "warmup steps", minimum=0)
+        for name in ("warmup_steps", "lr_decay_steps"):
+            positive_int(getattr(self, name), name.replace("_", " "), minimum=0)
+        one_of(self.loss, CLASSIFIER_LOSSES, "classifier loss")
+        finite_number(self.input_noise, "input noise", low=0.0)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise UserInputError(f"seed must be an integer, got {self.seed!r}")
         if finite_number(self.lr, "lr") <= 0:
@@ -125,9 +149,27 @@ class ClassifierTrainConfig:
         dataset_info(self.dataset)
 
 
+#: the reference study's classifier and how it was trained: AdamW 1e-3 (torch's default weight decay 0.01)
+#: constant, batch 128, 4,000 steps, softmax squared error, N(0, 0.1^2) input noise, no augmentation
+CLASSIFIER_RECIPES = {
+    "cnn": ({}, {}),
+    "reference": ({"architecture": "reference", "feature_dim": 16},
+                  {"steps": 4000, "batch_size": 128, "lr": 1e-3, "augment": False, "input_noise": 0.1,
+                   "loss": "softmax-mse", "warmup_steps": 0, "lr_decay_steps": 0, "weight_decay": 0.01}),
+}
+
+
 def classifier_learning_rate(step: int, config: ClassifierTrainConfig) -> float:
-    """The lr at 0-based ``step``: linear warm-up, then 10x smaller every ``lr_decay_steps`` (05-classifier-eval)."""
-    return scheduled_lr(step, config.lr, config.warmup_steps, "exponential", decay_every=config.lr_decay_steps)
+    """The lr at 0-based ``step``: linear warm-up, then 10x smaller every ``lr_decay_steps`` (0: constant) (05)."""
+    shape = "exponential" if config.lr_decay_steps else "constant"
+    return scheduled_lr(step, config.lr, config.warmup_steps, shape, decay_every=config.lr_decay_steps)
+
+
+def classifier_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str = "cross-entropy") -> torch.Tensor:
+    """Cross-entropy of the logits, or the mean squared error between softmax and one-hot labels (05, 07)."""
+    if loss == "softmax-mse":
+        return ((logits.softmax(1) - F.one_hot(labels, logits.shape[1]).to(logits.dtype)) ** 2).mean()
+    return F.cross_entropy(logits, labels)
 
 
 def augment_batch(images: torch.Tensor, generator: torch.Generator, max_rotation: float = 8.0,
@@ -175,33 +217,37 @@ def _check_split(split: ImageSplit, what: str) -> None:
         raise UserInputError(f"{what} is empty")
 
 
-def classifier_step(model: MnistClassifier, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                    labels: torch.Tensor, generator: torch.Generator, augment: bool) -> tuple[float, float]:
-    """One step: augment, cross-entropy, backward, AdamW; returns (loss, accuracy) of the batch (05-classifier-eval)."""
+def classifier_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                    labels: torch.Tensor, generator: torch.Generator, augment: bool, loss_name: str = "cross-entropy",
+                    input_noise: float = 0.0) -> tuple[float, float]:
+    """One step: augment, add noise, loss, backward, AdamW; returns (loss, accuracy) of the batch (05-classifier-eval)."""
     batch = augment_batch(images, generator) if augment else images
+    if input_noise > 0:
+        batch = batch + input_noise * torch.randn(batch.shape, generator=generator).to(batch.device)
     logits = model(batch)
-    loss = F.cross_entropy(logits, labels)
+    loss = classifier_loss(logits, labels, loss_name)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return float(loss.detach()), float((logits.detach().argmax(1) == labels).float().mean())
 
 
-def train_classifier(train: ImageSplit, steps: int = ClassifierTrainConfig.steps,
-                     batch_size: int = ClassifierTrainConfig.batch_size, lr: float = ClassifierTrainConfig.lr,
-                     seed: int = 0, device: str | torch.device | None = "auto", augment: bool = True,
-                     resume_from: str | Path | None = None, progress: bool = True,
-                     eval_split: ImageSplit | None = None, model_config: ClassifierConfig | dict | None = None
-                     ) -> TrainedClassifier:
-    """Train :class:`MnistClassifier` with AdamW and augmentation, deterministically, resumably (05-classifier-eval).
+def train_classifier(train: ImageSplit, steps: int | None = None, batch_size: int | None = None,
+                     lr: float | None = None, seed: int = 0, device: str | torch.device | None = "auto",
+                     augment: bool | None = None, resume_from: str | Path | None = None, progress: bool = True,
+                     eval_split: ImageSplit | None = None, model_config: ClassifierConfig | dict | None = None,
+                     recipe: str = "cnn") -> TrainedClassifier:
+    """Train a classifier with AdamW, deterministically, resumably (05-classifier-eval).
 
+    ``recipe`` picks the network and its training settings (:data:`CLASSIFIER_RECIPES`: "cnn", cfgutils' own
+    with augmentation; "reference", the reference study's); arguments left at None keep the recipe's values.
     ``steps`` is the total length of the run: with ``resume_from`` the checkpoint's run continues from its
-    step up to ``steps`` (its model config is kept). With ``eval_split`` the held-out accuracy is measured
-    at the end and stored in the result (and so in the saved checkpoint's metadata).
+    step up to ``steps`` (its settings and model config are kept). With ``eval_split`` the held-out accuracy
+    is measured at the end and stored in the result (and so in the saved checkpoint's metadata).
     """
     payload = ckpt.load_checkpoint(resume_from, KIND) if resume_from is not None else None
-    settings, model_config = classifier_settings(payload, model_config, steps=steps, batch_size=batch_size, lr=lr,
-                                                 seed=seed, augment=bool(augment), dataset=train.dataset)
+    settings, model_config = classifier_settings(payload, model_config, recipe, steps=steps, batch_size=batch_size,
+                                                 lr=lr, seed=seed, augment=augment, dataset=train.dataset)
     for split, what in ((train, "the training split"), (eval_split, "the evaluation split")):
         if split is not None:
             _check_split(split, what)
@@ -218,7 +264,8 @@ def train_classifier(train: ImageSplit, steps: int = ClassifierTrainConfig.steps
             index = batch_indices(step, len(train), settings.batch_size, settings.seed).to(device)
             set_learning_rate(result.optimizer, lr_now := classifier_learning_rate(step, settings))
             loss, batch_accuracy = classifier_step(result.model, result.optimizer, images[index], labels[index],
-                                                   result.generator, settings.augment)
+                                                   result.generator, settings.augment, settings.loss,
+                                                   settings.input_noise)
             log.record(step + 1, len(index), lr_now, loss=loss, train_accuracy=batch_accuracy)
     result.model.eval()
     result.step, result.wall_time_s, result.history = settings.steps, log.elapsed(), log.history
@@ -227,10 +274,18 @@ def train_classifier(train: ImageSplit, steps: int = ClassifierTrainConfig.steps
     return result
 
 
-def classifier_settings(payload: dict | None, model_config, **chosen) -> tuple[ClassifierTrainConfig, ClassifierConfig]:
-    """The run's validated settings: defaults <- a resumed checkpoint's settings <- ``chosen`` (05-classifier-eval)."""
+def classifier_settings(payload: dict | None, model_config, recipe: str = "cnn",
+                        **chosen) -> tuple[ClassifierTrainConfig, ClassifierConfig]:
+    """The run's validated settings: defaults <- the recipe's (a fresh run) or a resumed checkpoint's <- the
+    values of ``chosen`` that are not None (05-classifier-eval)."""
     settings = asdict(ClassifierTrainConfig())
-    if payload is not None:  # settings without an argument here (warm-up, decay, ...) continue as stored
+    one_of(recipe, CLASSIFIER_RECIPES, "classifier recipe")
+    chosen = {k: v for k, v in chosen.items() if v is not None}
+    if payload is None:
+        recipe_model, recipe_train = CLASSIFIER_RECIPES[recipe]
+        settings.update(recipe_train)
+        model_config = recipe_model if model_config is None else model_config
+    else:  # settings without an argument here (warm-up, decay, ...) continue as stored
         stored = payload["config"].get("train", {})
         settings.update({k: v for k, v in stored.items() if k in settings})
         model_config = payload["config"].get("model", {})
@@ -306,7 +361,7 @@ def load_classifier(path: str | Path, device: str | torch.device | None = "auto"
     payload = ckpt.load_checkpoint(path, KIND)
     device = device if isinstance(device, torch.device) else pick_device(device)
     try:
-        model = MnistClassifier(ClassifierConfig.from_dict(payload["config"].get("model", {})))
+        model = classifier_network(payload["config"].get("model", {}))
         model.load_state_dict(payload["state"]["model"])
     except (KeyError, RuntimeError, TypeError, AttributeError, UserInputError) as error:
         raise ckpt.CheckpointError(f"checkpoint {path} does not fit the classifier it describes: "

@@ -160,8 +160,9 @@ def score(probs: torch.Tensor, features: torch.Tensor, images: torch.Tensor, lab
 
 def evaluate_generated(classifier, images: torch.Tensor, labels: torch.Tensor, reference: RealReference,
                        batch_size: int = 500, saturation_tol: float = SATURATION_TOL,
-                       neighbours: TrainingNeighbours | None = None) -> dict[str, float]:
-    """Score generated ``images`` (clamped to [-1, 1]) against intended ``labels``: one flat dict (05-classifier-eval).
+                       neighbours: TrainingNeighbours | None = None, clamp: bool = True) -> dict[str, float]:
+    """Score generated ``images`` (clamped to [-1, 1] unless ``clamp`` is off: the reference study scored raw
+    samples) against intended ``labels``: one flat dict (05-classifier-eval).
 
     Keys: n, n_reference, accuracy (+ accuracy_low/high, exact 95% interval), confidence (mean max-softmax),
     intended_probability (mean p(intended class)), inception_score, frechet_distance (vs the reference),
@@ -170,7 +171,8 @@ def evaluate_generated(classifier, images: torch.Tensor, labels: torch.Tensor, r
     nearest_training_pixels/features (mean distance to the nearest training digit) and near_copy_pixels/features.
     Frechet distance is biased upwards for small N: compare against :func:`real_data_floor` with the same N.
     """
-    images = torch.as_tensor(images).detach().to("cpu", torch.float32).clamp(-1, 1)
+    images = torch.as_tensor(images).detach().to("cpu", torch.float32)
+    images = images.clamp(-1, 1) if clamp else images
     logits, features = predict_logits_and_features(_model(classifier), images, batch_size)
     return score(logits.softmax(1), features, images, labels, reference, saturation_tol, neighbours)
 

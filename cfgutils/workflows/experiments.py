@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -118,11 +118,14 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
                    settings: SamplerSettings | None = None, seeds=REPORT_SEEDS,
                    reference: evaluation.RealReference | None = None, guidance: Guidance | None = None,
                    batch_size: int = 500, strip_size: int = 6, progress: bool = True, real_split=None,
-                   neighbours: evaluation.TrainingNeighbours | None = None) -> SweepResult:
+                   neighbours: evaluation.TrainingNeighbours | None = None, sample_cache: dict | None = None,
+                   cache_key=None) -> SweepResult:
     """Sample and score every scale and seed, the real-data floor per seed, near copies (05-classifier-eval).
 
     ``neighbours`` (:func:`training_neighbours_for`) indexes the digits the models trained on; by default the
     training split. Rows carry both conventions; :func:`cfgutils.presentation.report.sweep_frame` adds intervals.
+    ``sample_cache`` (a dict) keeps the samples of every (``cache_key``, scale, seed) cell, so a second sweep of
+    the same samples (scored another way: the collapse study) does not sample them again.
     """
     scales, seeds = check_sweep_arguments(scales, n_per_class, seeds)
     settings = (settings or SamplerSettings()).validate()
@@ -144,10 +147,20 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
     for scale, seed in iterator:
         if progress:
             iterator.set_postfix(s=f"{scale:g}", w=f"{w_from_s(scale):g}", seed=seed)
-        images = generate(loaded.model, loaded.diffusion, labels, scale, settings, seed, batch_size, guidance).cpu()
+        key = (cache_key, scale, seed)
+        if sample_cache is not None and key in sample_cache:
+            images, outside = sample_cache[key]
+        else:  # sampled unclamped and clamped here, so that the cache serves both ways of scoring
+            images = generate(loaded.model, loaded.diffusion, labels, scale, replace(settings, clamp_output=False),
+                              seed, batch_size, guidance).cpu()
+            outside = guidance.fraction()
+            if sample_cache is not None:
+                sample_cache[key] = images, outside
+        if settings.clamp_output:
+            images = images.clamp(-1.0, 1.0)
         scored = evaluation.evaluate_generated(classifier.model, images, labels, reference, batch_size,
-                                               neighbours=neighbours)
-        result.rows.append({"s": scale, "w": w_from_s(scale), "seed": seed, **scored, "x0_outside": guidance.fraction(),
+                                               neighbours=neighbours, clamp=settings.clamp_output)
+        result.rows.append({"s": scale, "w": w_from_s(scale), "seed": seed, **scored, "x0_outside": outside,
                             "sampler": settings.sampler, "steps": settings.resolved_steps(), **guidance.describe()})
         if seed == seeds[0]:
             result.strips[scale] = images.reshape(10, n_per_class, 1, 28, 28)[:, :strip_size]

@@ -21,7 +21,7 @@ import torch
 
 from ..core.diffusion import DiffusionConfig, GaussianDiffusion, drop_labels
 from ..core.seeding import batch_indices
-from ..core.unet import ConditionalUNet, UNetConfig
+from ..core.unet import ConditionalUNet, UNetConfig, build_network
 from ..errors import UserInputError
 from ..plumbing import checkpoint as ckpt
 from ..plumbing.config import TrainConfig, resolve_config
@@ -62,7 +62,7 @@ class TrainingRun:
 def training_step(run: TrainingRun, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """One step of CFG training: drop labels, noise, predict, weighted loss, backward, clip, AdamW, EMA (03-train)."""
     n, settings, shard, device = len(labels), run.settings, run.shard, run.device  # shard: this process's part
-    t = torch.randint(0, run.diffusion.timesteps, (n,), generator=run.generator)
+    t = torch.randint(settings.min_timestep, run.diffusion.timesteps, (n,), generator=run.generator)
     noise = torch.randn((n, 1, 28, 28), generator=run.generator)
     labels = drop_labels(labels, settings.p_uncond, run.model.config.null_label, run.generator)
     loss = run.diffusion.training_loss(run.network, images[shard].to(device), labels[shard].to(device),
@@ -73,6 +73,8 @@ def training_step(run: TrainingRun, images: torch.Tensor, labels: torch.Tensor) 
         torch.nn.utils.clip_grad_norm_(run.params, settings.grad_clip)
     run.optimizer.step()
     update_ema(run.ema_params, run.params, ema_decay_at(run.step, settings.ema_decay))
+    for ema_buffer, buffer in zip(run.ema_model.buffers(), run.model.buffers()):  # BatchNorm's running statistics
+        ema_buffer.copy_(buffer)
     return loss.detach()
 
 
@@ -81,11 +83,12 @@ def learning_rate(step: int, settings: TrainConfig) -> float:
     return scheduled_lr(step, settings.lr, settings.warmup_steps, settings.lr_schedule, total_steps=settings.steps)
 
 
-def build_model(config: dict, seed: int) -> ConditionalUNet:
-    """A fresh :class:`ConditionalUNet` from a resolved config, initialised from ``seed`` (03-train)."""
+def build_model(config: dict, seed: int) -> torch.nn.Module:
+    """A fresh network (:class:`ConditionalUNet`, or the reference study's) from a resolved config, initialised
+    from ``seed`` (03-train)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return ConditionalUNet(UNetConfig.from_dict(config["model"]))
+        return build_network(UNetConfig.from_dict(config["model"]))
 
 
 def to_training_layout(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -172,6 +175,9 @@ def check_training_inputs(config: dict, checkpoint_path, resume_from, run_dir, e
     """Validate a run's paths and resume checkpoint before anything runs; returns (checkpoint, resume, run dir)."""
     if checkpoint_path is not None:
         checkpoint_path = ckpt.check_output_path(checkpoint_path, "checkpoint")
+    if config["train"]["min_timestep"] >= config["diffusion"]["timesteps"]:
+        raise UserInputError(f"train.min_timestep ({config['train']['min_timestep']}) must be below the "
+                             f"T = {config['diffusion']['timesteps']} timesteps")
     resume = None
     if resume_from is not None:
         resume = ckpt.load_checkpoint(resume_from, ckpt.MODEL_KIND)
