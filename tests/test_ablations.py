@@ -16,22 +16,28 @@ CLASSIFIER = Path(__file__).resolve().parents[1] / "data" / "pretrained" / "clas
 
 
 def _state(rung):
-    return rung.config(), rung.sampler, rung.ema
+    return rung.config(), rung.sampler, rung.ema, rung.scorer
 
 
-def test_the_ladder_runs_from_the_reference_recipe_to_ours_one_factor_at_a_time():
+def test_the_ladder_runs_from_the_faithful_reproduction_to_ours_one_factor_at_a_time():
     rungs = collapse_ladder()
     first, last = rungs[0], rungs[-1]
-    config = first.config()
-    assert (config["diffusion"]["prediction"], config["diffusion"]["loss_weighting"]) == ("eps", "uniform")
-    assert (config["train"]["lr"], config["train"]["batch_size"], config["train"]["steps"]) == (0.001, 128, 4000)
-    assert (first.sampler.sampler, first.sampler.resolved_steps(), first.sampler.clip_x0, first.ema) == (
-        "ddpm", 1000, False, False)
+    assert first.config() == resolve_config("reference") and first.config()["model"]["architecture"] == "reference"
+    assert (first.sampler.sampler, first.sampler.resolved_steps(), first.sampler.clip_x0, first.sampler.clamp_output,
+            first.ema, first.scorer) == ("ancestral", 999, False, False, False, "reference")
     assert last.config() == resolve_config("default") and last.ema and last.sampler.sampler == "dpmpp"
+    assert last.scorer == "ours" and last.sampler.clip_x0 and last.sampler.clamp_output
     for before, after in zip(rungs, rungs[1:]):
         changed = [a != b for a, b in zip(_state(before), _state(after))]
-        assert sum(changed) == 1, (after.name, changed)  # exactly one of: training config, sampler, weights
+        assert sum(changed) == 1, (after.name, changed)  # exactly one of: training config, sampler, weights, scorer
+    assert [r.name for r in rungs][:3] == ["reference", "clamp", "classifier"]
+    assert {"ddpm", "ddim", "dpmpp", "ema", "unet", "v", "min-snr", "width"} <= {r.name for r in rungs}
     assert len({r.name for r in rungs}) == len(rungs)
+    # objective changes are two rungs: v-prediction first, then min-SNR weights
+    names = [r.name for r in rungs]
+    v, snr = rungs[names.index("v")].config()["diffusion"], rungs[names.index("min-snr")].config()["diffusion"]
+    assert (v["prediction"], v["loss_weighting"], snr["prediction"], snr["loss_weighting"]) == (
+        "v", "uniform", "v", "min-snr")
 
 
 def test_select_and_the_dropout_grid():
@@ -56,6 +62,8 @@ def cli(*args):
     (["collapse", "--factors"], "the list of factors is empty"),
     (["collapse", "--weights"], "the list of guidance scales is empty"),
     (["collapse", "--ddpm-n-per-class", "1"], "DDPM samples per class must be an integer >= 2"),
+    (["collapse", "--train-seeds", "0", "0"], "--train-seeds must be distinct"),
+    (["collapse", "--dataset", "fashion-mnist"], "the reference study's classifier reads MNIST only"),
     (["label-dropout", "--rates", "1.5"], "label-dropout rate must be a number in [0, 1]"),
     (["label-dropout", "--rates"], "the list of label-dropout rates is empty"),
 ])
@@ -78,27 +86,32 @@ def _rows(out: Path) -> list[dict]:
 @pytest.mark.slow
 def test_collapse_study_on_a_tiny_grid(tmp_path):
     out, models = tmp_path / "collapse", tmp_path / "models"
-    result = cli("collapse", CLASSIFIER, out, "--factors", "reference", "ema", "--weights", "10", *TINY,
-                 "--ddpm-n-per-class", "2", "--models-dir", models)
+    result = cli("collapse", CLASSIFIER, out, "--factors", "reference", "clamp", "classifier", "ddpm", "ema",
+                 "--weights", "0", "10", *TINY, "--ddpm-n-per-class", "2", "--models-dir", models)
     assert result.returncode == 0, result.stderr
     rows = _rows(out)
-    # every rung is sampled without and with x0 clipping
-    assert [(r["configuration"], r["w"], r["weights"], r["sampler"], r["clip_x0"]) for r in rows] == [
-        ("reference", "10.0", "raw", "ddpm", "False"), ("reference +clip", "10.0", "raw", "ddpm", "True"),
-        ("ema", "10.0", "ema", "ddpm", "False"), ("ema +clip", "10.0", "ema", "ddpm", "True")]
+    assert [(r["configuration"], r["w"], r["weights"], r["sampler"], r["clip_x0"], r["clamp_output"], r["scorer"])
+            for r in rows[::2]] == [
+        ("reference", "0.0", "raw", "ancestral", "False", "False", "reference"),
+        ("clamp", "0.0", "raw", "ancestral", "False", "True", "reference"),
+        ("classifier", "0.0", "raw", "ancestral", "False", "True", "ours"),
+        ("ddpm", "0.0", "raw", "ddpm", "True", "True", "ours"), ("ema", "0.0", "ema", "ddpm", "True", "True", "ours")]
     assert all(float(r["accuracy_low"]) < float(r["accuracy_high"]) and r["seeds"] == "2" for r in rows)
-    assert all(r["n"] == "20.0" for r in rows)  # DDPM cells: --ddpm-n-per-class 2 samples per digit
-    # the unclipped predicted x0 of an untrained model leaves [-1, 1]; clipping does not change what is measured
-    assert all(0 < float(r["x0_outside"]) <= 1 for r in rows)
+    assert all(r["n"] == "20.0" for r in rows)  # 1,000-step cells: --ddpm-n-per-class 2 samples per digit
+    # the first three configurations score the same samples: the same overshoot, other scores
+    by = {(r["configuration"], r["w"]): r for r in rows}
+    assert by[("reference", "10.0")]["x0_outside"] == by[("clamp", "10.0")]["x0_outside"]
+    assert by[("reference", "10.0")]["frechet_distance"] != by[("clamp", "10.0")]["frechet_distance"]
     assert {p.name for p in out.iterdir()} == {"results.csv", "table.md", "accuracy.png", "frechet.png",
                                               "x0_outside.png", "strips.png", "meta.json"}
     table = (out / "table.md").read_text()
-    assert "published accuracy" in table and "0.385" in table and "reference +clip" in table
-    assert len(list(models.glob("model-*.pt"))) == 1  # the EMA rung reuses the reference rung's model
+    assert "published accuracy" in table and "0.385" in table and "scored by" in table
+    assert len(list(models.glob("model-*.pt"))) == 1  # every rung here samples the reference rung's network
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["rungs"] == ["reference", "ema"] and meta["ddpm_n_per_class"] == 2
-    assert meta["trained_here"] == {"reference": True, "reference +clip": False, "ema": False, "ema +clip": False}
+    assert meta["rungs"] == ["reference", "clamp", "classifier", "ddpm", "ema"] and meta["ddpm_n_per_class"] == 2
+    assert meta["trained_here"]["reference"] and not meta["trained_here"]["ema"]
     assert meta["training_data"] and "mnist" in meta["reference_data"].lower()
+    assert meta["reference_classifier"].endswith("reference/classifier.pt") and meta["train_seeds"] == [0]
 
 
 @pytest.mark.slow

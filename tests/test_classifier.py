@@ -144,7 +144,7 @@ def test_checkpoint_round_trip(tmp_path, small_split, eval_split):
     meta = loaded.metadata
     assert meta["data_source"] == small_split.source and meta["step"] == 3
     assert meta["test_accuracy"] == result.test_accuracy and meta["test_source"] == "held-out stand-in"
-    assert loaded.config == {"model": TINY, "train": loaded.config["train"]}
+    assert loaded.config == {"model": {**TINY, "architecture": "cnn"}, "train": loaded.config["train"]}
     assert loaded.config["train"]["steps"] == 3 and loaded.config["train"]["batch_size"] == 16
     payload = ckpt.load_checkpoint(path, "mnist-classifier")
     assert set(payload["state"]) == {"model", "optimizer", "generator"}

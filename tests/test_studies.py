@@ -25,18 +25,25 @@ def test_verdict_needs_the_whole_interval_on_one_side():
 
 
 def test_a_factor_turns_the_collapse_off_only_between_decided_verdicts():
-    rows = [_row("reference", False, 10, 0.1, 0.05, 0.2), _row("reference", True, 10, 0.98, 0.95, 1.0),
-            _row("ema", False, 10, 0.85, 0.7, 0.95), _row("ema", True, 10, 0.98, 0.95, 1.0),
-            _row("dpmpp", False, 10, 0.99, 0.96, 1.0, changed="DPM-Solver++"), _row("dpmpp", True, 10, 1, 0.97, 1)]
-    changes = factor_changes(rows, 10)
-    assert changes == []  # reference -> ema is collapsed -> undecided, ema -> dpmpp undecided -> intact
-    rows[2] = _row("ema", False, 10, 0.1, 0.05, 0.2)
+    rows = [_row("reference", False, 10, 0.1, 0.05, 0.2), _row("clamp", False, 10, 0.85, 0.7, 0.95),
+            _row("ddpm", True, 10, 0.98, 0.95, 1.0, changed="DDPM with clipping")]
+    assert factor_changes(rows, 10) == []  # collapsed -> undecided -> intact: no decided flip
+    rows[1] = _row("clamp", False, 10, 0.1, 0.05, 0.2)
     (change,) = factor_changes(rows, 10)
-    assert (change["from"], change["to"], change["after"], change["clip_x0"]) == ("ema", "dpmpp", "intact", False)
+    assert (change["from"], change["to"], change["after"], change["train_seed"]) == ("clamp", "ddpm", "intact", 0)
     lines = collapse_lines(rows, 10)
-    assert "At w = 10, reference, ema collapse." in lines
-    assert any(line.startswith("Without x0 clipping, dpmpp (DPM-Solver++) turns the collapse off") for line in lines)
-    assert "Clipping x0 turns the collapse off for reference." in lines
+    assert "At w = 10, reference, clamp collapse." in lines
+    assert any(line.startswith("ddpm (DDPM with clipping) turns the collapse off: accuracy 0.100") for line in lines)
+
+
+def test_factor_changes_walk_each_training_seed_separately():
+    rows = []
+    for seed, (a, b) in enumerate([((0.1, 0.05, 0.2), (0.98, 0.95, 1.0)), ((0.98, 0.95, 1.0), (0.98, 0.95, 1.0))]):
+        rows += [{**_row("reference", False, 10, *a), "train_seed": seed},
+                 {**_row("ddpm", True, 10, *b, changed="DDPM"), "train_seed": seed}]
+    (change,) = factor_changes(rows, 10)
+    assert change["train_seed"] == 0
+    assert any("(training seed 0)" in line for line in collapse_lines(rows, 10))
 
 
 def test_no_collapse_is_said_plainly():
@@ -71,3 +78,26 @@ def test_overshoot_meter_counts_the_predicted_x0_pixels_outside_the_data_range()
     assert torch.equal(meter.finalize(x0, context), x0)
     assert math.isclose(meter.fraction(), 0.5) and meter.fraction() == 0.0  # read once, then reset
     assert meter.describe() == Guidance().describe()
+
+
+def test_the_reproduction_tables_pool_networks_with_exact_intervals():
+    import pandas as pd
+
+    from cfgutils.presentation.studies import mechanism_table, pooled_reproduction, trajectory_table
+
+    results = pd.DataFrame([
+        {"network": f"seed{k}", "w": 2.0, "n": 200, "published_accuracy": 0.97, "correct_published": c,
+         "accuracy_published": c / 200, "correct_clamped": 200, "accuracy_clamped": 1.0, "correct_ours": 190,
+         "accuracy_ours": 0.95, "outside_fraction": 0.1 * k, "max_abs": 3.0 + k, "norm_step_00": 28.0,
+         "norm_final": 20.0} for k, c in enumerate((100, 150, 200))])
+    (row,) = pooled_reproduction(results).to_dict("records")
+    assert row["accuracy_published"] == 0.75 and row["samples"] == 600 and row["networks"] == 3
+    assert row["accuracy_published_low"] < 0.75 < row["accuracy_published_high"]
+    assert row["per_network_published"] == "0.500, 0.750, 1.000" and row["max_abs"] == 5.0
+    assert row["accuracy_clamped_high"] == 1.0
+    assert trajectory_table(results).iloc[0]["final"] == "20.0"
+    mechanism = mechanism_table([{"network": "a", "t": 999, "eps_mse": 0.5, "eps_mse_low": 0.4, "eps_mse_high": 0.6,
+                                  "step_gain": 31.62}, {"network": "b", "t": 999, "eps_mse": 0.004,
+                                  "eps_mse_low": 0.003, "eps_mse_high": 0.005, "step_gain": 31.62}])
+    assert mechanism.iloc[0].to_dict() == {"t": 999, "1/sqrt(alpha_t)": "31.62", "a": "0.5000 [0.4000, 0.6000]",
+                                           "b": "0.0040 [0.0030, 0.0050]"}

@@ -167,3 +167,20 @@ def settings_from_args(args: argparse.Namespace) -> SamplerSettings:
     positive_int(args.batch_size, "batch size")
     return SamplerSettings(args.sampler, args.steps, args.eta, args.spacing, not args.no_clip,
                            not getattr(args, "no_clamp", False)).validate()
+
+
+def run_record() -> dict:
+    """How this command was run, for a study's meta.json: the command line, the commit and the date (UTC)."""
+    import datetime
+    import subprocess
+    import sys
+
+    from ..plumbing import paths
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=paths.REPO_ROOT, capture_output=True,
+                                text=True, timeout=30).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"command": "python -m cfgutils " + " ".join(sys.argv[1:]), "commit": commit,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")}

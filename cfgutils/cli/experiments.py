@@ -66,6 +66,7 @@ from .common import (
     check_output_dir,
     guidance_from_args,
     model_dataset,
+    run_record,
     sample_meta,
     settings_from_args,
     write_samples,
@@ -327,6 +328,19 @@ def _register_studies(experiments) -> None:
         parser.set_defaults(handler=_run_study, study=name)
 
 
+def _study_classifiers(args: argparse.Namespace, rungs) -> dict:
+    """The classifiers a study scores with: ours, and the reference study's where a rung needs it."""
+    classifiers = {"ours": load_classifier(args.classifier, args.device)}
+    if any(rung.scorer == "reference" for rung in rungs):
+        if args.dataset != "mnist":
+            raise UserInputError("the reference study's classifier reads MNIST only: leave out the factors "
+                                 f"{', '.join(r.name for r in rungs if r.scorer == 'reference')} on {args.dataset}")
+        classifiers["reference"] = load_classifier(args.reference_classifier, args.device)
+    for classifier in classifiers.values():
+        check_classifier_dataset(classifier, args.dataset)
+    return classifiers
+
+
 def _run_study(args: argparse.Namespace) -> int:
     import matplotlib
 
@@ -351,14 +365,7 @@ def _run_study(args: argparse.Namespace) -> int:
     if not args.train_seeds or len(set(args.train_seeds)) != len(args.train_seeds):
         raise UserInputError(f"--train-seeds must be distinct and non-empty, got {args.train_seeds}")
     outdir = check_output_dir(args.outdir)
-    classifiers = {"ours": load_classifier(args.classifier, args.device)}
-    if any(rung.scorer == "reference" for rung in rungs):
-        if args.dataset != "mnist":
-            raise UserInputError("the reference study's classifier reads MNIST only: leave out the factors "
-                                 f"{', '.join(r.name for r in rungs if r.scorer == 'reference')} on {args.dataset}")
-        classifiers["reference"] = load_classifier(args.reference_classifier, args.device)
-    for classifier in classifiers.values():
-        check_classifier_dataset(classifier, args.dataset)
+    classifiers = _study_classifiers(args, rungs)
     start = time.perf_counter()
     staged = stage_pretrained(rungs, Path(args.models_dir), train_seeds=args.train_seeds)
     rows, extras = run_study(rungs, classifiers, weights, Path(args.models_dir), args.n_per_class, args.seeds,
@@ -378,7 +385,7 @@ def _run_study(args: argparse.Namespace) -> int:
         fig.savefig(outdir / file_name, dpi=plots.DPI, bbox_inches="tight", metadata={"Software": None})
         plt.close(fig)
     (outdir / "table.md").write_text(study_markdown(args.study, rows, args.dataset) + "\n")
-    meta = {"study": args.study, "dataset": args.dataset, "classifier": str(args.classifier),
+    meta = {"study": args.study, **run_record(), "dataset": args.dataset, "classifier": str(args.classifier),
             "reference_classifier": str(args.reference_classifier) if "reference" in classifiers else None,
             "weights_w": weights, "seeds": args.seeds, "train_seeds": args.train_seeds, "shipped_models_used": staged,
             "n_per_class": args.n_per_class, "ddpm_n_per_class": ddpm_n, "train_steps": args.train_steps,
@@ -430,27 +437,56 @@ def _register_reproduction(experiments) -> None:
     parser.set_defaults(handler=_run_reproduction)
 
 
+def _reference_networks(paths_given, device, settings) -> dict:
+    """The reference networks by file stem (raw weights), checked: MNIST, distinct names, settings that fit."""
+    networks = {}
+    for path in paths_given:
+        loaded = load_model(path, device, raw_weights=True)
+        settings.validate(loaded.diffusion.timesteps)
+        if loaded.dataset != "mnist":
+            raise UserInputError(f"{path} was trained on {loaded.dataset}: the reference study is MNIST only")
+        networks[Path(path).stem] = loaded
+    if len(networks) != len(paths_given):
+        raise UserInputError("two --networks files share a name; give each network its own file name")
+    return networks
+
+
+def _write_reproduction_report(outdir: Path, results: pd.DataFrame, mechanism: list[dict], strips: dict) -> str:
+    """pooled.csv, mechanism.csv, table.md and the figures of ``experiment reproduce``; returns the tables."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    pd.DataFrame(mechanism).to_csv(outdir / "mechanism.csv", index=False)
+    pooled = pooled_reproduction(results)
+    pooled.to_csv(outdir / "pooled.csv", index=False)
+    table = "\n\n".join([
+        "## The reference study rebuilt: accuracy by w, three scorings of the same samples",
+        report.markdown(reproduction_markdown_table(pooled)),
+        "## The norm of x_t along the reference sampler (mean over samples and networks)",
+        report.markdown(trajectory_table(results)),
+        "## Noise-prediction error by t on held-out test digits (mean squared error, 95% interval)",
+        report.markdown(mechanism_table(mechanism))])
+    (outdir / "table.md").write_text(table + "\n")
+    figures = {"accuracy.png": plots.plot_reproduction(pooled, results)}
+    if strips:
+        figures["strips.png"] = plots.plot_reproduction_strips(
+            {float(k.split("=")[1]): torch.from_numpy(v) for k, v in strips.items()})
+    for file_name, fig in figures.items():
+        fig.savefig(outdir / file_name, dpi=plots.DPI, bbox_inches="tight", metadata={"Software": None})
+        plt.close(fig)
+    return table
+
+
 def _run_reproduction(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-
     weights = check_weights(args.weights)
     positive_int(args.n_per_class, "n per class")
     positive_int(args.batch_size, "batch size")
     settings = replace(REFERENCE_SAMPLER, steps=args.steps)
     outdir = check_output_dir(args.outdir)
-    networks = {}
-    for path in args.networks:
-        loaded = load_model(path, args.device, raw_weights=True)
-        settings.validate(loaded.diffusion.timesteps)
-        if loaded.dataset != "mnist":
-            raise UserInputError(f"{path} was trained on {loaded.dataset}: the reference study is MNIST only")
-        networks[Path(path).stem] = loaded
-    if len(networks) != len(args.networks):
-        raise UserInputError("two --networks files share a name; give each network its own file name")
+    networks = _reference_networks(args.networks, args.device, settings)
     compared = {Path(path).stem: load_model(path, args.device, raw_weights=True) for path in args.compare or []}
     scorers = Scorers(load_classifier(args.reference_classifier, args.device), load_classifier(args.classifier, args.device))
     for classifier in (scorers.reference, scorers.ours):
@@ -471,28 +507,12 @@ def _run_reproduction(args: argparse.Namespace) -> int:
     test = load_dataset("mnist", "test")
     mechanism = [{"network": name, **row} for name, loaded in {**networks, **compared}.items()
                  for row in eps_error_by_t(loaded, test, EPS_ERROR_TIMESTEPS)]
-    pd.DataFrame(mechanism).to_csv(outdir / "mechanism.csv", index=False)
     results = pd.read_csv(results_csv)
-    pooled = pooled_reproduction(results)
-    pooled.to_csv(outdir / "pooled.csv", index=False)
-    table = "\n\n".join([
-        "## The reference study rebuilt: accuracy by w, three scorings of the same samples",
-        report.markdown(reproduction_markdown_table(pooled)),
-        "## The norm of x_t along the reference sampler (mean over samples and networks)",
-        report.markdown(trajectory_table(results)),
-        "## Noise-prediction error by t on held-out test digits (mean squared error, 95% interval)",
-        report.markdown(mechanism_table(mechanism))])
-    (outdir / "table.md").write_text(table + "\n")
-    figures = {"accuracy.png": plots.plot_reproduction(pooled, results)}
-    if strips:
-        figures["strips.png"] = plots.plot_reproduction_strips(
-            {float(k.split("=")[1]): torch.from_numpy(v) for k, v in strips.items()})
-    for file_name, fig in figures.items():
-        fig.savefig(outdir / file_name, dpi=plots.DPI, bbox_inches="tight", metadata={"Software": None})
-        plt.close(fig)
+    table = _write_reproduction_report(outdir, results, mechanism, strips)
     meta_path = outdir / "meta.json"
     previous = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    meta = {"study": "reproduce", "networks": {name: str(path) for name, path in zip(networks, args.networks)},
+    runs = [*previous.get("runs", []), {**run_record(), "wall_time_s": round(time.perf_counter() - start, 1)}]
+    meta = {"study": "reproduce", "runs": runs, "networks": {name: str(path) for name, path in zip(networks, args.networks)},
             "network_training_data": sorted({str(n.metadata.get("data_source")) for n in networks.values()}),
             "compared": list(args.compare or []), "reference_classifier": args.reference_classifier,
             "reference_classifier_test_accuracy": scorers.reference.metadata.get("test_accuracy"),

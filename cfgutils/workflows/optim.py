@@ -59,7 +59,10 @@ def effective_ema_decay(steps: int, decay: float) -> float:
     return ema_decay_at(max(steps - 1, 0), decay)
 
 
-def update_ema(ema_params: list[torch.Tensor], params: list[torch.Tensor], decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * weights, for all tensors in one call (03-train)."""
+def update_ema(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * weights, for all parameters in one call; buffers (BatchNorm's running
+    statistics) are copied, so the EMA network normalises as the trained one does (03-train)."""
     with torch.no_grad():
-        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+        torch._foreach_lerp_(list(ema_model.parameters()), list(model.parameters()), 1.0 - decay)
+        for ema_buffer, buffer in zip(ema_model.buffers(), model.buffers()):
+            ema_buffer.copy_(buffer)

@@ -50,13 +50,8 @@ class TrainingRun:
 
     @property
     def params(self) -> list[torch.Tensor]:
-        """The trained weights, in the order AdamW and the EMA see them."""
+        """The trained weights (what gradient clipping sees)."""
         return list(self.model.parameters())
-
-    @property
-    def ema_params(self) -> list[torch.Tensor]:
-        """The averaged weights, matching :attr:`params` one to one."""
-        return list(self.ema_model.parameters())
 
 
 def training_step(run: TrainingRun, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -72,9 +67,7 @@ def training_step(run: TrainingRun, images: torch.Tensor, labels: torch.Tensor) 
     if settings.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(run.params, settings.grad_clip)
     run.optimizer.step()
-    update_ema(run.ema_params, run.params, ema_decay_at(run.step, settings.ema_decay))
-    for ema_buffer, buffer in zip(run.ema_model.buffers(), run.model.buffers()):  # BatchNorm's running statistics
-        ema_buffer.copy_(buffer)
+    update_ema(run.ema_model, run.model, ema_decay_at(run.step, settings.ema_decay))
     return loss.detach()
 
 
