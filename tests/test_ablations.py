@@ -128,3 +128,20 @@ def test_label_dropout_study_on_a_tiny_grid(tmp_path):
     assert (out / "no-dropout.png").is_file()  # the rate-0 model guided anyway, to show why it fails
     assert "how much label dropout is enough" in (out / "table.md").read_text().lower()
     assert "no unconditional model" in (out / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_study_resumes_by_configuration_and_refuses_other_settings(tmp_path):
+    out, models = tmp_path / "collapse", tmp_path / "models"
+    base = ["--weights", "10", *TINY, "--ddpm-n-per-class", "2", "--models-dir", models]
+    first = cli("collapse", CLASSIFIER, out, "--factors", "dpmpp", *base)
+    assert first.returncode == 0, first.stderr
+    second = cli("collapse", CLASSIFIER, out, "--factors", "dpmpp", "ema", *base)
+    assert second.returncode == 0, second.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert [run["configurations"] for run in meta["runs"]] == [["dpmpp"], ["ema"]]  # dpmpp was not sampled again
+    assert [r["configuration"] for r in _rows(out)] == ["dpmpp", "ema"]
+    before = (out / "results.csv").read_text()
+    other = cli("collapse", CLASSIFIER, out, "--factors", "dpmpp", "--weights", "5", *base[2:])
+    assert other.returncode == 2 and "holds results of a study with other settings" in other.stderr
+    assert (out / "results.csv").read_text() == before

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..core.guidance import s_from_w, w_from_s
 from ..core.samplers import REFERENCE_SAMPLER, digit_labels, generate
@@ -341,12 +342,8 @@ def _study_classifiers(args: argparse.Namespace, rungs) -> dict:
     return classifiers
 
 
-def _run_study(args: argparse.Namespace) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def _study_arguments(args: argparse.Namespace) -> tuple[list, list[float], int | None]:
+    """The study's rungs, weights w and 1,000-step sample count, validated before anything is loaded."""
     if args.study == "collapse":
         rungs = select(collapse_ladder(), args.factors)
     else:
@@ -364,15 +361,13 @@ def _run_study(args: argparse.Namespace) -> int:
             positive_int(value, what, minimum)
     if not args.train_seeds or len(set(args.train_seeds)) != len(args.train_seeds):
         raise UserInputError(f"--train-seeds must be distinct and non-empty, got {args.train_seeds}")
-    outdir = check_output_dir(args.outdir)
-    classifiers = _study_classifiers(args, rungs)
-    start = time.perf_counter()
-    staged = stage_pretrained(rungs, Path(args.models_dir), train_seeds=args.train_seeds)
-    rows, extras = run_study(rungs, classifiers, weights, Path(args.models_dir), args.n_per_class, args.seeds,
-                             args.train_steps, args.max_sampler_steps, args.device, ddpm_n_per_class=ddpm_n,
-                             dataset=args.dataset, train_seeds=args.train_seeds)
-    outdir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(outdir / "results.csv", index=False)
+    return rungs, weights, ddpm_n
+
+
+def _write_study_figures(outdir: Path, args: argparse.Namespace, rows: list[dict], extras: dict, weights) -> None:
+    """accuracy.png, frechet.png, x0_outside.png, strips.png (and no-dropout.png) of a study."""
+    import matplotlib.pyplot as plt
+
     names = list(dataset_info(args.dataset).class_names)
     figures = {"accuracy.png": plots.plot_study(rows, "accuracy",
                                                 reference_curve=args.study == "collapse" and args.dataset == "mnist"),
@@ -384,15 +379,73 @@ def _run_study(args: argparse.Namespace) -> int:
     for file_name, fig in figures.items():
         fig.savefig(outdir / file_name, dpi=plots.DPI, bbox_inches="tight", metadata={"Software": None})
         plt.close(fig)
+
+
+def _resume_study(outdir: Path, settings: dict) -> tuple[list[dict], dict, dict]:
+    """The rows, strips and meta of the configurations an earlier run of the same study completed in ``outdir``
+    (nothing if it holds none); a folder holding a study with other settings is refused."""
+    results, recorded = outdir / "results.csv", outdir / "settings.json"
+    if not results.is_file():
+        return [], {}, {}
+    if not recorded.is_file() or json.loads(recorded.read_text()) != settings:
+        raise UserInputError(f"{outdir} holds results of a study with other settings; use another folder to start "
+                             "a new one (the same command resumes the study it holds)")
+    rows = pd.read_csv(results).to_dict("records")
+    strips = np.load(outdir / "strips.npz") if (outdir / "strips.npz").is_file() else {}
+    extras = {}
+    for key in getattr(strips, "files", []):
+        label, scale = key.rsplit("|", 1)
+        extras.setdefault(label, {"strips": {}})["strips"][float(scale)] = torch.from_numpy(strips[key])
+    meta = json.loads((outdir / "meta.json").read_text()) if (outdir / "meta.json").is_file() else {}
+    return rows, {label: extra for label, extra in extras.items() if label in {r["configuration"] for r in rows}}, meta
+
+
+def _save_configuration(outdir: Path, label: str, new_rows: list[dict], extra: dict) -> None:
+    """Append one completed configuration's rows to results.csv and its strips to strips.npz (a study resumes)."""
+    results = outdir / "results.csv"
+    frame = pd.DataFrame(new_rows)
+    if results.is_file():
+        frame = pd.concat([pd.read_csv(results), frame], ignore_index=True)
+    frame.to_csv(results, index=False)
+    stored = dict(np.load(outdir / "strips.npz")) if (outdir / "strips.npz").is_file() else {}
+    stored.update({f"{label}|{scale:g}": images.numpy() for scale, images in extra["strips"].items()})
+    np.savez_compressed(outdir / "strips.npz", **stored)
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rungs, weights, ddpm_n = _study_arguments(args)
+    outdir = check_output_dir(args.outdir)
+    settings = {"study": args.study, "dataset": args.dataset, "weights_w": weights, "seeds": args.seeds,
+                "train_seeds": args.train_seeds, "n_per_class": args.n_per_class, "ddpm_n_per_class": ddpm_n,
+                "train_steps": args.train_steps, "max_sampler_steps": args.max_sampler_steps}
+    previous_rows, previous_extras, previous_meta = _resume_study(outdir, settings)
+    classifiers = _study_classifiers(args, rungs)
+    start = time.perf_counter()
+    staged = stage_pretrained(rungs, Path(args.models_dir), train_seeds=args.train_seeds)
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+    done = {row["configuration"] for row in previous_rows}
+    keep = lambda label, new_rows, extra: _save_configuration(outdir, label, new_rows, extra)  # noqa: E731
+    new_rows, extras = run_study(rungs, classifiers, weights, Path(args.models_dir), args.n_per_class, args.seeds,
+                                 args.train_steps, args.max_sampler_steps, args.device, ddpm_n_per_class=ddpm_n,
+                                 dataset=args.dataset, train_seeds=args.train_seeds, skip=done, on_configuration=keep)
+    rows, extras = previous_rows + new_rows, {**previous_extras, **extras}
+    _write_study_figures(outdir, args, rows, extras, weights)
     (outdir / "table.md").write_text(study_markdown(args.study, rows, args.dataset) + "\n")
-    meta = {"study": args.study, **run_record(), "dataset": args.dataset, "classifier": str(args.classifier),
+    runs = [*previous_meta.get("runs", []), {**run_record(), "wall_time_s": round(time.perf_counter() - start, 1),
+                                             "configurations": sorted({row["configuration"] for row in new_rows})}]
+    meta = {**settings, "runs": runs, "classifier": str(args.classifier),
             "reference_classifier": str(args.reference_classifier) if "reference" in classifiers else None,
-            "weights_w": weights, "seeds": args.seeds, "train_seeds": args.train_seeds, "shipped_models_used": staged,
-            "n_per_class": args.n_per_class, "ddpm_n_per_class": ddpm_n, "train_steps": args.train_steps,
-            "max_sampler_steps": args.max_sampler_steps, "rungs": [r.name for r in rungs],
-            "trained_here": {name: extra["trained_here"] for name, extra in extras.items()},
-            "training_data": sorted({extra["training_data"] for extra in extras.values()}),
-            "reference_data": load_dataset(args.dataset, "test").source, "wall_time_s": round(time.perf_counter() - start, 1)}
+            "shipped_models_used": staged, "rungs": [r.name for r in rungs],
+            "trained_here": {**previous_meta.get("trained_here", {}),
+                             **{name: extra["trained_here"] for name, extra in extras.items() if "trained_here" in extra}},
+            "training_data": sorted({*previous_meta.get("training_data", []),
+                                     *(extra["training_data"] for extra in extras.values() if "training_data" in extra)}),
+            "reference_data": load_dataset(args.dataset, "test").source,
+            "wall_time_s": round(sum(run["wall_time_s"] for run in runs), 1)}
     (outdir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(study_markdown(args.study, rows, args.dataset))
     print(f"wrote results.csv, table.md, figures and meta.json to {outdir}")

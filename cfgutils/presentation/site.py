@@ -28,8 +28,8 @@ HEADLINE_FIGURES = (
     ("05-classifier-eval-accuracy.png", "Accuracy by guidance weight, beside the reference study (notebook 05)."),
     ("06-guidance-variants-metrics.png", "Accuracy, Fréchet distance and recall by weight for every guidance rule "
                                          "(notebook 06)."),
-    ("07-ablations-accuracy.png", "The reference recipe's accuracy collapse, one factor at a time, without and with "
-                                  "x0 clipping (notebook 07)."),
+    ("07-ablations-reproduction.png", "The reference study rebuilt: accuracy by weight, its samples scored as "
+                                      "published, clamped, and by our classifier (notebook 07)."),
     ("08-newer-guidance-frontier.png", "Fréchet distance against accuracy for autoguidance, CFG++, ICG, schedules "
                                        "and CFG-Zero* beside plain CFG (notebook 08)."),
     ("09-guidance-toy-cfg-vs-tilted.png", "With exact scores, CFG's samples beside the tilted distribution "

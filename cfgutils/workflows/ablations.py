@@ -169,10 +169,20 @@ def _scoring(classifiers: dict, name: str, test) -> tuple:
     return entry
 
 
+def study_scales(rung: Rung, config: dict, weights) -> list[float]:
+    """The scales s a rung is sampled at: every weight, or only s = 1 for a model trained without label dropout."""
+    scales = [s_from_w(w) for w in weights]
+    if config["train"]["p_uncond"] == 0:  # no unconditional model was trained: only s = 1 is meaningful
+        scales = [s for s in scales if s == 1.0]
+    if not scales:
+        raise UserInputError(f"{rung.name}: without label dropout only w = 0 (s = 1) can be sampled")
+    return scales
+
+
 def run_study(rungs: list[Rung], classifier, weights, models_dir: Path, n_per_class: int = 10,
               seeds=(0, 1, 2), train_steps: int | None = None, max_sampler_steps: int | None = None,
               device: str = "auto", progress: bool = True, clip_arms=None, ddpm_n_per_class: int | None = None,
-              dataset: str = "mnist", train_seeds=(0,)) -> tuple[list[dict], dict]:
+              dataset: str = "mnist", train_seeds=(0,), skip=(), on_configuration=None) -> tuple[list[dict], dict]:
     """Train (or reuse) and score every rung at every weight, sampling seed and training seed; returns (rows, extras).
 
     ``classifier`` scores the rungs whose scorer is "ours"; a dict ``{"ours": ..., "reference": ...}`` gives the
@@ -182,7 +192,8 @@ def run_study(rungs: list[Rung], classifier, weights, models_dir: Path, n_per_cl
     training seed, clipping, w) with every metric and its 95% interval (:func:`scale_summaries`), the real-data
     floor's Frechet distance at the same sample count, and the wall times. Extras: per configuration, the samples
     of the first seed at each weight (for strips) and whether its model was trained here. Rungs whose samples
-    differ only in how they are scored sample once.
+    differ only in how they are scored sample once. Configurations named in ``skip`` are left out (a resumed
+    study); ``on_configuration(label, rows, extra)`` sees each one as it completes.
     """
     test = load_dataset(dataset, "test")
     classifiers = dict(classifier) if isinstance(classifier, dict) else {"ours": classifier}
@@ -190,17 +201,17 @@ def run_study(rungs: list[Rung], classifier, weights, models_dir: Path, n_per_cl
     for rung in rungs:
         scorer, reference, neighbours = _scoring(classifiers, rung.scorer, test)
         for train_seed in train_seeds:
+            labels = [configuration_label(rung, clip) + (f" #{train_seed}" if len(train_seeds) > 1 else "")
+                      for clip in clip_arms or (None,)]
+            if all(label in skip for label in labels):
+                continue
             config = rung_config(rung, train_seed, train_steps, dataset)
             start = time.perf_counter()
             loaded, trained = load_or_train(models_dir / checkpoint_name(config), config, device, progress=progress)
             train_seconds = loaded.metadata.get("wall_time_s", time.perf_counter() - start)
             if not rung.ema:
                 loaded = load_model(loaded.path, device, raw_weights=True)
-            scales = [s_from_w(w) for w in weights]
-            if config["train"]["p_uncond"] == 0:  # no unconditional model was trained: only s = 1 is meaningful
-                scales = [s for s in scales if s == 1.0]
-            if not scales:
-                raise UserInputError(f"{rung.name}: without label dropout only w = 0 (s = 1) can be sampled")
+            scales = study_scales(rung, config, weights)
             for arm, clip in enumerate(clip_arms or (None,)):
                 settings = rung.sampler if clip is None else replace(rung.sampler, clip_x0=clip)
                 if max_sampler_steps and settings.resolved_steps() > max_sampler_steps:
@@ -210,19 +221,20 @@ def run_study(rungs: list[Rung], classifier, weights, models_dir: Path, n_per_cl
                 key = (str(loaded.path), loaded.weights, n, tuple(replace(settings, clamp_output=False).describe().items()))
                 result = guidance_sweep(loaded, scorer, scales, n, settings, seeds, reference, progress=progress,
                                         real_split=test, neighbours=neighbours, sample_cache=cache, cache_key=key)
-                label = configuration_label(rung, clip) + (f" #{train_seed}" if len(train_seeds) > 1 else "")
-                for summary in scale_summaries(result):
-                    rows.append({"configuration": label, "rung": rung.name, "changed": rung.changed,
-                                 "train_seed": train_seed, **settings.describe(), "scorer": rung.scorer,
-                                 "weights": "ema" if rung.ema else "raw", "p_uncond": config["train"]["p_uncond"],
-                                 "train_steps": config["train"]["steps"], "train_seconds": train_seconds,
-                                 "sample_seconds": result.wall_time_s / len(scales), **summary,
-                                 "floor_frechet_distance": result.floor["frechet_distance"]})
+                label, first_row = labels[arm], len(rows)
+                rows += [{"configuration": label, "rung": rung.name, "changed": rung.changed, "train_seed": train_seed,
+                          **settings.describe(), "scorer": rung.scorer, "weights": "ema" if rung.ema else "raw",
+                          "p_uncond": config["train"]["p_uncond"], "train_steps": config["train"]["steps"],
+                          "train_seconds": train_seconds, "sample_seconds": result.wall_time_s / len(scales),
+                          **summary, "floor_frechet_distance": result.floor["frechet_distance"]}
+                         for summary in scale_summaries(result)]
                 extras[label] = {"strips": result.strips, "floor": result.floor,
                                  "trained_here": trained is not None and arm == 0,
                                  "training_data": str(loaded.metadata.get("data_source", "unknown"))}
                 if config["train"]["p_uncond"] == 0:  # show what guiding it anyway does
                     extras[label]["unguidable"] = unguidable_strips(loaded, settings, seeds[0])
+                if on_configuration is not None:
+                    on_configuration(label, rows[first_row:], extras[label])
     return rows, extras
 
 
