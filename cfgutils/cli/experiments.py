@@ -455,8 +455,9 @@ def _run_study(args: argparse.Namespace) -> int:
 #: the weights whose samples the reproduction keeps for its strip figure
 REPRODUCTION_STRIP_WEIGHTS = (0.0, 2.0, 10.0, 15.0)
 REPRODUCE_DESCRIPTION = (
-    "Sample each reference network (the reference study's UNet, preset `reference`) with the reference study's "
-    "sampler (ancestral steps t = 999 .. 1, eps = (1 + w) eps_c - w eps_u, nothing clipped, samples unclamped) at "
+    "Sample each reference network (the reference study's UNet, preset `reference`; any diffusion model may be "
+    "given) with the reference study's sampler (ancestral steps t = 999 .. 1, eps = (1 + w) eps_c - w eps_u, "
+    "nothing clipped, samples unclamped; --sampler ddpm: cfgutils' DDPM steps, also unclipped) at "
     "every weight, N of every digit from the same noise, and score the same samples three ways: the reference "
     "classifier on the raw samples (as published), on samples clamped to [-1, 1], and cfgutils' classifier on "
     "clamped samples. Each (network, w) cell is appended to OUTDIR/results.csv as it completes; a rerun skips the "
@@ -484,7 +485,11 @@ def _register_reproduction(experiments) -> None:
                         help="guidance weights w (default: the reference study's 18, 0 .. 20)")
     parser.add_argument("--n-per-class", type=int, default=20, help="samples per digit, w and network (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed, the same for every cell (default 0)")
-    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default 999: t = 999 .. 1)")
+    parser.add_argument("--sampler", choices=["ancestral", "ddpm"], default="ancestral",
+                        help="ancestral (default): the study's sampler; ddpm: cfgutils' DDPM posterior steps (t = 999 "
+                             ".. 0), also without clipping or clamping, to tell the sampler's part from the network's")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="sampler steps (default: 999 for ancestral, t = 999 .. 1; 1000 for ddpm)")
     parser.add_argument("--batch-size", type=int, default=200, help="samples per model call chunk (default 200)")
     parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
     parser.set_defaults(handler=_run_reproduction)
@@ -537,7 +542,7 @@ def _run_reproduction(args: argparse.Namespace) -> int:
     weights = check_weights(args.weights)
     positive_int(args.n_per_class, "n per class")
     positive_int(args.batch_size, "batch size")
-    settings = replace(REFERENCE_SAMPLER, steps=args.steps)
+    settings = replace(REFERENCE_SAMPLER, sampler=args.sampler, steps=args.steps)
     outdir = check_output_dir(args.outdir)
     networks = _reference_networks(args.networks, args.device, settings)
     compared = {Path(path).stem: load_model(path, args.device, raw_weights=True) for path in args.compare or []}
