@@ -298,3 +298,18 @@ def reproduction_lines(pooled: pd.DataFrame, results: pd.DataFrame, mechanism: l
                  + "; ".join(f"{row['eps_mse']:.4f} [{row['eps_mse_low']:.4f}, {row['eps_mse_high']:.4f}] for "
                              f"{row['network']}" for _, row in at_top.iterrows()) + ".")
     return lines
+
+
+def cross_table(results_by_sampler: dict[str, pd.DataFrame], w: float = 0.0) -> pd.DataFrame:
+    """Network x sampler at weight ``w``: which of the two makes samples the classifiers can read (07).
+
+    ``results_by_sampler`` maps a sampler name to reproduction rows (``experiment reproduce``, any networks)."""
+    records = []
+    for sampler, frame in results_by_sampler.items():
+        for _, row in frame[(frame["w"] - w).abs() < 1e-9].iterrows():
+            records.append({"network": row["network"], "sampler": sampler, "samples": int(row["n"]),
+                            "study's classifier, raw": with_interval(row, "accuracy_published"),
+                            "our classifier, clamped": with_interval(row, "accuracy_ours"),
+                            "pixels outside [-1, 1]": f"{row['outside_fraction']:.3f}",
+                            "max |x|": f"{row['max_abs']:.3g}"})
+    return pd.DataFrame(records)
