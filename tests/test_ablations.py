@@ -95,15 +95,17 @@ def test_collapse_study_on_a_tiny_grid(tmp_path):
         ("reference", "0.0", "raw", "ancestral", "False", "False", "reference"),
         ("clamp", "0.0", "raw", "ancestral", "False", "True", "reference"),
         ("classifier", "0.0", "raw", "ancestral", "False", "True", "ours"),
-        ("ddpm", "0.0", "raw", "ddpm", "True", "True", "ours"), ("ema", "0.0", "ema", "ddpm", "True", "True", "ours")]
+        ("ddpm", "0.0", "raw", "ddpm", "True", "True", "ours"), ("ema", "0.0", "ema", "dpmpp", "True", "True", "ours")]
     assert all(float(r["accuracy_low"]) < float(r["accuracy_high"]) and r["seeds"] == "2" for r in rows)
-    assert all(r["n"] == "20.0" for r in rows)  # 1,000-step cells: --ddpm-n-per-class 2 samples per digit
+    # the 1,000-step cells take --ddpm-n-per-class 2 samples per digit, the others --n-per-class 3
+    assert [r["n"] for r in rows[::2]] == ["20.0", "20.0", "20.0", "20.0", "30.0"]
     # the first three configurations score the same samples: the same overshoot, other scores
     by = {(r["configuration"], r["w"]): r for r in rows}
     assert by[("reference", "10.0")]["x0_outside"] == by[("clamp", "10.0")]["x0_outside"]
     assert by[("reference", "10.0")]["frechet_distance"] != by[("clamp", "10.0")]["frechet_distance"]
     assert {p.name for p in out.iterdir()} == {"results.csv", "table.md", "accuracy.png", "frechet.png",
-                                              "x0_outside.png", "strips.png", "meta.json"}
+                                              "x0_outside.png", "strips.png", "strips.npz", "settings.json",
+                                              "meta.json"}
     table = (out / "table.md").read_text()
     assert "published accuracy" in table and "0.385" in table and "scored by" in table
     assert len(list(models.glob("model-*.pt"))) == 1  # every rung here samples the reference rung's network

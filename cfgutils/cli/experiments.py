@@ -424,7 +424,7 @@ def _run_study(args: argparse.Namespace) -> int:
     previous_rows, previous_extras, previous_meta = _resume_study(outdir, settings)
     classifiers = _study_classifiers(args, rungs)
     start = time.perf_counter()
-    staged = stage_pretrained(rungs, Path(args.models_dir), train_seeds=args.train_seeds)
+    staged = stage_pretrained(rungs, Path(args.models_dir), train_seeds=args.train_seeds, train_steps=args.train_steps)
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
     done = {row["configuration"] for row in previous_rows}
@@ -469,9 +469,10 @@ def _register_reproduction(experiments) -> None:
     parser = experiments.add_parser("reproduce", help="the reference study rebuilt: its network, sampler, classifier",
                                     description=REPRODUCE_DESCRIPTION)
     parser.add_argument("outdir", metavar="OUTDIR")
-    parser.add_argument("--networks", nargs="+", default=[str(p) for p in paths.PRETRAINED_REFERENCE_NETWORKS],
-                        metavar="MODEL.pt", help="reference networks, one per training seed (default: the shipped "
-                                                 "data/pretrained/reference/seed0.pt seed1.pt seed2.pt)")
+    parser.add_argument("--networks", nargs="+", metavar="MODEL.pt",
+                        default=[str(p) for p in paths.PRETRAINED_REFERENCE_NETWORKS if p.is_file()],
+                        help="reference networks, one per training seed (default: those of "
+                             "data/pretrained/reference/seed0.pt seed1.pt seed2.pt that are shipped)")
     parser.add_argument("--reference-classifier", default=str(paths.PRETRAINED_REFERENCE_CLASSIFIER),
                         metavar="CLASSIFIER.pt", help="the reference study's classifier "
                                                       "(default data/pretrained/reference/classifier.pt)")
@@ -497,6 +498,9 @@ def _register_reproduction(experiments) -> None:
 
 def _reference_networks(paths_given, device, settings) -> dict:
     """The reference networks by file stem (raw weights), checked: MNIST, distinct names, settings that fit."""
+    if not paths_given:
+        raise UserInputError("no reference network: pass --networks MODEL.pt (train one with `python -m cfgutils "
+                             "train OUT.pt -c reference`)")
     networks = {}
     for path in paths_given:
         loaded = load_model(path, device, raw_weights=True)

@@ -394,8 +394,8 @@ def plot_reproduction(pooled: pd.DataFrame, results: pd.DataFrame):
     from .studies import SCORING_LABELS
 
     fig, ax = plt.subplots(figsize=(7.5, 4))
-    for name, label in SCORING_LABELS.items():
-        line, = ax.plot(pooled["w"], pooled[f"accuracy_{name}"], "o-", ms=3, label=label)
+    for (name, label), style in zip(SCORING_LABELS.items(), ("o-", "x--", "s-")):
+        line, = ax.plot(pooled["w"], pooled[f"accuracy_{name}"], style, ms=4, label=label)
         _band(ax, pooled, f"accuracy_{name}", line.get_color(), alpha=0.2)
         for _, part in results.groupby("network"):
             part = part.sort_values("w")
@@ -406,7 +406,8 @@ def plot_reproduction(pooled: pd.DataFrame, results: pd.DataFrame):
     ax.set_ylim(0, 1.02)
     _log_w_axis(ax, pooled, upto=max(REFERENCE_ACCURACY))
     ax.legend(fontsize=7, loc="lower left")
-    ax.set_title(f"The reference study rebuilt ({results['network'].nunique()} trained networks)")
+    networks = results["network"].nunique()
+    ax.set_title(f"The reference study rebuilt ({networks} trained network{'s' if networks > 1 else ''})")
     fig.tight_layout()
     return fig
 

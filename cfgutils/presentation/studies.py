@@ -241,9 +241,11 @@ def _scoring_lines(pooled: pd.DataFrame, results: pd.DataFrame) -> list[str]:
     hi = pooled["w"].max()
     last = _at(pooled, hi)
     lines = []
-    if "gained_clamped" in results and (results["gained_clamped"] + results["lost_clamped"]).sum() == 0:
-        lines.append("Clamping the samples to [-1, 1] changes none of the study's classifier's predictions, at any "
-                     "weight: the raw pixel values are not what it misreads.")
+    changed = (results["gained_clamped"] + results["lost_clamped"]) if "gained_clamped" in results else None
+    if changed is not None and changed[(results["w"] - hi).abs() < 1e-9].sum() == 0:
+        lines.append(f"Clamping the samples to [-1, 1] changes none of the study's classifier's predictions at "
+                     f"w = {hi:g}, and at most {int(changed.max())} of {int(results['n'].max())} at any weight: the "
+                     "raw pixel values are not what it misreads.")
     elif _change(last, "clamped"):
         lines.append(f"Clamping the same samples to [-1, 1] before the study's classifier reads them changes the "
                      f"accuracy at w = {hi:g} by {_change(last, 'clamped')} (paired, same samples).")
@@ -313,3 +315,28 @@ def cross_table(results_by_sampler: dict[str, pd.DataFrame], w: float = 0.0) -> 
                             "pixels outside [-1, 1]": f"{row['outside_fraction']:.3f}",
                             "max |x|": f"{row['max_abs']:.3g}"})
     return pd.DataFrame(records)
+
+
+def cross_lines(results_by_sampler: dict[str, pd.DataFrame], w: float = 0.0) -> list[str]:
+    """Whether the network or the sampler decides, read off :func:`cross_table`'s cells (study's classifier, raw) (07)."""
+    cells = {(sampler, row["network"]): row for sampler, frame in results_by_sampler.items()
+             for _, row in frame[(frame["w"] - w).abs() < 1e-9].iterrows()}
+    samplers, networks = list(results_by_sampler), list(dict.fromkeys(network for _, network in cells))
+    lines = [f"With the {sampler} sampler at w = {w:g}: " + "; ".join(
+        f"{network} {with_interval(cells[(sampler, network)], 'accuracy_published')}" for network in networks
+        if (sampler, network) in cells) + "." for sampler in samplers]
+    complete = all((s, n) in cells for s in samplers for n in networks) and len(networks) == len(samplers) == 2
+
+    def apart(a, b):
+        return separated(a["accuracy_published_low"], a["accuracy_published_high"], b["accuracy_published_low"],
+                         b["accuracy_published_high"])
+
+    if complete:
+        by_network = all(apart(cells[(s, networks[0])], cells[(s, networks[1])]) for s in samplers)
+        by_sampler = any(apart(cells[(samplers[0], n)], cells[(samplers[1], n)]) for n in networks)
+        if by_network and not by_sampler:
+            lines.append("The network decides, not the sampler: each network gives accuracies not distinguishable "
+                         "between the two samplers, and the two networks' intervals separate under both.")
+        elif by_sampler:
+            lines.append("The sampler matters: at least one network's accuracy separates between the two samplers.")
+    return lines

@@ -139,7 +139,8 @@ def rung_config(rung: Rung, train_seed: int = 0, train_steps: int | None = None,
     return {**config, "train": {**config["train"], "seed": int(train_seed), "dataset": dataset}}
 
 
-def stage_pretrained(rungs: list[Rung], models_dir: Path, shipped=PRETRAINED_REFERENCE, train_seeds=(0,)) -> list[str]:
+def stage_pretrained(rungs: list[Rung], models_dir: Path, shipped=PRETRAINED_REFERENCE, train_seeds=(0,),
+                     train_steps: int | None = None) -> list[str]:
     """Copy each shipped checkpoint whose config a rung trains (for one of ``train_seeds``) into ``models_dir``
     under the name :func:`run_study` looks for, so the study reuses it instead of training; returns the rungs
     (with the seed) it serves."""
@@ -149,7 +150,7 @@ def stage_pretrained(rungs: list[Rung], models_dir: Path, shipped=PRETRAINED_REF
             continue
         config = resolve_config(base=load_checkpoint(path, MODEL_KIND)["config"])
         matching = [f"{rung.name} (seed {seed})" for rung in rungs for seed in train_seeds
-                    if rung_config(rung, seed) == config]
+                    if rung_config(rung, seed, train_steps) == config]
         target = Path(models_dir) / checkpoint_name(config)
         if matching and not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
