@@ -28,8 +28,8 @@ def register(subparsers) -> None:
                     "--batch-size is then the effective batch, split across the N processes.")
     add_checkpoint_arguments(parser, "resume this checkpoint's run exactly (model and diffusion config must match)")
     parser.add_argument("-c", "--config", metavar="CONFIG.yaml",
-                        help="YAML config file, or a preset name: default (fast CPU recipe) or reference "
-                             "(the reference study's recipe)")
+                        help="YAML config file, or a preset name: default (fast CPU recipe), reference (the reference "
+                             "study's own network and recipe) or reference-recipe (its recipe on cfgutils' UNet)")
     parser.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
                         help="config overrides as dotted KEY VALUE pairs, e.g. --opts train.lr 1e-3 model.base_channels 48")
     parser.add_argument("--steps", type=int, help="total training steps of the run (train.steps)")
