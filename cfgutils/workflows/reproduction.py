@@ -112,8 +112,6 @@ def eps_error_by_t(loaded: LoadedModel, split: ImageSplit, timesteps=EPS_ERROR_T
                    seed: int = 0) -> list[dict]:
     """Mean squared error of the network's noise prediction (conditional, true labels) on ``n`` held-out images
     noised to each timestep, with the same noise for every network; one row per t with a 95% interval (07)."""
-    if loaded.diffusion.config.prediction not in ("eps", "v"):
-        raise UserInputError(f"unknown prediction {loaded.diffusion.config.prediction!r}")
     generator = torch.Generator().manual_seed(seed)
     index = torch.randperm(len(split), generator=generator)[:n]
     images, labels = split.images[index], split.labels[index]
