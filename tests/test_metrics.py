@@ -241,3 +241,100 @@ def test_evaluate_generated_and_real_floor(fake_test_split):
         evaluation.real_data_floor(model, other, reference, n_per_class=5)
     with pytest.raises(UserInputError, match="held-out"):
         evaluation.build_reference(model, MnistSplit(images, labels, "x", "train"), n_per_class=5)
+
+
+def test_floor_sets_are_disjoint_balanced_and_outside_the_reference(fake_test_split):
+    model = build_classifier(seed=0)
+    reference = evaluation.build_reference(model, fake_test_split, n_per_class=20, seed=0)
+    sets = evaluation.floor_sets(fake_test_split, reference, n_per_class=5, n_sets=3)
+    assert len(sets) == 3 and all(s.shape == (50,) for s in sets)
+    drawn = torch.cat(sets)
+    assert len(set(drawn.tolist())) == 150 and not set(drawn.tolist()) & set(reference.indices.tolist())
+    assert all(torch.bincount(fake_test_split.labels[s], minlength=10).tolist() == [5] * 10 for s in sets)
+    assert all(torch.equal(a, b) for a, b in zip(sets, evaluation.floor_sets(fake_test_split, reference, 5, 3)))
+    with pytest.raises(UserInputError, match="unused"):
+        evaluation.floor_sets(fake_test_split, reference, n_per_class=10, n_sets=3)
+
+
+# --------------------------------------------------------------------------------------------- KID and bootstrap
+def _gaussian(n: int, d: int, seed: int, shift: float = 0.0, scale: float = 1.0) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * scale + shift
+
+
+def test_kid_is_the_unbiased_mmd_written_out_by_hand():
+    a, b = _gaussian(7, 3, 0), _gaussian(5, 3, 1, shift=0.5)
+
+    def k(x, y):
+        return (float(x @ y) / 3 + 1) ** 3
+
+    within_a = sum(k(a[i], a[j]) for i in range(7) for j in range(7) if i != j) / (7 * 6)
+    within_b = sum(k(b[i], b[j]) for i in range(5) for j in range(5) if i != j) / (5 * 4)
+    between = sum(k(a[i], b[j]) for i in range(7) for j in range(5)) / 35
+    assert metrics.kernel_inception_distance(a, b) == pytest.approx(within_a + within_b - 2 * between, rel=1e-10)
+    assert metrics.kernel_inception_distance(a, b) == pytest.approx(metrics.kernel_inception_distance(b, a))
+
+
+def test_kid_is_unbiased_where_the_frechet_distance_is_not():
+    # two sets of ONE distribution: KID averages to 0 at any N; the Frechet distance is positive and shrinks with N
+    for n in (30, 120):
+        pairs = [(_gaussian(n, 16, 2 * r), _gaussian(n, 16, 2 * r + 1)) for r in range(40)]
+        kids = torch.tensor([metrics.kernel_inception_distance(a, b) for a, b in pairs])
+        frechets = torch.tensor([metrics.frechet_distance(a, b) for a, b in pairs])
+        assert abs(kids.mean()) < 3 * kids.std() / 40 ** 0.5  # centred on 0
+        assert frechets.mean() > 10 * frechets.std() / 40 ** 0.5  # centred well above 0
+        assert frechets.mean() == pytest.approx(16 * 16 / n, rel=0.5)  # about D^2 / N here: the bias, not a distance
+    shifted = metrics.kernel_inception_distance(_gaussian(120, 16, 0), _gaussian(120, 16, 1, shift=1.0))
+    assert shifted > 0.2
+
+
+def test_set_distances_intervals_cover_the_estimate_and_pair_the_samples():
+    real = _gaussian(300, 8, 0)
+    distances = metrics.SetDistances(real, replicates=50, seed=0)
+    near, far = _gaussian(100, 8, 1, shift=0.1), _gaussian(100, 8, 1, shift=1.0)  # same noise, paired
+    for fake in (near, far):
+        found = distances.measure(fake)
+        assert found["n_set"] == 100
+        assert found["kid"] == pytest.approx(metrics.kernel_inception_distance(real, fake))
+        assert found["frechet_distance"] == pytest.approx(metrics.frechet_distance(real, fake))
+        for name in ("kid", "frechet_distance"):
+            assert found[f"{name}_low"] < found[name] < found[f"{name}_high"]
+    assert distances.measure(far)["kid_low"] > distances.measure(near)["kid_high"]
+    difference = distances.difference(far, near)
+    assert difference["kid_difference"] == pytest.approx(distances.measure(far)["kid"] - distances.measure(near)["kid"])
+    assert 0 < difference["kid_difference_low"] < difference["kid_difference"] < difference["kid_difference_high"]
+    assert difference["frechet_distance_difference_low"] > 0
+    same = distances.difference(near, near)
+    assert same["kid_difference"] == same["kid_difference_low"] == same["kid_difference_high"] == 0
+    assert distances.measure(near) == metrics.SetDistances(real, replicates=50, seed=0).measure(near)  # seeded
+    with pytest.raises(UserInputError, match="equal shape"):
+        distances.difference(near, near[:50])
+    with pytest.raises(UserInputError, match="feature sizes differ"):
+        distances.measure(_gaussian(10, 4, 0))
+    with pytest.raises(UserInputError, match="replicates"):
+        metrics.SetDistances(real, replicates=1)
+
+
+def test_bootstrap_counts_sum_to_n():
+    counts = metrics.bootstrap_counts(13, 40, seed=3)
+    assert counts.shape == (40, 13) and (counts.sum(1) == 13).all() and counts.min() >= 0
+    assert torch.equal(counts, metrics.bootstrap_counts(13, 40, seed=3))
+
+
+def test_kid_and_frechet_distance_match_torchmetrics_on_the_same_features():
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    class Features(torch.nn.Identity):  # the features are fed as they are: both libraries see the same vectors
+        num_features = 12
+
+    real, fake = _gaussian(80, 12, 0), _gaussian(60, 12, 1, shift=0.3, scale=1.2)
+    kid = KernelInceptionDistance(feature=Features(), subsets=1, subset_size=60)
+    kid.update(real[:60].float(), real=True)  # one subset of the full size: the subset is the whole set
+    kid.update(fake.float(), real=False)
+    kid_mean, _ = kid.compute()
+    assert float(kid_mean) == pytest.approx(metrics.kernel_inception_distance(real[:60].float(), fake.float()),
+                                            rel=1e-4, abs=1e-6)
+    fid = FrechetInceptionDistance(feature=Features())
+    fid.update(real.float(), real=True)
+    fid.update(fake.float(), real=False)
+    assert float(fid.compute()) == pytest.approx(metrics.frechet_distance(real, fake), rel=1e-4)

@@ -170,10 +170,13 @@ def _run_guidance(args: argparse.Namespace) -> int:
 #: what ``experiment classifier --help`` says the command does
 CLASSIFIER_DESCRIPTION = ("Sample N of every digit at each guidance scale s (w = s - 1) and seed, score them with "
                           "CLASSIFIER against held-out real test digits (accuracy, per-class accuracy, confidence, "
-                          "Frechet distance in classifier features, IS analogue, k-NN precision/recall, diversity, "
+                          "KID and Frechet distance in classifier features, IS analogue, k-NN precision/recall, diversity, "
                           "saturated pixels, near copies of training digits), and write results.csv (one row per "
-                          "scale and seed, plus one real-data floor row per seed), summary.csv (every metric with "
-                          "its 95%% interval: exact for proportions of samples, Student t over seeds otherwise), "
+                          "scale and seed, plus one real-data floor row per seed), summary.csv (one row per scale and "
+                          "a last one for the real-data floor, every metric with its 95%% interval: exact for "
+                          "proportions of samples; a bootstrap over the pooled samples of all seeds for KID and "
+                          "the Frechet distance, the floor measured on as many real digits; Student t over seeds "
+                          "otherwise), "
                           "meta.json, strips.npz and figures.")
 
 
@@ -222,7 +225,7 @@ def _run_classifier_experiment(args: argparse.Namespace) -> int:
             **guidance.describe(), "n_per_class": args.n_per_class, "seeds": seeds,
             "near_copy_training_source": result.training_source}
     path = write_results(outdir, result, meta)
-    report.sweep_frame(result).to_csv(outdir / "summary.csv", index=False)
+    report.summary_frame(result).to_csv(outdir / "summary.csv", index=False)
     save_strips(outdir, result)
     plots.save_sweep_figures(result, outdir)
     print(report.format_table(result))

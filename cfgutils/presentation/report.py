@@ -2,7 +2,7 @@
 
 The figures of a sweep are in :mod:`cfgutils.presentation.plots`. Metric columns (see
 :mod:`cfgutils.workflows.metrics`): ``accuracy``,
-``frechet_distance``, ``precision``, ``recall``, ``inception_score``, ``diversity``,
+``frechet_distance``, ``kid``, ``precision``, ``recall``, ``inception_score``, ``diversity``,
 ``confidence``, ``saturation``, ``near_copy_pixels``; each with ``<metric>_low/high``, its 95% interval.
 A weight or rule is called best only where its interval separates from the others' (:func:`best_or_tied`).
 """
@@ -17,6 +17,7 @@ from ..workflows.experiments import REFERENCE_ACCURACY, SweepResult, scale_summa
 METRIC_LABELS = {
     "accuracy": "classifier accuracy",
     "frechet_distance": "Fréchet distance (classifier features)",
+    "kid": "KID (classifier features)",
     "precision": "precision (k=3)",
     "recall": "recall (k=3)",
     "inception_score": "IS analogue",
@@ -38,6 +39,16 @@ def sweep_frame(result: SweepResult) -> pd.DataFrame:
     return pd.DataFrame(scale_summaries(result))
 
 
+def summary_frame(result: SweepResult) -> pd.DataFrame:
+    """:func:`sweep_frame` and a last row for the real-data floor (``set`` says which is which) (05, the CLI).
+
+    The floor's KID and Fréchet distance are measured on as many real digits as each scale has samples.
+    """
+    frame = sweep_frame(result).assign(set="generated")
+    floor = pd.DataFrame([{**result.floor, "set": "real data floor"}])
+    return pd.concat([frame, floor], ignore_index=True)
+
+
 def reference_accuracy(w: float) -> float | None:
     """The reference study's published accuracy at w, or None where it has no number."""
     for key, value in REFERENCE_ACCURACY.items():
@@ -55,7 +66,7 @@ def with_interval(row, metric: str, digits: int = 3) -> str:
 
 
 #: the columns of the headline table and the digits each is printed with
-TABLE_METRICS = {"accuracy": 3, "frechet_distance": 1, "precision": 3, "recall": 3, "near_copy_pixels": 3}
+TABLE_METRICS = {"accuracy": 3, "kid": 4, "frechet_distance": 1, "precision": 3, "recall": 3, "near_copy_pixels": 3}
 
 
 def results_table(result: SweepResult) -> pd.DataFrame:

@@ -11,6 +11,7 @@ the digits the models trained on).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from .metrics import (NEAR_COPY_QUANTILE, NUM_CLASSES, SATURATION_TOL, accuracy_
                       frechet_distance_from_stats, gaussian_stats, inception_score, intra_class_diversity, knn_radii,
                       mean_confidence, mean_intended_probability, near_copy_fraction, near_copy_threshold,
                       nearest_distances, per_class_accuracy, precision_recall, proportion_interval,
-                      saturation_fraction, seed_interval)
+                      saturation_fraction, seed_interval, SetDistances)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ class RealReference:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    @cached_property
+    def distances(self) -> SetDistances:
+        """KID and Fréchet distance against these features with bootstrap intervals (built on first use)."""
+        return SetDistances(self.features)
 
 
 def stratified_indices(labels: torch.Tensor, n_per_class: int, seed: int,
@@ -158,6 +164,15 @@ def score(probs: torch.Tensor, features: torch.Tensor, images: torch.Tensor, lab
     return result
 
 
+def classify(classifier, images: torch.Tensor, batch_size: int = 500,
+             clamp: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(probabilities, features, the images as scored): ``images`` clamped to [-1, 1] unless ``clamp`` is off (05)."""
+    images = torch.as_tensor(images).detach().to("cpu", torch.float32)
+    images = images.clamp(-1, 1) if clamp else images
+    logits, features = predict_logits_and_features(_model(classifier), images, batch_size)
+    return logits.softmax(1), features, images
+
+
 def evaluate_generated(classifier, images: torch.Tensor, labels: torch.Tensor, reference: RealReference,
                        batch_size: int = 500, saturation_tol: float = SATURATION_TOL,
                        neighbours: TrainingNeighbours | None = None, clamp: bool = True) -> dict[str, float]:
@@ -171,10 +186,14 @@ def evaluate_generated(classifier, images: torch.Tensor, labels: torch.Tensor, r
     nearest_training_pixels/features (mean distance to the nearest training digit) and near_copy_pixels/features.
     Frechet distance is biased upwards for small N: compare against :func:`real_data_floor` with the same N.
     """
-    images = torch.as_tensor(images).detach().to("cpu", torch.float32)
-    images = images.clamp(-1, 1) if clamp else images
-    logits, features = predict_logits_and_features(_model(classifier), images, batch_size)
-    return score(logits.softmax(1), features, images, labels, reference, saturation_tol, neighbours)
+    probs, features, images = classify(classifier, images, batch_size, clamp)
+    return score(probs, features, images, labels, reference, saturation_tol, neighbours)
+
+
+def _check_same_split(real_split: MnistSplit, reference: RealReference) -> None:
+    if real_split.source != reference.source or len(real_split) != reference.split_size:
+        raise UserInputError(f"the reference was built from {reference.source!r} ({reference.split_size} images), "
+                             f"not from {real_split.source!r} ({len(real_split)} images)")
 
 
 def real_data_floor(classifier, real_split: MnistSplit, reference: RealReference, n_per_class: int = 100,
@@ -184,12 +203,28 @@ def real_data_floor(classifier, real_split: MnistSplit, reference: RealReference
 
     Use the same ``n_per_class`` as the generated set, since Frechet distance and recall depend on N.
     """
-    if real_split.source != reference.source or len(real_split) != reference.split_size:
-        raise UserInputError(f"the reference was built from {reference.source!r} ({reference.split_size} images), "
-                             f"not from {real_split.source!r} ({len(real_split)} images)")
+    _check_same_split(real_split, reference)
     indices = stratified_indices(real_split.labels, n_per_class, seed, exclude=reference.indices)
     return evaluate_generated(classifier, real_split.images[indices], real_split.labels[indices], reference,
                               batch_size, saturation_tol, neighbours)
+
+
+def floor_sets(real_split: MnistSplit, reference: RealReference, n_per_class: int, n_sets: int,
+               seed: int = 1) -> list[torch.Tensor]:
+    """``n_sets`` disjoint draws of ``n_per_class`` held-out real digits per class, none in ``reference`` (05).
+
+    One real-data set per sampling seed, disjoint so that pooled they are ``n_sets * n_per_class`` distinct
+    digits per class: the real-data floor at the same N as the pooled generated samples.
+    """
+    _check_same_split(real_split, reference)
+    positive_int(n_sets, "n_sets")
+    pooled = stratified_indices(real_split.labels, n_per_class * n_sets, seed, exclude=reference.indices)
+    generator = torch.Generator().manual_seed(seed)
+    per_class = []
+    for digit in range(NUM_CLASSES):  # shuffled within the class: the split's order is not random (MNIST's is not)
+        members = pooled[real_split.labels[pooled] == digit]
+        per_class.append(members[torch.randperm(members.shape[0], generator=generator)].reshape(n_sets, n_per_class))
+    return [torch.sort(torch.cat([rows[k] for rows in per_class])).values for k in range(n_sets)]
 
 
 # --------------------------------------------------------------------------------------------- over seeds

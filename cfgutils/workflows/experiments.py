@@ -98,6 +98,11 @@ class SweepResult:
     closest: dict[float, dict] = field(default_factory=dict)  # scale -> evaluation.closest_pairs of the first seed
     training_source: str = ""  # the digits the near-copy check compares with
     dataset: str = "mnist"  # what was sampled and scored: mnist or fashion-mnist
+    features: dict[float, torch.Tensor] = field(default_factory=dict)  # scale -> classifier features, seeds pooled
+    correct: dict[float, torch.Tensor] = field(default_factory=dict)  # scale -> per sample: classified as intended?
+    pooled: dict[float, dict] = field(default_factory=dict)  # scale -> KID and Fréchet distance of the pooled samples
+    floor_features: torch.Tensor | None = None  # the real-data floor's features, seeds pooled
+    reference: evaluation.RealReference | None = None  # the real digits every set distance is measured against
 
 
 def check_sweep_arguments(scales, n_per_class: int, seeds) -> tuple[list[float], list[int]]:
@@ -158,8 +163,10 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
                 sample_cache[key] = images, outside
         if settings.clamp_output:
             images = images.clamp(-1.0, 1.0)
-        scored = evaluation.evaluate_generated(classifier.model, images, labels, reference, batch_size,
-                                               neighbours=neighbours, clamp=settings.clamp_output)
+        probs, features, scored_images = evaluation.classify(classifier.model, images, batch_size,
+                                                             settings.clamp_output)
+        scored = evaluation.score(probs, features, scored_images, labels, reference, neighbours=neighbours)
+        keep(result, scale, features, probs.argmax(1) == labels)
         result.rows.append({"s": scale, "w": w_from_s(scale), "seed": seed, **scored, "x0_outside": outside,
                             "sampler": settings.sampler, "steps": settings.resolved_steps(), **guidance.describe()})
         if seed == seeds[0]:
@@ -168,11 +175,38 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
     for scale in scales:
         cells = [row for row in result.rows if row["s"] == scale]
         result.per_class[scale] = [float(np.mean([row[f"accuracy_digit_{d}"] for row in cells])) for d in range(10)]
-    result.floor_rows = [real_floor_row(classifier, real_split, reference, n_per_class, seed, neighbours)
-                         for seed in seeds]
-    result.floor = evaluation.summarise_seeds(result.floor_rows)
+    floor_features = []
+    for seed, indices in zip(seeds, evaluation.floor_sets(real_split, reference, n_per_class, len(seeds))):
+        probs, features, images = evaluation.classify(classifier.model, real_split.images[indices], batch_size)
+        scored = evaluation.score(probs, features, images, real_split.labels[indices], reference,
+                                  neighbours=neighbours)
+        result.floor_rows.append({"s": None, "w": None, "seed": seed, **scored})
+        floor_features.append(features)
+    result.floor_features = torch.cat(floor_features)
+    set_distances(result, reference)
     result.wall_time_s = time.perf_counter() - start
     return result
+
+
+def keep(result: SweepResult, scale: float, features: torch.Tensor, correct: torch.Tensor) -> None:
+    """Append one seed's features and per-sample correctness to the scale's pooled ones (seed order)."""
+    previous = result.features.get(scale)
+    result.features[scale] = features if previous is None else torch.cat([previous, features])
+    previous = result.correct.get(scale)
+    result.correct[scale] = correct if previous is None else torch.cat([previous, correct])
+
+
+def set_distances(result: SweepResult, reference: evaluation.RealReference) -> None:
+    """KID and Fréchet distance (bootstrap intervals) of each scale's pooled samples and of the pooled floor (05).
+
+    The floor is as many held-out real digits as each scale has samples: the same N, so the Fréchet
+    distance's small-sample bias is the same on both sides.
+    """
+    result.reference = reference
+    for scale, features in result.features.items():
+        result.pooled[scale] = reference.distances.measure(features)
+    result.floor = {**evaluation.summarise_seeds(result.floor_rows),
+                    **reference.distances.measure(result.floor_features)}
 
 
 def check_classifier_dataset(classifier: LoadedClassifier, dataset: str) -> None:
@@ -192,10 +226,13 @@ def check_same_dataset(loaded: LoadedModel, classifier: LoadedClassifier) -> str
 
 
 def scale_summaries(result: SweepResult) -> list[dict]:
-    """One summary per scale, sorted by s: every metric over the seeds with its 95% interval, and s and w (05)."""
+    """One summary per scale, sorted by s: every metric over the seeds with its 95% interval, and s and w (05).
+
+    KID and the Fréchet distance are those of the pooled samples (:func:`set_distances`), with bootstrap intervals.
+    """
     scales = sorted({row["s"] for row in result.rows})
-    return [{**evaluation.summarise_seeds([row for row in result.rows if row["s"] == s]), "s": s, "w": w_from_s(s)}
-            for s in scales]
+    return [{**evaluation.summarise_seeds([row for row in result.rows if row["s"] == s]), **result.pooled.get(s, {}),
+             "s": s, "w": w_from_s(s)} for s in scales]
 
 
 def build_reference_for(classifier: LoadedClassifier, real_split) -> evaluation.RealReference:
@@ -209,18 +246,6 @@ def training_neighbours_for(classifier: LoadedClassifier, real_split, reference:
     """The training digits (default: the train split) and near-copy thresholds set by the reference's real digits."""
     training_split = training_split if training_split is not None else load_dataset(real_split.dataset, "train")
     return evaluation.build_training_neighbours(classifier.model, training_split, real_split.images[reference.indices])
-
-
-def real_floor_row(classifier: LoadedClassifier, real_split, reference: evaluation.RealReference, n_per_class: int,
-                   seed: int = 1, neighbours: evaluation.TrainingNeighbours | None = None) -> dict:
-    """Every metric for real held-out digits scored as if generated: the floor to compare against (05-classifier-eval).
-
-    Uses the same number per class as the generated sets (Fréchet distance and recall depend on it), drawn
-    with ``seed`` from test digits outside the reference set.
-    """
-    scored = evaluation.real_data_floor(classifier.model, real_split, reference, n_per_class=n_per_class, seed=seed,
-                                        neighbours=neighbours)
-    return {"s": None, "w": None, "seed": seed, **scored}
 
 
 def write_results(outdir: Path, result: SweepResult, meta: dict) -> Path:
