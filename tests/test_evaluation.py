@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -29,9 +30,12 @@ from cfgutils.workflows.experiments import (
     SweepResult,
     build_reference_for,
     guidance_sweep,
+    keep,
     scale_summaries,
+    set_distances,
     write_results,
 )
+from cfgutils.workflows.metrics import SetDistances, paired_proportion_difference
 
 
 @pytest.fixture(scope="module")
@@ -113,12 +117,21 @@ def _cells(s, accuracy, frechet, recall, seeds=(0, 1, 2)):
 
 
 def _synthetic_result(frechet_at=None):
-    rows = []
-    for s, acc, fd, recall in [(0, .3, 40, .9), (1, .8, 10, .85), (3, .99, 10.5, .7), (6, .90, 20, .5),
-                               (11, .85, 30, .3)]:
-        rows += _cells(s, acc, (frechet_at or {}).get(s - 1.0, fd), recall)
+    """Five scales of 300 samples each: per-sample outcomes and 8-D features (the real set's Gaussian shifted
+    by ``shift``, fresh noise per scale), scored against one real set; the floor is real data at the same N."""
+    rows, result = [], SweepResult([], {})
+    real = torch.randn(600, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for s, hits, shift, fd, recall in [(0, 90, 2.0, 40, .9), (1, 240, .4, 10, .85), (3, 297, .42, 10.5, .7),
+                                       (6, 270, .8, 20, .5), (11, 255, 1.2, 30, .3)]:
+        shift = (frechet_at or {}).get(s - 1.0, shift)
+        rows += _cells(s, hits / 300, fd, recall)  # per-seed rows; the pooled distances come from the features
+        noise = torch.randn(300, 8, generator=torch.Generator().manual_seed(10 + s), dtype=torch.float64)
+        keep(result, float(s), noise + shift, torch.arange(300) < hits)
     floor_rows = _cells(0, .98, 5.0, .9)
-    return SweepResult(rows, summarise_seeds(floor_rows), floor_rows=floor_rows)
+    result.rows, result.floor_rows = rows, floor_rows
+    result.floor_features = torch.randn(300, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    set_distances(result, SimpleNamespace(distances=SetDistances(real, replicates=100)))
+    return result
 
 
 def test_summarise_seeds_pools_proportions_and_spreads_set_statistics():
@@ -135,20 +148,38 @@ def test_summarise_seeds_pools_proportions_and_spreads_set_statistics():
     assert "one seed: no interval" in report.with_interval(one, "frechet_distance")
 
 
-def test_conclusions_name_a_winner_only_where_intervals_separate():
+def test_conclusions_name_a_winner_only_where_paired_differences_exclude_zero():
     found = report.conclusions(_synthetic_result())
-    # accuracy: 297/300 at w = 2 separates from every other weight (the next best is 270/300)
-    assert found["accuracy"]["winner"] == 2 and found["accuracy"]["tied"] == [2]
-    # Fréchet: 10 at w = 0 and 10.5 at w = 2 overlap -> tied, no winner
-    assert found["frechet_distance"]["winner"] is None and found["frechet_distance"]["tied"] == [0, 2]
+    # accuracy: 297/300 at w = 2; the closest other is 270/300, which the paired interval separates
+    assert found["accuracy"]["winner"] == 2 and found["accuracy"]["not_distinguishable"] == [2]
+    assert all(high < 0 for _, _, high in found["accuracy"]["differences"].values())
+    # distances: shifts of 0.40 (w = 0) and 0.42 (w = 2): not distinguishable at N = 300, no winner
+    for metric in ("kid", "frechet_distance"):
+        assert found[metric]["winner"] is None and found[metric]["best"] == 0
+        assert found[metric]["not_distinguishable"] == [0, 2]
+        low, high = found[metric]["differences"][2][1:]
+        assert low < 0 < high
     assert found["first_w_clearly_below_accuracy_floor"] == 10  # 0.90 at w = 5 is not wholly below 90%
-    assert found["best_frechet_separates_from_floor"] and found["recall_falls"]
+    assert found["best_frechet_minus_floor"][1] > 0 and found["recall_falls"]
     text = "\n".join(found["lines"])
-    assert "highest at w = 2" in text and "tied within the 95% intervals at w = 0, 2" in text
-    assert "above the real-data floor" in text
-    # move w = 2 far away: now w = 0 wins Fréchet outright
-    found = report.conclusions(_synthetic_result({2.0: 30}))
-    assert found["frechet_distance"]["winner"] == 0 and "lowest at w = 0" in "\n".join(found["lines"])
+    assert "highest at w = 2" in text and "every other paired difference from it excludes 0" in text
+    assert "not distinguishable at this sample size from w = 2" in text and "tied" not in text
+    assert "higher than the real-data floor by" in text
+    # move w = 0 far away: now w = 2 has the lowest distances outright
+    found = report.conclusions(_synthetic_result({0.0: 1.5}))
+    assert found["frechet_distance"]["winner"] == 2 and "lowest at w = 2" in "\n".join(found["lines"])
+
+
+def test_paired_proportion_difference_matches_the_published_example():
+    # Cavo et al. (2012), in Fagerland, Lydersen & Laake (2017), ch. 8: 59 both, 6 and 16 discordant, 80 neither;
+    # Newcombe's square-and-add interval -0.0621 [-0.1186, -0.0046]
+    a = torch.tensor([1] * 59 + [1] * 6 + [0] * 16 + [0] * 80)
+    b = torch.tensor([1] * 59 + [0] * 6 + [1] * 16 + [0] * 80)
+    assert paired_proportion_difference(a, b) == pytest.approx((-0.0621, -0.1186, -0.0046), abs=5e-5)
+    same = paired_proportion_difference(a, a)
+    assert same[0] == 0 and same[1] < 0 < same[2]  # no discordant pair is still not a proof of equality
+    with pytest.raises(UserInputError, match="equal length"):
+        paired_proportion_difference(a, b[:10])
 
 
 def _shifted(result, accuracy_at, frechet_factor):
@@ -159,7 +190,8 @@ def _shifted(result, accuracy_at, frechet_factor):
 
 
 def test_variant_conclusions_follow_the_intervals():
-    base = _synthetic_result()  # w = -1, 0, 2, 5, 10; accuracy at w = 10: .85, Fréchet 30
+    synthetic = _synthetic_result()  # w = -1, 0, 2, 5, 10; accuracy at w = 10: .85, Fréchet 30 (per-seed rows)
+    base = SweepResult(synthetic.rows, summarise_seeds(synthetic.floor_rows))
     results = {
         "cfg": base,
         "better": _shifted(base, {10.0: .99}, lambda w: 0.5),  # passes: accurate at w = 10, lower FD for w >= 5

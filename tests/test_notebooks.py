@@ -123,7 +123,7 @@ def check_05(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
                    zip(table[f"{metric}_low"], table[metric], table[f"{metric}_high"])), metric
     best = max(range(1, 4), key=lambda i: table["accuracy"][i])
     assert found["accuracy"]["best"] == table["w"][best]  # computed from the numbers, not written by hand
-    assert table["w"][best] in found["accuracy"]["tied"] and found["lines"]
+    assert table["w"][best] in found["accuracy"]["not_distinguishable"] and found["lines"]
     assert summary["near_copy_thresholds"]["pixels"] > 0
     assert_figures(summary, run_dir.parent / "figures", {
         "05-classifier-eval-accuracy.png", "05-classifier-eval-frechet.png", "05-classifier-eval-precision-recall.png",

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..workflows.experiments import REFERENCE_ACCURACY, SweepResult, scale_summaries
+from ..core.guidance import s_from_w
+from ..workflows.experiments import REFERENCE_ACCURACY, SweepResult, floor_difference, paired_ranking, scale_summaries
 
 METRIC_LABELS = {
     "accuracy": "classifier accuracy",
@@ -122,38 +123,28 @@ def best_or_tied(frame: pd.DataFrame, metric: str, higher_is_better: bool = True
             "value": float(best[metric]), "low": float(low), "high": float(high)}
 
 
-def _weights(values) -> str:
-    return ", ".join(f"{v:g}" for v in values)
-
-
-def _ranked_sentence(found: dict, what: str, extreme: str, digits: int) -> str:
-    value = _triple([found["value"], found["low"], found["high"]], digits)
-    if found["winner"] is not None:
-        return f"{what} is {extreme} at w = {found['winner']:g} ({value}); its interval separates from every other weight."
-    return (f"{what} is tied within the 95% intervals at w = {_weights(found['tied'])}; the best observed value is "
-            f"{value} at w = {found['best']:g}.")
-
-
 def conclusions(result: SweepResult, accuracy_floor: float = 0.90) -> dict:
     """Findings that the intervals support, as numbers and as sentences (``lines``) (05-classifier-eval).
 
-    A weight is named best only where its interval separates from every other weight's; otherwise the tied
-    weights are listed. Accuracy "falls below" ``accuracy_floor`` only where the whole interval lies below it.
+    Weights are ranked by paired differences (:func:`~cfgutils.workflows.experiments.paired_ranking`): a
+    weight is named best only where its difference from every other weight excludes 0; otherwise the
+    weights it cannot be told from are listed with their differences. Accuracy "falls below"
+    ``accuracy_floor`` only where the whole interval lies below it.
     """
     frame = sweep_frame(result)
     guided = frame[frame["s"] > 0].reset_index(drop=True)
     floor = result.floor
-    by_accuracy = best_or_tied(guided, "accuracy")
-    by_frechet = best_or_tied(guided, "frechet_distance", higher_is_better=False)
-    past_best = guided[guided["w"] > max(by_accuracy["tied"])]
+    ranked = {metric: paired_ranking(result, metric) for metric in ("accuracy", "kid", "frechet_distance")}
+    best_distance_s = s_from_w(ranked["frechet_distance"]["best"])
+    past_best = guided[guided["w"] > max(ranked["accuracy"]["not_distinguishable"])]
     below = past_best[past_best["accuracy_high"] < accuracy_floor]
     first, last = guided.iloc[0], guided.iloc[-1]
     unconditional = frame[frame["s"] == 0]
     found = {
-        "accuracy": by_accuracy, "frechet_distance": by_frechet,
+        **ranked,
         "frechet_floor": [floor["frechet_distance"], floor["frechet_distance_low"], floor["frechet_distance_high"]],
-        "best_frechet_separates_from_floor": separated(by_frechet["low"], by_frechet["high"],
-                                                       floor["frechet_distance_low"], floor["frechet_distance_high"]),
+        "kid_floor": [floor["kid"], floor["kid_low"], floor["kid_high"]],
+        "best_frechet_minus_floor": floor_difference(result, best_distance_s, "frechet_distance"),
         "first_w_clearly_below_accuracy_floor": float(below["w"].iloc[0]) if len(below) else None,
         "accuracy_floor": accuracy_floor,
         "unconditional_accuracy": None if unconditional.empty else
@@ -172,18 +163,51 @@ def _triple(values, digits: int = 3) -> str:
     return with_interval({"v": values[0], "v_low": values[1], "v_high": values[2]}, "v", digits)
 
 
+def _signed(values, digits: int) -> str:
+    """"+0.012 [-0.004, +0.030]": a difference and its interval."""
+    return f"{values[0]:+.{digits}f} [{values[1]:+.{digits}f}, {values[2]:+.{digits}f}]"
+
+
+def difference_words(difference, digits: int, what: str = "") -> str:
+    """"higher by ..." / "lower by ..." where the interval excludes 0, else "not distinguishable at this
+    sample size (difference ...)": the series' one way of stating a comparison (05-08)."""
+    value, low, high = difference
+    if low > 0:
+        return f"higher{what} by {_signed(difference, digits)}"
+    if high < 0:
+        return f"lower{what} by {_signed(difference, digits)}"
+    return f"not distinguishable{what} at this sample size (difference {_signed(difference, digits)})"
+
+
+def ranked_sentence(found: dict, what: str, extreme: str, digits: int, unit: str = "w = ") -> str:
+    """One sentence on a :func:`~cfgutils.workflows.experiments.paired_ranking`: the best and its paired
+    differences from the others (05)."""
+    value = _triple(found["value"], digits)
+    best = f"{unit}{found['best']:g}"
+    if found["winner"] is not None:
+        closest = min(found["differences"].items(), key=lambda item: abs(item[1][0]))
+        return (f"{what} is {extreme} at {best} ({value}); every other paired difference from it excludes 0 "
+                f"(the closest: {unit}{closest[0]:g}, {_signed(closest[1], digits)}).")
+    if not found["differences"]:
+        return f"{what} at {best}: {value}."
+    others = ", ".join(f"{unit}{w:g} ({_signed(found['differences'][w], digits)})"
+                       for w in found["not_distinguishable"][1:])
+    return (f"{what} is {extreme} at {best} ({value}), but not distinguishable at this sample size from "
+            f"{others} (paired differences from {best}).")
+
+
 def conclusion_lines(found: dict) -> list[str]:
     """The sentences of :func:`conclusions`, one Markdown bullet each (05-classifier-eval)."""
-    lines = [f"- {_ranked_sentence(found['accuracy'], 'Accuracy', 'highest', 3)} Real test images: "
+    lines = [f"- {ranked_sentence(found['accuracy'], 'Accuracy', 'highest', 3)} Real test images: "
              f"{_triple(found['real_accuracy'])}"
              + (f"; without guidance (s = 0): {_triple(found['unconditional_accuracy'])}."
                 if found["unconditional_accuracy"] else ".")]
-    floor = found["frechet_floor"]
-    relation = ("above the real-data floor of" if found["best_frechet_separates_from_floor"]
-                else "not separable (no interval) from the real-data floor of" if pd.isna(floor[1])
-                else "tied with the real-data floor of")
-    lines.append(f"- {_ranked_sentence(found['frechet_distance'], 'Fréchet distance', 'lowest', 1)} The lowest one "
-                 f"is {relation} {_triple(floor, 1)}.")
+    lines.append(f"- {ranked_sentence(found['kid'], 'KID', 'lowest', 4)} Real test images at the same N: "
+                 f"{_triple(found['kid_floor'], 4)}.")
+    distance = found["frechet_distance"]
+    lines.append(f"- {ranked_sentence(distance, 'Fréchet distance', 'lowest', 1)} At w = {distance['best']:g} it "
+                 f"is {difference_words(found['best_frechet_minus_floor'], 1, ' than the real-data floor')} "
+                 f"(floor at the same N: {_triple(found['frechet_floor'], 1)}).")
     first_below = found["first_w_clearly_below_accuracy_floor"]
     lines.append(f"- Past the best weights, accuracy is below {found['accuracy_floor']:.0%} (its whole interval) "
                  f"from w = {first_below:g}." if first_below is not None else

@@ -29,6 +29,7 @@ from ..plumbing import paths
 from ..plumbing.checkpoint import LoadedModel, check_dataset
 from ..plumbing.data import dataset_info, load_dataset, to_uint8
 from . import evaluation
+from .metrics import paired_proportion_difference, proportion_interval
 from .classifier import NUM_CLASSES, LoadedClassifier
 
 #: the reference study's grid of w, plus the unconditional model (s = 0)
@@ -207,6 +208,59 @@ def set_distances(result: SweepResult, reference: evaluation.RealReference) -> N
         result.pooled[scale] = reference.distances.measure(features)
     result.floor = {**evaluation.summarise_seeds(result.floor_rows),
                     **reference.distances.measure(result.floor_features)}
+
+
+#: the direction of each metric a ranking can use: accuracy higher is better, the set distances lower
+RANKED = {"accuracy": True, "kid": False, "frechet_distance": False}
+
+
+def paired_ranking(result: SweepResult, metric: str, scales=None) -> dict:
+    """The best of ``scales`` by ``metric`` and every other scale's *paired* difference from it (05-classifier-eval).
+
+    The scales' samples share their starting noise and labels, so each comparison uses the per-sample
+    differences: :func:`~cfgutils.workflows.metrics.paired_proportion_difference` for accuracy, a shared
+    bootstrap over sample indices for KID and the Fréchet distance. ``scales`` default: every guided scale
+    (s > 0). Returns ``best`` (its w), ``value`` ([value, low, high]), ``differences`` (w -> [other - best,
+    low, high]), ``not_distinguishable`` (the best and every w whose difference interval contains 0) and
+    ``winner`` (the best's w where every difference excludes 0, else None).
+    """
+    if metric not in RANKED:
+        raise UserInputError(f"metric must be one of {', '.join(RANKED)}, got {metric!r}")
+    if not result.correct:
+        raise UserInputError("this result holds no per-sample outcomes (sample it with guidance_sweep)")
+    scales = [s for s in sorted(result.correct) if s > 0] if scales is None else list(scales)
+    if not scales:
+        raise UserInputError("no scales to rank")
+    if metric == "accuracy":
+        values = {s: float(result.correct[s].double().mean()) for s in scales}
+    else:
+        values = {s: result.pooled[s][metric] for s in scales}
+    best = (max if RANKED[metric] else min)(scales, key=values.get)
+    if metric == "accuracy":
+        hits = int(result.correct[best].sum())
+        value = [values[best], *proportion_interval(hits, int(result.correct[best].shape[0]))]
+        differences = {w_from_s(s): list(paired_proportion_difference(result.correct[s], result.correct[best]))
+                       for s in scales if s != best}
+    else:
+        pooled = result.pooled[best]
+        value = [pooled[metric], pooled[f"{metric}_low"], pooled[f"{metric}_high"]]
+        differences = {}
+        for s in scales:
+            if s != best:
+                found = result.reference.distances.difference(result.features[s], result.features[best])
+                differences[w_from_s(s)] = [found[f"{metric}_difference{end}"] for end in ("", "_low", "_high")]
+    overlapping = [w for w, (_, low, high) in differences.items() if low <= 0 <= high]
+    return {"metric": metric, "best": w_from_s(best), "value": value, "differences": differences,
+            "not_distinguishable": [w_from_s(best), *overlapping],
+            "winner": w_from_s(best) if differences and not overlapping else None}
+
+
+def floor_difference(result: SweepResult, scale: float, metric: str) -> list[float]:
+    """[scale's value - floor's, low, high] of KID or the Fréchet distance: the real-data floor, same N (05)."""
+    if result.floor_features is None or result.features[scale].shape != result.floor_features.shape:
+        raise UserInputError("the real-data floor was not measured at the samples' N")
+    found = result.reference.distances.difference(result.features[scale], result.floor_features)
+    return [found[f"{metric}_difference{end}"] for end in ("", "_low", "_high")]
 
 
 def check_classifier_dataset(classifier: LoadedClassifier, dataset: str) -> None:
