@@ -30,6 +30,8 @@ TRAINED_CLASSIFIER = DATA_DIR / "models" / "classifier.pt"
 #: The committed checkpoints that 04/05 fall back to.
 PRETRAINED_MODEL = PRETRAINED_DIR / "cfg-unet.pt"
 PRETRAINED_CLASSIFIER = PRETRAINED_DIR / "classifier.pt"
+#: A second classifier, trained the same way from another seed: a second opinion on what the distances rank (05).
+PRETRAINED_SECOND_CLASSIFIER = PRETRAINED_DIR / "classifier-seed1.pt"
 #: The weaker model autoguidance guides with (notebook 08), and the model trained without label dropout.
 PRETRAINED_GUIDE = PRETRAINED_DIR / "autoguide.pt"
 PRETRAINED_NO_DROPOUT = PRETRAINED_DIR / "no-dropout.pt"

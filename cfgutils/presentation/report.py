@@ -67,7 +67,7 @@ def with_interval(row, metric: str, digits: int = 3) -> str:
 
 
 #: the columns of the headline table and the digits each is printed with
-TABLE_METRICS = {"accuracy": 3, "kid": 4, "frechet_distance": 1, "precision": 3, "recall": 3, "near_copy_pixels": 3}
+TABLE_METRICS = {"accuracy": 3, "kid": 1, "frechet_distance": 1, "precision": 3, "recall": 3, "near_copy_pixels": 3}
 
 
 def results_table(result: SweepResult) -> pd.DataFrame:
@@ -202,8 +202,8 @@ def conclusion_lines(found: dict) -> list[str]:
              f"{_triple(found['real_accuracy'])}"
              + (f"; without guidance (s = 0): {_triple(found['unconditional_accuracy'])}."
                 if found["unconditional_accuracy"] else ".")]
-    lines.append(f"- {ranked_sentence(found['kid'], 'KID', 'lowest', 4)} Real test images at the same N: "
-                 f"{_triple(found['kid_floor'], 4)}.")
+    lines.append(f"- {ranked_sentence(found['kid'], 'KID', 'lowest', 1)} Real test images at the same N: "
+                 f"{_triple(found['kid_floor'], 1)}.")
     distance = found["frechet_distance"]
     lines.append(f"- {ranked_sentence(distance, 'Fréchet distance', 'lowest', 1)} At w = {distance['best']:g} it "
                  f"is {difference_words(found['best_frechet_minus_floor'], 1, ' than the real-data floor')} "

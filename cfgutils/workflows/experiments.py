@@ -101,6 +101,8 @@ class SweepResult:
     dataset: str = "mnist"  # what was sampled and scored: mnist or fashion-mnist
     features: dict[float, torch.Tensor] = field(default_factory=dict)  # scale -> classifier features, seeds pooled
     correct: dict[float, torch.Tensor] = field(default_factory=dict)  # scale -> per sample: classified as intended?
+    images: dict[float, torch.Tensor] = field(default_factory=dict)  # scale -> the images as scored, seeds pooled
+    labels: torch.Tensor | None = None  # the intended class of every pooled sample (the same at every scale)
     pooled: dict[float, dict] = field(default_factory=dict)  # scale -> KID and Fréchet distance of the pooled samples
     floor_features: torch.Tensor | None = None  # the real-data floor's features, seeds pooled
     reference: evaluation.RealReference | None = None  # the real digits every set distance is measured against
@@ -167,12 +169,13 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
         probs, features, scored_images = evaluation.classify(classifier.model, images, batch_size,
                                                              settings.clamp_output)
         scored = evaluation.score(probs, features, scored_images, labels, reference, neighbours=neighbours)
-        keep(result, scale, features, probs.argmax(1) == labels)
+        keep(result, scale, features, probs.argmax(1) == labels, scored_images)
         result.rows.append({"s": scale, "w": w_from_s(scale), "seed": seed, **scored, "x0_outside": outside,
                             "sampler": settings.sampler, "steps": settings.resolved_steps(), **guidance.describe()})
         if seed == seeds[0]:
             result.strips[scale] = images.reshape(10, n_per_class, 1, 28, 28)[:, :strip_size]
             result.closest[scale] = evaluation.closest_pairs(images, neighbours)
+    result.labels = labels.repeat(len(seeds))
     for scale in scales:
         cells = [row for row in result.rows if row["s"] == scale]
         result.per_class[scale] = [float(np.mean([row[f"accuracy_digit_{d}"] for row in cells])) for d in range(10)]
@@ -189,12 +192,12 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
     return result
 
 
-def keep(result: SweepResult, scale: float, features: torch.Tensor, correct: torch.Tensor) -> None:
-    """Append one seed's features and per-sample correctness to the scale's pooled ones (seed order)."""
-    previous = result.features.get(scale)
-    result.features[scale] = features if previous is None else torch.cat([previous, features])
-    previous = result.correct.get(scale)
-    result.correct[scale] = correct if previous is None else torch.cat([previous, correct])
+def keep(result: SweepResult, scale: float, features: torch.Tensor, correct: torch.Tensor,
+         images: torch.Tensor | None = None) -> None:
+    """Append one seed's features, per-sample correctness and images to the scale's pooled ones (seed order)."""
+    for store, value in ((result.features, features), (result.correct, correct), (result.images, images)):
+        if value is not None:
+            store[scale] = value if scale not in store else torch.cat([store[scale], value])
 
 
 def set_distances(result: SweepResult, reference: evaluation.RealReference) -> None:

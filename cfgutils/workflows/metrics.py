@@ -449,8 +449,9 @@ class SetDistances:
         self.real_root = (vectors * values.clamp(min=0).sqrt()[:, None, :]) @ vectors.mT
         self._last: list = []  # (features, replicates) of the sets measured last: a ranking compares each often
 
-    def _replicates(self, fake_features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Row 0: the statistic on the sets as they are; rows 1...: on the resamples."""
+    def resampled(self, fake_features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """KID and Fréchet distance of ``fake_features``: element 0 on the sets as they are, then one per
+        resample (the same resamples for every set of the same size)."""
         for seen, found in self._last:
             if seen is fake_features:
                 return found
@@ -476,7 +477,7 @@ class SetDistances:
         """kid, frechet_distance, each with ``_low``/``_high`` (:func:`centred_interval`; the distance's cut at 0),
         and n_set, the number of generated samples."""
         result = {"n_set": int(torch.as_tensor(fake_features).shape[0])}
-        for name, values in self._replicates(fake_features).items():
+        for name, values in self.resampled(fake_features).items():
             point = float(values[0])
             low, high = centred_interval(point, values[1:], self.level)
             result[name], result[f"{name}_low"], result[f"{name}_high"] = point, low, high
@@ -493,7 +494,7 @@ class SetDistances:
         if a.shape != b.shape:
             raise UserInputError(f"a paired difference needs sets of equal shape, got {tuple(a.shape)} and "
                                  f"{tuple(b.shape)}")
-        first, second = self._replicates(a), self._replicates(b)
+        first, second = self.resampled(a), self.resampled(b)
         result = {}
         for name in first:
             values = first[name] - second[name]
