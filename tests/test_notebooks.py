@@ -125,10 +125,19 @@ def check_05(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
     assert found["accuracy"]["best"] == table["w"][best]  # computed from the numbers, not written by hand
     assert table["w"][best] in found["accuracy"]["not_distinguishable"] and found["lines"]
     assert summary["near_copy_thresholds"]["pixels"] > 0
+    assert "not distinguishable" in " ".join(found["lines"]) or all(
+        found[m]["winner"] is not None for m in ("accuracy", "kid", "frechet_distance"))
+    # the instrument's own checks: every corruption and both distances, and the second network's ranking
+    for metric in ("kid", "frechet_distance"):
+        assert set(summary["corruptions"][metric]) == {"noise", "blur", "classes dropped", "duplicated share"}
+        assert summary["corruptions"][metric]["noise"]["grows"], summary["corruptions"][metric]
+        rho = summary["second_opinion"][metric]["spearman"]
+        assert -1 <= rho[1] <= rho[0] <= rho[2] <= 1 and summary["second_opinion"][metric]["weights"] == [-1, 0, 2, 10]
     assert_figures(summary, run_dir.parent / "figures", {
         "05-classifier-eval-accuracy.png", "05-classifier-eval-frechet.png", "05-classifier-eval-precision-recall.png",
         "05-classifier-eval-frontier.png", "05-classifier-eval-per-class.png", "05-classifier-eval-strips.png",
-        "05-classifier-eval-near-copies.png", "05-classifier-eval-closest-pairs.png"})
+        "05-classifier-eval-near-copies.png", "05-classifier-eval-closest-pairs.png",
+        "05-classifier-eval-corruptions.png"})
 
 
 def check_06(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> None:

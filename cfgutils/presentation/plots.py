@@ -185,6 +185,32 @@ def plot_metric(result: SweepResult, metric: str, ax=None, floor: bool = True):
     _log_w_axis(ax, frame)
     return ax
 
+def plot_corruptions(rows: list[dict]):
+    """KID (solid, left axis) and Fréchet distance (dashed, right axis) of real images by corruption level,
+    one panel per corruption, with 95% intervals (05-classifier-eval; rows of workflows.validation.corruption_study)."""
+    import matplotlib.pyplot as plt
+
+    frame = pd.DataFrame(rows)
+    kinds = list(dict.fromkeys(frame["corruption"]))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(3.2 * len(kinds), 3.0), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        part = frame[frame["corruption"] == kind]
+        line, = ax.plot(part["level"], part["kid"], "o-", label="KID")
+        ax.fill_between(part["level"], part["kid_low"], part["kid_high"], color=line.get_color(), alpha=0.2, lw=0)
+        twin = ax.twinx()
+        twin.plot(part["level"], part["frechet_distance"], "s--", color="C1", label="Fréchet distance")
+        twin.fill_between(part["level"], part["frechet_distance_low"], part["frechet_distance_high"], color="C1",
+                          alpha=0.15, lw=0)
+        twin.grid(False)
+        ax.set_title(kind, fontsize=10)
+        ax.set_xlabel("level")
+    axes[0][0].set_ylabel("KID (solid)")
+    twin.set_ylabel("Fréchet distance (dashed)")
+    fig.suptitle("Real test images, corrupted step by step: both distances should grow", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def plot_precision_recall(result: SweepResult, ax=None):
     """Precision and recall vs w with their 95% intervals (fidelity vs coverage)."""
     import matplotlib.pyplot as plt
