@@ -272,6 +272,20 @@ def test_cli_experiment_classifier_end_to_end(tiny_checkpoint, tiny_classifier, 
     assert [r["set"] for r in summary] == ["generated", "generated", "real data floor"]
     assert all(float(r["accuracy_low"]) < float(r["accuracy_high"]) for r in summary)
     assert all(float(r["kid_low"]) <= float(r["kid"]) <= float(r["kid_high"]) and r["n_set"] == "60" for r in summary)
+    # the same command again resumes from the sampled cells and reproduces every number; other settings are refused
+    again = cli("experiment", "classifier", tiny_checkpoint, tiny_classifier, out, "--scales", "0", "3",
+                "--n-per-class", "2", "--steps", "3")
+    assert again.returncode == 0 and "resuming: 6 sampled cells" in again.stdout
+    with open(out / "summary.csv") as handle:
+        assert list(csv.DictReader(handle)) == summary
+    meta = json.loads((out / "meta.json").read_text())
+    assert [run["cells_resumed"] for run in meta["runs"]] == [0, 6] and meta["runs"][0]["command"].startswith(
+        "python -m cfgutils experiment classifier")
+    before = sorted(p.stat().st_mtime_ns for p in out.rglob("*"))
+    refused = cli("experiment", "classifier", tiny_checkpoint, tiny_classifier, out, "--scales", "0", "3",
+                  "--n-per-class", "2", "--steps", "4")
+    assert refused.returncode == 2 and "other settings" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    assert sorted(p.stat().st_mtime_ns for p in out.rglob("*")) == before  # nothing written
     assert {p.name for p in out.glob("*.png")} >= {"05-classifier-eval-accuracy.png", "05-classifier-eval-frontier.png",
                                                    "05-classifier-eval-near-copies.png",
                                                    "05-classifier-eval-closest-pairs.png"}

@@ -18,6 +18,7 @@ from ..core.guidance import s_from_w, w_from_s
 from ..core.samplers import REFERENCE_SAMPLER, digit_labels, generate
 from ..errors import UserInputError, finite_number, positive_int
 from ..plumbing import paths
+from ..plumbing.cells import CellStore
 from ..plumbing.checkpoint import check_guide_fits, load_model
 from ..plumbing.data import DATASETS, class_index, dataset_info, load_dataset, to_uint8
 from ..presentation import plots, report
@@ -44,16 +45,22 @@ from ..workflows.experiments import (
     REFERENCE_WEIGHTS,
     REPORT_SEEDS,
     SWEEP_SCALES,
-    check_scales,
     check_classifier_dataset,
     check_same_dataset,
+    check_scales,
     check_sweep_arguments,
     guidance_sweep,
     save_strips,
     scale_sweep_one_digit,
     write_results,
 )
-from ..workflows.reproduction import EPS_ERROR_TIMESTEPS, Scorers, check_weights, eps_error_by_t, run_reproduction
+from ..workflows.reproduction import (
+    EPS_ERROR_TIMESTEPS,
+    Scorers,
+    check_weights,
+    eps_error_by_t,
+    run_reproduction,
+)
 from ..workflows.tuning import (
     TUNING_GRIDS,
     VALIDATION_SEEDS,
@@ -216,14 +223,24 @@ def _run_classifier_experiment(args: argparse.Namespace) -> int:
     check_guide_fits(guidance, loaded.model, loaded.diffusion, dataset)
     classifier = load_classifier(args.classifier, args.device)
     check_same_dataset(loaded, classifier)
+    cells = CellStore(outdir / "cells", {
+        "dataset": dataset, "model": str(args.model), "model_created": loaded.metadata.get("created"),
+        "raw_weights": bool(args.raw_weights), **settings.describe(), **guidance.describe(),
+        "n_per_class": args.n_per_class})
+    resumed = len(cells)
+    if resumed:
+        print(f"resuming: {resumed} sampled cells found in {cells.folder}")
+    previous = json.loads((outdir / "meta.json").read_text()) if (outdir / "meta.json").is_file() else {}
     result = guidance_sweep(loaded, classifier, scales, args.n_per_class, settings, seeds,
-                            guidance=guidance, batch_size=args.batch_size)
+                            guidance=guidance, batch_size=args.batch_size, sample_cache=cells)
     meta = {"dataset": dataset, "model": str(args.model), "model_data_source": loaded.metadata.get("data_source"),
             "classifier": str(args.classifier), "classifier_data_source": classifier.metadata.get("data_source"),
             "classifier_test_accuracy": classifier.metadata.get("test_accuracy"),
             "convention": "eps = eps_u + s (eps_c - eps_u); w = s - 1", **settings.describe(),
             **guidance.describe(), "n_per_class": args.n_per_class, "seeds": seeds,
             "near_copy_training_source": result.training_source}
+    meta["runs"] = [*previous.get("runs", []), {**run_record(), "wall_time_s": round(result.wall_time_s, 1),
+                                                "cells_resumed": resumed}]
     path = write_results(outdir, result, meta)
     report.summary_frame(result).to_csv(outdir / "summary.csv", index=False)
     save_strips(outdir, result)
