@@ -180,7 +180,7 @@ CLASSIFIER_DESCRIPTION = ("Sample N of every digit at each guidance scale s (w =
                           "KID and Frechet distance in classifier features, IS analogue, k-NN precision/recall, diversity, "
                           "saturated pixels, near copies of training digits), and write results.csv (one row per "
                           "scale and seed, plus one real-data floor row per seed), summary.csv (one row per scale and "
-                          "a last one for the real-data floor, every metric with its 95%% interval: exact for "
+                          "a last one for the real-data floor, every metric with its 95% interval: exact for "
                           "proportions of samples; a bootstrap over the pooled samples of all seeds for KID and "
                           "the Frechet distance, the floor measured on as many real digits; Student t over seeds "
                           "otherwise), "
@@ -254,7 +254,7 @@ TUNE_DESCRIPTION = ("Choose guidance-rule parameters on validation data: sample 
                     "(cfgutils.workflows.tuning.TUNING_GRIDS) with validation seeds that no reported table uses, "
                     "score it against real images from the training split of the model's dataset (the validation split, "
                     "never the test split), and pick per rule the lowest mean Frechet distance over w = 5, 10, 20 among "
-                    "settings with validation accuracy >= 95%% at w = 10. Writes tuning.csv, choice.csv and "
+                    "settings with validation accuracy >= 95% at w = 10. Writes tuning.csv, choice.csv and "
                     "choice.json.")
 
 
@@ -305,7 +305,7 @@ def _register_studies(experiments) -> None:
              "Train (or reuse) the reference study's network as it was (its samples scored as published, then "
              "clamped, then by CLASSIFIER) and one configuration per changed factor (DDPM with x0 clipping, DDIM, "
              "DPM-Solver++, EMA, cfgutils' UNet, our optimiser and length, v-prediction, min-SNR weights, width), "
-             "sample each at the weights and seeds, and write results.csv (every metric with its 95%% interval per "
+             "sample each at the weights and seeds, and write results.csv (every metric with its 95% interval per "
              "configuration and w), table.md (the tables and the computed conclusions), accuracy.png, frechet.png, "
              "x0_outside.png, strips.png and meta.json. The shipped reference networks "
              "(data/pretrained/reference/) are reused where a configuration trains one of them.", COLLAPSE_WEIGHTS),
