@@ -270,6 +270,7 @@ def test_cli_experiment_classifier_end_to_end(tiny_checkpoint, tiny_classifier, 
         summary = list(csv.DictReader(handle))
     assert [r["w"] for r in summary] == ["-1.0", "2.0", ""] and all(r["seeds"] == "3" for r in summary)
     assert [r["set"] for r in summary] == ["generated", "generated", "real data floor"]
+    assert "| 2 | 3 |" in (out / "table.md").read_text() and "- Accuracy at w = 2" in (out / "table.md").read_text()
     assert all(float(r["accuracy_low"]) < float(r["accuracy_high"]) for r in summary)
     assert all(float(r["kid_low"]) <= float(r["kid"]) <= float(r["kid_high"]) and r["n_set"] == "60" for r in summary)
     # the same command again resumes from the sampled cells and reproduces every number; other settings are refused

@@ -183,8 +183,9 @@ CLASSIFIER_DESCRIPTION = ("Sample N of every digit at each guidance scale s (w =
                           "a last one for the real-data floor, every metric with its 95% interval: exact for "
                           "proportions of samples; a bootstrap over the pooled samples of all seeds for KID and "
                           "the Frechet distance, the floor measured on as many real digits; Student t over seeds "
-                          "otherwise), "
-                          "meta.json, strips.npz and figures.")
+                          "otherwise), table.md (the table and the conclusions its paired comparisons support), "
+                          "meta.json, strips.npz and figures. Sampled cells are kept in OUTDIR/cells: the same "
+                          "command resumes an interrupted run.")
 
 
 def _add_model_classifier_outdir(parser) -> None:
@@ -243,9 +244,13 @@ def _run_classifier_experiment(args: argparse.Namespace) -> int:
                                                 "cells_resumed": resumed}]
     path = write_results(outdir, result, meta)
     report.summary_frame(result).to_csv(outdir / "summary.csv", index=False)
+    table = report.format_table(result)
+    if any(scale > 0 for scale in scales):  # the conclusions rank the guided scales
+        table += "\n\n" + "\n".join(report.conclusions(result)["lines"])
+    (outdir / "table.md").write_text(table + "\n")
     save_strips(outdir, result)
     plots.save_sweep_figures(result, outdir)
-    print(report.format_table(result))
+    print(table)
     print(f"wrote {path} and figures to {outdir}")
     return 0
 
@@ -573,6 +578,14 @@ def _run_reproduction(args: argparse.Namespace) -> int:
     scorers = Scorers(load_classifier(args.reference_classifier, args.device), load_classifier(args.classifier, args.device))
     for classifier in (scorers.reference, scorers.ours):
         check_classifier_dataset(classifier, "mnist")
+    meta_path = outdir / "meta.json"
+    previous = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    recorded = {key: previous.get(key) for key in ("n_per_class", "sampling_seed", "sampler", "steps")}
+    wanted = {"n_per_class": args.n_per_class, "sampling_seed": args.seed, "sampler": settings.sampler,
+              "steps": settings.resolved_steps()}
+    if previous and recorded != wanted:
+        raise UserInputError(f"{outdir} holds a reproduction sampled with other settings ({recorded}); use another "
+                             "folder (the same command resumes or extends the one it holds)")
     start = time.perf_counter()
     outdir.mkdir(parents=True, exist_ok=True)
     strips_path = outdir / "strips.npz"
@@ -580,7 +593,7 @@ def _run_reproduction(args: argparse.Namespace) -> int:
     first = next(iter(networks))
 
     def keep_strip(name, row, samples):
-        if name == first and row["w"] in REPRODUCTION_STRIP_WEIGHTS:
+        if name == first and row["w"] in REPRODUCTION_STRIP_WEIGHTS and f"w={row['w']:g}" not in strips:
             strips[f"w={row['w']:g}"] = samples.reshape(10, -1, 1, 28, 28)[:, 0].half().numpy()
             np.savez_compressed(strips_path, **strips)
 
@@ -591,11 +604,11 @@ def _run_reproduction(args: argparse.Namespace) -> int:
                  for row in eps_error_by_t(loaded, test, EPS_ERROR_TIMESTEPS)]
     results = pd.read_csv(results_csv)
     table = _write_reproduction_report(outdir, results, mechanism, strips)
-    meta_path = outdir / "meta.json"
-    previous = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     runs = [*previous.get("runs", []), {**run_record(), "wall_time_s": round(time.perf_counter() - start, 1)}]
-    meta = {"study": "reproduce", "runs": runs, "networks": {name: str(path) for name, path in zip(networks, args.networks)},
-            "network_training_data": sorted({str(n.metadata.get("data_source")) for n in networks.values()}),
+    named = {**previous.get("networks", {}), **{name: str(path) for name, path in zip(networks, args.networks)}}
+    meta = {"study": "reproduce", "runs": runs, "networks": dict(sorted(named.items())),
+            "network_training_data": sorted({*previous.get("network_training_data", []),
+                                             *(str(n.metadata.get("data_source")) for n in networks.values())}),
             "compared": list(args.compare or []), "reference_classifier": args.reference_classifier,
             "reference_classifier_test_accuracy": scorers.reference.metadata.get("test_accuracy"),
             "classifier": args.classifier, "classifier_test_accuracy": scorers.ours.metadata.get("test_accuracy"),
