@@ -204,7 +204,7 @@ def test_variant_conclusions_follow_the_intervals():
     assert found["variants"]["better"]["accuracy_target"] == "meets"
     assert found["variants"]["inaccurate"]["accuracy_target"] == "misses"
     assert found["variants"]["worse_at_5"]["frechet_vs_baseline"] == {"5": "higher", "10": "lower"}
-    assert found["variants"]["tied"]["frechet_vs_baseline"] == {"5": "tied", "10": "tied"}
+    assert found["variants"]["tied"]["frechet_vs_baseline"] == {"5": "not distinguishable", "10": "not distinguishable"}
     assert found["variants"]["cfg"]["frechet_vs_baseline"] is None
     assert found["frechet_at_check_w"]["winner"] is None  # better, inaccurate and worse_at_5 share w = 10's value
     assert set(found["frechet_at_check_w"]["tied"]) == {"better", "inaccurate", "worse_at_5"}
@@ -329,3 +329,15 @@ def test_cli_experiment_classifier_with_a_guidance_variant(tiny_checkpoint, tiny
     bad = cli("experiment", "classifier", tiny_checkpoint, tiny_classifier, tmp_path / "bad", "--scales", "6",
               "--guidance", "interval", "--interval-sigma", "2", "1")
     assert bad.returncode == 2 and "sigma_lo < sigma_hi" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_variant_conclusions_pair_the_samples_where_features_were_kept():
+    base = _synthetic_result()  # shifts 0.8 at w = 5, 1.2 at w = 10
+    closer = _synthetic_result({5.0: 0.3, 10.0: 0.3})  # the same noise, shifted less: paired with the baseline
+    same = _synthetic_result()
+    found = report.variant_conclusions({"cfg": base, "closer": closer, "same": same}, check_w=10.0)
+    assert found["variants"]["closer"]["frechet_vs_baseline"] == {"5": "lower", "10": "lower"}
+    assert all(high < 0 for _, _, high in found["variants"]["closer"]["frechet_difference"].values())
+    assert found["variants"]["same"]["frechet_vs_baseline"] == {"5": "not distinguishable", "10": "not distinguishable"}
+    assert found["variants"]["same"]["frechet_difference"]["10"] == [0.0, 0.0, 0.0]
+    assert "(-" in found["lines"][1] and "paired)" in found["lines"][1]

@@ -241,10 +241,26 @@ def variants_table(results: dict[str, SweepResult], weights=(2, 5, 10, 20)) -> p
 
 
 def compare(row, base, metric: str) -> str:
-    """"lower", "higher" or "tied": ``row``'s interval of ``metric`` against ``base``'s."""
+    """"lower", "higher" or "not distinguishable": ``row``'s interval of ``metric`` against ``base``'s, for
+    results that kept no per-sample data (:func:`paired_verdict` compares those that did)."""
     if not separated(row[f"{metric}_low"], row[f"{metric}_high"], base[f"{metric}_low"], base[f"{metric}_high"]):
-        return "tied"
+        return "not distinguishable"
     return "lower" if row[metric] < base[metric] else "higher"
+
+
+def paired_difference(result: SweepResult, base: SweepResult, scale: float, metric: str) -> list[float] | None:
+    """[result - base, low, high] of KID or the Fréchet distance at ``scale``, paired over samples drawn from the
+    same noise and labels (06); None where either result kept no features for that scale."""
+    features, baseline = result.features.get(scale), base.features.get(scale)
+    if features is None or baseline is None or base.reference is None or features.shape != baseline.shape:
+        return None
+    found = base.reference.distances.difference(features, baseline)
+    return [found[f"{metric}_difference{end}"] for end in ("", "_low", "_high")]
+
+
+def paired_verdict(difference: list[float]) -> str:
+    """"lower", "higher" or "not distinguishable" from a difference's interval."""
+    return "lower" if difference[2] < 0 else "higher" if difference[1] > 0 else "not distinguishable"
 
 
 def _against_target(row, target: float) -> str:
@@ -268,7 +284,10 @@ def variant_conclusions(results: dict[str, SweepResult], baseline: str = "cfg", 
     for name, group in frame.groupby("variant", sort=False):
         group = group.set_index("w")
         high = [w for w in group.index if w >= high_w and w in base.index]
-        versus = {w: compare(group.loc[w], base.loc[w], "frechet_distance") for w in high}
+        differences = {w: paired_difference(results[name], results[baseline], s_from_w(w), "frechet_distance")
+                       for w in high}
+        versus = {w: compare(group.loc[w], base.loc[w], "frechet_distance") if differences[w] is None
+                  else paired_verdict(differences[w]) for w in high}
         at_check = group.loc[check_w] if check_w in group.index else None
         found[name] = {
             "accuracy_at_check_w": None if at_check is None else [float(at_check[k]) for k in
@@ -278,12 +297,14 @@ def variant_conclusions(results: dict[str, SweepResult], baseline: str = "cfg", 
                                                                   "frechet_distance_high")],
             "accuracy_target": None if at_check is None else _against_target(at_check, accuracy_target),
             "frechet_vs_baseline": None if name == baseline else {f"{w:g}": v for w, v in versus.items()},
+            "frechet_difference": None if name == baseline else {f"{w:g}": d for w, d in differences.items()},
         }
     others = {n: f for n, f in found.items() if n != baseline}
     passing = [n for n, f in others.items() if f["accuracy_target"] == "meets" and f["frechet_vs_baseline"]
                and all(v == "lower" for v in f["frechet_vs_baseline"].values())]
     undecided = [n for n, f in others.items() if n not in passing and f["accuracy_target"] in ("meets", "undecided")
-                 and f["frechet_vs_baseline"] and all(v in ("lower", "tied") for v in f["frechet_vs_baseline"].values())]
+                 and f["frechet_vs_baseline"]
+                 and all(v in ("lower", "not distinguishable") for v in f["frechet_vs_baseline"].values())]
     at_check = frame[frame["w"] == check_w].reset_index(drop=True)
     found = {"check_w": check_w, "accuracy_target": accuracy_target, "high_w": high_w, "baseline": baseline,
              "variants": found, "passing": passing, "undecided": undecided,
@@ -299,9 +320,10 @@ def variant_lines(found: dict) -> list[str]:
     for name, f in found["variants"].items():
         if f["accuracy_at_check_w"] is None:
             continue
-        versus = f["frechet_vs_baseline"]
+        versus, differences = f["frechet_vs_baseline"], f.get("frechet_difference") or {}
         compared = "" if versus is None else "; Fréchet distance against plain CFG: " + ", ".join(
-            f"{verdict} at w = {w}" for w, verdict in versus.items())
+            f"{verdict} at w = {w}" + (f" ({_signed(differences[w], 1)}, paired)" if differences.get(w) else "")
+            for w, verdict in versus.items())
         lines.append(f"- **{name}** at w = {check_w:g}: accuracy {_triple(f['accuracy_at_check_w'])} "
                      f"({f['accuracy_target']} the {found['accuracy_target']:.0%} target), Fréchet distance "
                      f"{_triple(f['frechet_at_check_w'], 1)}{compared}.")
@@ -309,7 +331,8 @@ def variant_lines(found: dict) -> list[str]:
     if ranked is not None:
         lines.append(f"- Lowest Fréchet distance at w = {check_w:g}: " + (
             f"**{ranked['winner']}**, separated from every other rule." if ranked["winner"] is not None
-            else f"tied within the intervals between {', '.join(ranked['tied'])}."))
+            else f"not distinguishable at this sample size between {', '.join(ranked['tied'])} (their intervals "
+                 "overlap)."))
     lines.append(f"- **Meets the target** (accuracy interval at or above {found['accuracy_target']:.0%} at "
                  f"w = {check_w:g}, Fréchet interval below plain CFG's at every w >= {found['high_w']:g}): "
                  f"{', '.join(found['passing']) or 'none'}"
