@@ -6,10 +6,13 @@ from test_evaluation import _shifted, _synthetic_result
 from cfgutils.core.guidance import Guidance
 from cfgutils.core.newer_guidance import AutoGuidance
 from cfgutils.presentation import comparison
+from cfgutils.workflows.evaluation import summarise_seeds
+from cfgutils.workflows.experiments import SweepResult
 
 
 def _results():
-    base = _synthetic_result()  # accuracy 0.99 only at w = 2 (Fréchet 10.5), 0.90 at w = 5, 0.85 at w = 10
+    synthetic = _synthetic_result()  # accuracy 0.99 only at w = 2 (Fréchet 10.5), 0.90 at w = 5, 0.85 at w = 10
+    base = SweepResult(synthetic.rows, summarise_seeds(synthetic.floor_rows))  # per-seed rows only
     return {
         "cfg": base,
         "better": _shifted(base, {}, lambda w: 0.5),                       # same accuracy, half the Fréchet distance
@@ -35,7 +38,18 @@ def test_matched_conclusions_name_a_winner_only_where_intervals_separate():
     tied = {"cfg": results["cfg"], "faithful": results["faithful"]}  # identical Fréchet distances: tied
     found = comparison.matched_conclusions(comparison.matched_accuracy(tied, 0.99), 0.99)
     assert found["frechet"]["winner"] is None and sorted(found["frechet"]["tied"]) == ["cfg", "faithful"]
-    assert "tied within the 95% intervals" in found["lines"][0]
+    assert "not distinguishable at this sample size" in found["lines"][0] and "tied" not in found["lines"][0]
+
+
+def test_matched_conclusions_pair_the_samples_of_sweeps_that_kept_them():
+    results = {"cfg": _synthetic_result(), "closer": _synthetic_result({2.0: 0.05})}  # same noise, less shift at w = 2
+    matched = comparison.matched_accuracy(results, 0.99)
+    found = comparison.matched_conclusions(matched, 0.99, results)
+    assert found["paired_frechet"]["winner"] == "closer" and found["paired_frechet"]["differences"]["cfg"][1] > 0
+    assert found["lines"][0].startswith("- At accuracy ≥ 0.99: the Fréchet distance is lowest for closer")
+    same = {"cfg": _synthetic_result(), "again": _synthetic_result()}
+    found = comparison.matched_conclusions(comparison.matched_accuracy(same, 0.99), 0.99, same)
+    assert found["paired_frechet"]["winner"] is None and "not distinguishable" in found["lines"][0]
 
 
 def test_network_calls_and_the_table(tiny_guide_rules):

@@ -67,7 +67,7 @@ def test_dropout_table_without_an_unconditional_model_and_with_ties():
     table = dropout_table(rows).set_index("p_uncond")
     assert table.loc["0", "Fréchet at s = 0 (w = -1)"] == "no unconditional model"
     assert table.loc["0.1", "Fréchet at s = 0 (w = -1)"] == "150.0 [145.0, 155.0]"
-    assert table.loc["0.1", "at w"] == "2 (tied: 0, 2)"  # 0.95 [0.9, 0.98] overlaps 0.99 [0.96, 1]
+    assert table.loc["0.1", "at w"] == "2 (overlapping: 0, 2)"  # 0.95 [0.9, 0.98] overlaps 0.99 [0.96, 1]
     assert table.loc["0.1", "at w "] == "0"  # Fréchet 30 [25, 35] separates from 60 and 150
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 
 from ..core.guidance import Guidance
 from ..workflows.experiments import SweepResult
-from .report import best_or_tied, markdown, sweep_frame, with_interval
+from .report import best_or_tied, markdown, ranked_sentence, sweep_frame, with_interval
 
 
 def network_calls(rule: Guidance) -> str:
@@ -46,26 +46,62 @@ def matched_table(matched: pd.DataFrame, seconds: dict[str, float], rules: dict[
     return pd.DataFrame(records).set_index("rule")
 
 
-def matched_conclusions(matched: pd.DataFrame, accuracy_floor: float) -> dict:
-    """Which rule has the lowest Fréchet distance at matched accuracy: a winner only where its interval
-    separates from every other rule's, else the tied rules (08)."""
+def paired_matched(matched: pd.DataFrame, results: dict[str, SweepResult]) -> dict | None:
+    """The rule with the lowest Fréchet distance at matched accuracy and every other rule's *paired* difference
+    from it (all rules sample from the same noise and labels, so the cells pair sample by sample) (08).
+
+    None where a result kept no per-sample features. Returns ``best``, ``value`` and ``differences`` (rule ->
+    [other - best, low, high]), ``not_distinguishable`` and ``winner`` as
+    :func:`~cfgutils.workflows.experiments.paired_ranking` does for weights.
+    """
+    eligible = matched[matched["reached"]].reset_index(drop=True)
+    if eligible.empty:
+        return None
+    cells = {row["rule"]: results[row["rule"]].features.get(row["scale"]) for _, row in eligible.iterrows()}
+    if any(features is None for features in cells.values()) or len({f.shape for f in cells.values()}) != 1:
+        return None
+    best = eligible.loc[eligible["frechet_distance"].idxmin()]
+    distances = results[best["rule"]].reference.distances
+    differences = {}
+    for rule, features in cells.items():
+        if rule != best["rule"]:
+            found = distances.difference(features, cells[best["rule"]])
+            differences[rule] = [found[f"frechet_distance_difference{end}"] for end in ("", "_low", "_high")]
+    overlapping = [rule for rule, (_, low, high) in differences.items() if low <= 0 <= high]
+    return {"best": best["rule"], "value": [float(best[k]) for k in ("frechet_distance", "frechet_distance_low",
+                                                                     "frechet_distance_high")],
+            "differences": differences, "not_distinguishable": [best["rule"], *overlapping],
+            "winner": best["rule"] if differences and not overlapping else None}
+
+
+def matched_conclusions(matched: pd.DataFrame, accuracy_floor: float,
+                        results: dict[str, SweepResult] | None = None) -> dict:
+    """Which rule has the lowest Fréchet distance at matched accuracy (08): with ``results`` (sweeps that kept
+    their samples' features), by paired differences; otherwise by the rules' intervals. Recall, a statistic
+    per seed, is compared by its intervals. A winner is named only where every comparison excludes 0."""
     eligible = matched[matched["reached"]].reset_index(drop=True)
     never = [str(name) for name in matched.loc[~matched["reached"], "rule"]]
-    found = {"accuracy_floor": accuracy_floor, "never_reached": never,
+    paired = paired_matched(matched, results) if results is not None else None
+    found = {"accuracy_floor": accuracy_floor, "never_reached": never, "paired_frechet": paired,
              "frechet": best_or_tied(eligible, "frechet_distance", False, key="rule") if len(eligible) else None,
              "recall": best_or_tied(eligible, "recall", True, key="rule") if len(eligible) else None}
     lines = []
+    if paired is not None:
+        lines.append(f"- At accuracy ≥ {accuracy_floor:g}: "
+                     + ranked_sentence(paired, "the Fréchet distance", "lowest", 1, unit="").replace(
+                         "is lowest at", "is lowest for"))
     for metric, label, extreme in (("frechet", "Fréchet distance", "lowest"), ("recall", "recall", "highest")):
         result = found[metric]
-        if result is None:
+        if result is None or (metric == "frechet" and paired is not None):
             continue
         value = f"{result['value']:.3g} [{result['low']:.3g}, {result['high']:.3g}]"
         if result["winner"] is not None:
             lines.append(f"- At accuracy ≥ {accuracy_floor:g}, {result['winner']} has the {extreme} {label} ({value}); "
                          "its interval separates from every other rule's.")
         else:
-            lines.append(f"- At accuracy ≥ {accuracy_floor:g}, the {label} of {', '.join(result['tied'])} is tied "
-                         f"within the 95% intervals (best observed: {result['best']}, {value}).")
+            lines.append(f"- At accuracy ≥ {accuracy_floor:g}, the {label} of {', '.join(result['tied'])} is not "
+                         f"distinguishable at this sample size: their 95% intervals overlap (best observed: "
+                         f"{result['best']}, {value}).")
     if never:
         lines.append(f"- Never reached accuracy {accuracy_floor:g} on this grid: {', '.join(never)}.")
     found["lines"] = lines

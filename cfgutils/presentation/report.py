@@ -181,17 +181,20 @@ def difference_words(difference, digits: int, what: str = "") -> str:
 
 def ranked_sentence(found: dict, what: str, extreme: str, digits: int, unit: str = "w = ") -> str:
     """One sentence on a :func:`~cfgutils.workflows.experiments.paired_ranking`: the best and its paired
-    differences from the others (05)."""
+    differences from the others (05; 08 ranks rules, with ``unit`` "")."""
+    def name(key) -> str:
+        return f"{unit}{key:g}" if isinstance(key, (int, float)) else f"{unit}{key}"
+
     value = _triple(found["value"], digits)
-    best = f"{unit}{found['best']:g}"
+    best = name(found["best"])
     if found["winner"] is not None:
         closest = min(found["differences"].items(), key=lambda item: abs(item[1][0]))
         return (f"{what} is {extreme} at {best} ({value}); every other paired difference from it excludes 0 "
-                f"(the closest: {unit}{closest[0]:g}, {_signed(closest[1], digits)}).")
+                f"(the closest: {name(closest[0])}, {_signed(closest[1], digits)}).")
     if not found["differences"]:
         return f"{what} at {best}: {value}."
-    others = ", ".join(f"{unit}{w:g} ({_signed(found['differences'][w], digits)})"
-                       for w in found["not_distinguishable"][1:])
+    others = ", ".join(f"{name(key)} ({_signed(found['differences'][key], digits)})"
+                       for key in found["not_distinguishable"][1:])
     return (f"{what} is {extreme} at {best} ({value}), but not distinguishable at this sample size from "
             f"{others} (paired differences from {best}).")
 

@@ -99,7 +99,8 @@ def collapse_lines(rows: list[dict], w: float = 10.0) -> list[str]:
 
 def dropout_table(rows: list[dict]) -> pd.DataFrame:
     """One row per label-dropout rate: Fréchet distance of the unconditional branch (s = 0), the best accuracy
-    and the best Fréchet distance with the weights where they occur (or the tied weights)."""
+    and the best Fréchet distance with the weights where they occur (or every weight whose interval overlaps the
+    best one's: not distinguishable at this sample size)."""
     frame = pd.DataFrame(rows)
     records = []
     for rate, part in frame.groupby("p_uncond", sort=True):
@@ -120,7 +121,7 @@ def dropout_table(rows: list[dict]) -> pd.DataFrame:
 def _where(found: dict) -> str:
     if found["winner"] is not None:
         return f"{found['winner']:g}"
-    return f"{found['best']:g} (tied: {', '.join(f'{w:g}' for w in found['tied'])})"
+    return f"{found['best']:g} (overlapping: {', '.join(f'{w:g}' for w in found['tied'])})"
 
 
 def study_markdown(study: str, rows: list[dict], dataset: str = "mnist") -> str:
