@@ -101,3 +101,38 @@ def test_the_reproduction_tables_pool_networks_with_exact_intervals():
                                   "eps_mse_low": 0.003, "eps_mse_high": 0.005, "step_gain": 31.62}])
     assert mechanism.iloc[0].to_dict() == {"t": 999, "1/sqrt(alpha_t)": "31.62", "a": "0.5000 [0.4000, 0.6000]",
                                            "b": "0.0040 [0.0030, 0.0050]"}
+
+
+def test_across_networks_spreads_the_mean_over_trained_networks(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from cfgutils.presentation.studies import across_networks
+
+    def summary(accuracy, kid):
+        return pd.DataFrame([{"set": "generated", "w": 1.0, "s": 2.0, "accuracy": accuracy, "accuracy_low": accuracy - .02,
+                              "accuracy_high": min(accuracy + .02, 1), "kid": kid, "kid_low": kid - 1,
+                              "kid_high": kid + 1, "frechet_distance": 10.0, "frechet_distance_low": 9.0,
+                              "frechet_distance_high": 11.0},
+                             {"set": "real data floor", "w": None, "s": None, "accuracy": .98, "kid": 0.0,
+                              "frechet_distance": 5.0}])
+
+    runs = {"a": summary(.95, 10.0), "b": summary(.97, 12.0), "c": summary(.96, 14.0)}
+    table = across_networks(runs).set_index("metric")
+    assert table.loc["accuracy", "a"] == "0.950 [0.930, 0.970]"
+    assert table.loc["kid", "mean over 3 networks"] == "12.0 [7.0, 17.0]"  # t(2) = 4.303, sd 2 / sqrt(3)
+    for name, frame in runs.items():
+        (tmp_path / name).mkdir()
+        frame.to_csv(tmp_path / name / "summary.csv", index=False)
+        (tmp_path / name / "meta.json").write_text(json.dumps({"model": f"{name}.pt"}))
+    out = tmp_path / "across"
+    done = subprocess.run([sys.executable, "-m", "cfgutils", "experiment", "across-networks", out,
+                           *(tmp_path / n for n in runs)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "12.0 [7.0, 17.0]" in (out / "table.md").read_text() and "- c: c.pt" in (out / "table.md").read_text()
+    refused = subprocess.run([sys.executable, "-m", "cfgutils", "experiment", "across-networks", tmp_path / "x",
+                              tmp_path / "a", tmp_path / "missing"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "no summary.csv" in refused.stderr and not (tmp_path / "x").exists()

@@ -23,6 +23,7 @@ from ..plumbing.checkpoint import check_guide_fits, load_model
 from ..plumbing.data import DATASETS, class_index, dataset_info, load_dataset, to_uint8
 from ..presentation import plots, report
 from ..presentation.studies import (
+    across_networks,
     mechanism_table,
     pooled_reproduction,
     reproduction_markdown_table,
@@ -115,6 +116,41 @@ def register(subparsers) -> None:
     _register_tuning(experiments)
     _register_studies(experiments)
     _register_reproduction(experiments)
+    _register_across_networks(experiments)
+
+
+def _register_across_networks(experiments) -> None:
+    parser = experiments.add_parser(
+        "across-networks", help="one recipe, several trained networks: the spread that training adds",
+        description="Read the summary.csv of several `experiment classifier` runs (one per trained network of "
+                    "one recipe, same sampler, weights and sample sizes) and write OUTDIR/table.md and "
+                    "OUTDIR/across.csv: each network's accuracy, KID and Frechet distance with their sampling "
+                    "intervals, and their mean over the networks with a Student-t 95% interval (training seeds).")
+    parser.add_argument("outdir", metavar="OUTDIR")
+    parser.add_argument("runs", metavar="RUN", nargs="+", help="output folders of experiment classifier (two or more)")
+    parser.set_defaults(handler=_run_across_networks)
+
+
+def _run_across_networks(args: argparse.Namespace) -> int:
+    runs = [Path(run) for run in args.runs]
+    if len(runs) < 2:
+        raise UserInputError("give two or more runs (one per trained network)")
+    missing = [str(run) for run in runs if not (run / "summary.csv").is_file()]
+    if missing:
+        raise UserInputError(f"no summary.csv in {', '.join(missing)} (run experiment classifier there first)")
+    summaries = {run.name: pd.read_csv(run / "summary.csv") for run in runs}
+    try:
+        table = across_networks(summaries)
+    except ValueError as error:
+        raise UserInputError(str(error)) from None
+    outdir = check_output_dir(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(outdir / "across.csv", index=False)
+    sources = "\n".join(f"- {run.name}: " + json.loads((run / "meta.json").read_text()).get("model", "?")
+                         for run in runs)
+    (outdir / "table.md").write_text(report.markdown(table) + "\n\nNetworks:\n" + sources + "\n")
+    print(report.markdown(table))
+    return 0
 
 
 def _run_digit_control(args: argparse.Namespace) -> int:

@@ -341,3 +341,30 @@ def cross_lines(results_by_sampler: dict[str, pd.DataFrame], w: float = 0.0) -> 
         elif by_sampler:
             lines.append("The sampler matters: at least one network's accuracy separates between the two samplers.")
     return lines
+
+
+def across_networks(summaries: dict[str, pd.DataFrame], metrics=("accuracy", "kid", "frechet_distance")) -> pd.DataFrame:
+    """One recipe, several trained networks: each network's value (with its sampling interval) at every weight
+    the runs share, and the mean over networks with its Student-t 95% interval, which covers training seeds (05).
+
+    ``summaries``: network name -> the ``summary.csv`` of its ``experiment classifier`` run (floor row ignored).
+    """
+    from ..workflows.metrics import seed_interval
+
+    frames = {}
+    for name, frame in summaries.items():
+        generated = frame[frame["set"] == "generated"]
+        frames[name] = generated.set_index(generated["w"].round(6))
+    weights = sorted(set.intersection(*(set(frame.index) for frame in frames.values())))
+    if len(frames) < 2 or not weights:
+        raise ValueError("needs two or more runs that share a weight")
+    records = []
+    for w in weights:
+        for metric in metrics:
+            digits = 3 if metric == "accuracy" else 1
+            values = [float(frame.loc[w, metric]) for frame in frames.values()]
+            mean, low, high = seed_interval(values)
+            records.append({"w": f"{w:g}", "s": f"{w + 1:g}", "metric": metric,
+                            **{name: with_interval(frame.loc[w], metric, digits) for name, frame in frames.items()},
+                            f"mean over {len(frames)} networks": f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"})
+    return pd.DataFrame(records)
