@@ -341,3 +341,17 @@ def test_variant_conclusions_pair_the_samples_where_features_were_kept():
     assert found["variants"]["same"]["frechet_vs_baseline"] == {"5": "not distinguishable", "10": "not distinguishable"}
     assert found["variants"]["same"]["frechet_difference"]["10"] == [0.0, 0.0, 0.0]
     assert "(-" in found["lines"][1] and "paired)" in found["lines"][1]
+
+
+def test_interval_widths_compare_a_live_run_with_a_committed_one():
+    import pandas as pd
+
+    def frame(n, half):
+        return pd.DataFrame([{"set": "generated", "w": w, "n_set": n, **{f"{m}{end}": v for m in
+                              ("accuracy", "kid", "frechet_distance") for end, v in (("", 1.0), ("_low", 1.0 - half),
+                                                                                      ("_high", 1.0 + half))}}
+                             for w in (0.0, 2.0)])
+
+    widths = report.interval_widths(frame(300, 0.3), frame(1020, 0.1)).loc["2"]
+    assert widths["samples (live / committed)"] == "300 / 1020"
+    assert widths["KID (classifier features): width live / committed"] == "0.6 / 0.2 (3.0x)"

@@ -20,6 +20,10 @@ FIGURES_DIR = REPO_ROOT / "figures"
 OUTPUT_DIR = REPO_ROOT / "out"
 OUTPUT_FIGURES_DIR = OUTPUT_DIR / "figures"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+#: Committed full runs of the studies (results, tables, meta with commands and wall times).
+BENCHMARKS_DIR = REPO_ROOT / "benchmarks"
+#: The committed full evaluation of the shipped model per dataset (`experiment classifier`, >= 1,000 samples per weight).
+COMMITTED_EVALUATION = BENCHMARKS_DIR / "classifier-eval"
 RUNS_DIR = DATA_DIR / "runs"
 PRETRAINED_DIR = DATA_DIR / "pretrained"
 REFERENCE_DIR = DATA_DIR / "reference"

@@ -50,6 +50,30 @@ def summary_frame(result: SweepResult) -> pd.DataFrame:
     return pd.concat([frame, floor], ignore_index=True)
 
 
+def interval_widths(live: pd.DataFrame, committed: pd.DataFrame, metrics=("accuracy", "kid", "frechet_distance"),
+                    ) -> pd.DataFrame:
+    """How much wider a live run's 95% intervals are than a committed run's, at the weights both measured (05).
+
+    ``live`` and ``committed``: :func:`summary_frame`-like frames (the committed one read from its summary.csv).
+    """
+    def by_w(frame):
+        frame = frame[frame["set"] == "generated"] if "set" in frame else frame
+        return frame.set_index(frame["w"].astype(float).round(6))
+
+    live, committed = by_w(live), by_w(committed)
+    shared = [w for w in live.index if w in committed.index]
+    records = []
+    for w in shared:
+        record = {"w": f"{w:g}", "samples (live / committed)": f"{int(live.loc[w, 'n_set'])} / "
+                                                                f"{int(committed.loc[w, 'n_set'])}"}
+        for metric in metrics:
+            widths = [frame.loc[w, f"{metric}_high"] - frame.loc[w, f"{metric}_low"] for frame in (live, committed)]
+            record[f"{METRIC_LABELS.get(metric, metric)}: width live / committed"] = (
+                f"{widths[0]:.3g} / {widths[1]:.3g} ({widths[0] / widths[1]:.1f}x)")
+        records.append(record)
+    return pd.DataFrame(records).set_index("w")
+
+
 def reference_accuracy(w: float) -> float | None:
     """The reference study's published accuracy at w, or None where it has no number."""
     for key, value in REFERENCE_ACCURACY.items():
