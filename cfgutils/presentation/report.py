@@ -192,15 +192,17 @@ def _signed(values, digits: int) -> str:
     return f"{values[0]:+.{digits}f} [{values[1]:+.{digits}f}, {values[2]:+.{digits}f}]"
 
 
-def difference_words(difference, digits: int, what: str = "") -> str:
-    """"higher by ..." / "lower by ..." where the interval excludes 0, else "not distinguishable at this
-    sample size (difference ...)": the series' one way of stating a comparison (05-08)."""
+def difference_words(difference, digits: int, than: str = "") -> str:
+    """"higher [than X] by ..." / "lower [than X] by ..." where the interval excludes 0, else "not
+    distinguishable [from X] at this sample size (difference ...)": the series' one way of stating a
+    comparison (05-08)."""
     value, low, high = difference
     if low > 0:
-        return f"higher{what} by {_signed(difference, digits)}"
+        return f"higher{' than ' + than if than else ''} by {_signed(difference, digits)}"
     if high < 0:
-        return f"lower{what} by {_signed(difference, digits)}"
-    return f"not distinguishable{what} at this sample size (difference {_signed(difference, digits)})"
+        return f"lower{' than ' + than if than else ''} by {_signed(difference, digits)}"
+    return (f"not distinguishable{' from ' + than if than else ''} at this sample size "
+            f"(difference {_signed(difference, digits)})")
 
 
 def ranked_sentence(found: dict, what: str, extreme: str, digits: int, unit: str = "w = ") -> str:
@@ -233,7 +235,7 @@ def conclusion_lines(found: dict) -> list[str]:
                  f"{_triple(found['kid_floor'], 1)}.")
     distance = found["frechet_distance"]
     lines.append(f"- {ranked_sentence(distance, 'Fréchet distance', 'lowest', 1)} At w = {distance['best']:g} it "
-                 f"is {difference_words(found['best_frechet_minus_floor'], 1, ' than the real-data floor')} "
+                 f"is {difference_words(found['best_frechet_minus_floor'], 1, 'the real-data floor')} "
                  f"(floor at the same N: {_triple(found['frechet_floor'], 1)}).")
     first_below = found["first_w_clearly_below_accuracy_floor"]
     lines.append(f"- Past the best weights, accuracy is below {found['accuracy_floor']:.0%} (its whole interval) "
