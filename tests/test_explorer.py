@@ -143,3 +143,52 @@ def test_a_rule_with_a_scale_range_gets_the_slider_mapped_onto_it(loaded):
     key = explorer.key(3, "dpmpp", 2, 0, "cfgpp")
     explorer.precompute(key)  # every slider scale is a valid lambda
     assert len([k for k in explorer.cache if k[0] == key]) == 4
+
+
+def test_static_slider_html_holds_every_frame_and_loads_nothing(explorer):
+    import base64
+    import re
+
+    from cfgutils.presentation.explorer import static_slider_html
+
+    key = explorer.key(3, "dpmpp", 2, 0)
+    html = static_slider_html(explorer, key, start=3.0)
+    frames = re.findall(r'"([A-Za-z0-9+/=]{40,})"', html.split("<script>")[1])
+    assert len(frames) == len(explorer.scales)
+    assert [base64.b64decode(f) for f in frames] == [explorer.render(key, s) for s in explorer.scales]
+    first = explorer.scales.index(explorer.nearest_scale(3.0))
+    assert f'max="{len(explorer.scales) - 1}"' in html and f'value="{first}"' in html
+    assert "s = 3 (w = 2)" in html and "http" not in html and "src=\"data:image/png;base64," in html
+    assert static_slider_html(explorer, key) == html  # deterministic; another setting gets another id
+    other = static_slider_html(explorer, explorer.key(4, "dpmpp", 2, 0))
+    assert re.search(r'id="([^"]+)"', other).group(1) != re.search(r'id="([^"]+)"', html).group(1)
+
+
+@pytest.mark.slow
+def test_static_slider_drags_in_a_browser(explorer):
+    from conftest import CHROMIUM, CHROMIUM_ARGS, missing_browser
+
+    reason = missing_browser()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    from cfgutils.presentation.explorer import static_slider_html
+
+    key = explorer.key(3, "dpmpp", 2, 0)
+    html = f"<!doctype html><html><body>{static_slider_html(explorer, key, start=1.0)}</body></html>"
+    requests = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page()
+        page.route("**/*", lambda route: (requests.append(route.request.url), route.abort()))
+        page.set_content(html)
+        caption, image = page.locator(".cfg-static-slider-caption"), page.locator(".cfg-static-slider img")
+        assert caption.text_content() == "s = 1 (w = 0)"
+        before = image.get_attribute("src")
+        page.locator(".cfg-static-slider input").fill(str(len(explorer.scales) - 1))
+        last = explorer.scales[-1]
+        assert caption.text_content() == f"s = {last:g} (w = {last - 1:g})"
+        assert image.get_attribute("src") != before
+        browser.close()
+    assert not [url for url in requests if not url.startswith("data:")], requests

@@ -70,6 +70,7 @@ def check_04(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
     assert set(latency) >= {"first_render_s", "move_ms_median", "move_ms_max"}
     assert all(value > 0 for value in latency.values())
     assert summary["slider_moves"] and all("cached" in move for move in summary["slider_moves"])
+    assert summary["static_slider_frames"] == len(summary["slider_scales_s"])  # the kernel-free slider: every frame
     assert summary["slider_variants"] == ["cfg", "rescale", "interval", "threshold", "apg", "autoguidance", "cfgpp",
                                           "icg", "schedule", "zerostar"]
     assert "computed" in summary["variant_status"][0] and "cached" in summary["variant_status"][1]

@@ -222,6 +222,39 @@ def save_slider_strip(explorer: GuidanceExplorer, key: ViewKey, path: str | Path
     return str(path.resolve())
 
 
+def static_slider_html(explorer: GuidanceExplorer, key: ViewKey, start: float = 3.0) -> str:
+    """The slider without a kernel: one self-contained HTML block (a range input, the cached frames as inline
+    PNGs, a caption "s = 3 (w = 2)" and a few lines of script) that any static page of the notebook can drag (04).
+
+    Nothing is loaded from anywhere: the frames are data URIs. ``start`` is the scale shown first (the nearest
+    slider scale). Each block gets its own id, so a page can hold several.
+    """
+    import base64
+    import hashlib
+    import html
+    import json
+
+    frames = [base64.b64encode(explorer.render(key, scale)).decode("ascii") for scale in explorer.scales]
+    labels = [f"s = {scale:g} (w = {w_from_s(scale):g})" for scale in explorer.scales]
+    first = explorer.scales.index(explorer.nearest_scale(start))
+    uid = "cfg-slider-" + hashlib.sha1(repr((key, explorer.scales)).encode()).hexdigest()[:12]
+    name = dataset_info(explorer.loaded.dataset).class_names[key.digit]
+    alt = html.escape(f"{explorer.n_samples} samples of class {name} ({key.sampler}, {key.steps} steps, seed "
+                      f"{key.seed}, {key.guidance})")
+    return (f'<div class="cfg-static-slider" id="{uid}" style="font-family: sans-serif">'
+            f'<label>guidance <input type="range" min="0" max="{len(frames) - 1}" step="1" value="{first}" '
+            f'aria-label="guidance scale" style="width: 320px; vertical-align: middle"></label> '
+            f'<span class="cfg-static-slider-caption">{labels[first]}</span><br>'
+            f'<img alt="{alt}" src="data:image/png;base64,{frames[first]}">'
+            f'<script>(function () {{ var root = document.getElementById("{uid}");'
+            f' var frames = {json.dumps(frames)}; var labels = {json.dumps(labels)};'
+            f' var input = root.querySelector("input"), image = root.querySelector("img"),'
+            f' caption = root.querySelector(".cfg-static-slider-caption");'
+            f' input.addEventListener("input", function () {{'
+            f' image.src = "data:image/png;base64," + frames[input.value]; caption.textContent = labels[input.value];'
+            f' }}); }})();</script></div>')
+
+
 def render_slider_strip(digit: int = 3, n_samples: int = 4, sampler: str = "dpmpp", steps: int = 12,
                         seed: int = 0) -> bytes:
     """The slider strip sampled afresh with the model ``find_model`` finds (default SLIDER_SCALES), as PNG bytes."""
