@@ -138,7 +138,13 @@ def _run_across_networks(args: argparse.Namespace) -> int:
     missing = [str(run) for run in runs if not (run / "summary.csv").is_file()]
     if missing:
         raise UserInputError(f"no summary.csv in {', '.join(missing)} (run experiment classifier there first)")
-    summaries = {run.name: pd.read_csv(run / "summary.csv") for run in runs}
+    names = [run.name if [r.name for r in runs].count(run.name) == 1 else str(run) for run in runs]
+    metas = [json.loads((run / "meta.json").read_text()) if (run / "meta.json").is_file() else {} for run in runs]
+    shared = ("dataset", "sampler", "steps", "n_per_class", "seeds", "guidance")
+    differing = [key for key in shared if len({json.dumps(meta.get(key)) for meta in metas}) > 1]
+    if differing:
+        raise UserInputError(f"the runs differ in {', '.join(differing)}: compare networks sampled the same way")
+    summaries = {name: pd.read_csv(run / "summary.csv") for name, run in zip(names, runs)}
     try:
         table = across_networks(summaries)
     except ValueError as error:
@@ -146,8 +152,7 @@ def _run_across_networks(args: argparse.Namespace) -> int:
     outdir = check_output_dir(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     table.to_csv(outdir / "across.csv", index=False)
-    sources = "\n".join(f"- {run.name}: " + json.loads((run / "meta.json").read_text()).get("model", "?")
-                         for run in runs)
+    sources = "\n".join(f"- {name}: {meta.get('model', '(no meta.json)')}" for name, meta in zip(names, metas))
     (outdir / "table.md").write_text(report.markdown(table) + "\n\nNetworks:\n" + sources + "\n")
     print(report.markdown(table))
     return 0
@@ -263,7 +268,7 @@ def _run_classifier_experiment(args: argparse.Namespace) -> int:
     cells = CellStore(outdir / "cells", {
         "dataset": dataset, "model": str(args.model), "model_created": loaded.metadata.get("created"),
         "raw_weights": bool(args.raw_weights), **settings.describe(), **guidance.describe(),
-        "n_per_class": args.n_per_class})
+        "n_per_class": args.n_per_class, "batch_size": args.batch_size})  # chunks are seeded: the noise depends on it
     resumed = len(cells)
     if resumed:
         print(f"resuming: {resumed} sampled cells found in {cells.folder}")
@@ -614,16 +619,20 @@ def _run_reproduction(args: argparse.Namespace) -> int:
     scorers = Scorers(load_classifier(args.reference_classifier, args.device), load_classifier(args.classifier, args.device))
     for classifier in (scorers.reference, scorers.ours):
         check_classifier_dataset(classifier, "mnist")
-    meta_path = outdir / "meta.json"
+    meta_path, settings_path = outdir / "meta.json", outdir / "settings.json"
     previous = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    recorded = {key: previous.get(key) for key in ("n_per_class", "sampling_seed", "sampler", "steps")}
     wanted = {"n_per_class": args.n_per_class, "sampling_seed": args.seed, "sampler": settings.sampler,
-              "steps": settings.resolved_steps()}
-    if previous and recorded != wanted:
+              "steps": settings.resolved_steps(), "batch_size": args.batch_size}  # chunks are seeded per batch
+    if settings_path.is_file():
+        recorded = json.loads(settings_path.read_text())
+    else:  # a folder from before settings.json was written: its meta.json (batch 200, the default then)
+        recorded = {key: previous.get(key) for key in wanted} | {"batch_size": 200} if previous else None
+    if recorded is not None and recorded != wanted:
         raise UserInputError(f"{outdir} holds a reproduction sampled with other settings ({recorded}); use another "
                              "folder (the same command resumes or extends the one it holds)")
     start = time.perf_counter()
     outdir.mkdir(parents=True, exist_ok=True)
+    settings_path.write_text(json.dumps(wanted, indent=2) + "\n")  # before any cell: an interrupted run is checked too
     strips_path = outdir / "strips.npz"
     strips = dict(np.load(strips_path)) if strips_path.is_file() else {}
     first = next(iter(networks))

@@ -65,7 +65,7 @@ def paired_matched(matched: pd.DataFrame, results: dict[str, SweepResult]) -> di
     differences = {}
     for rule, features in cells.items():
         if rule != best["rule"]:
-            found = distances.difference(features, cells[best["rule"]])
+            found = distances.difference(features, cells[best["rule"]], results[best["rule"]].labels)
             differences[rule] = [found[f"frechet_distance_difference{end}"] for end in ("", "_low", "_high")]
     overlapping = [rule for rule, (_, low, high) in differences.items() if low <= 0 <= high]
     return {"best": best["rule"], "value": [float(best[k]) for k in ("frechet_distance", "frechet_distance_low",

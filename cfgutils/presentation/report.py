@@ -159,7 +159,7 @@ def conclusions(result: SweepResult, accuracy_floor: float = 0.90) -> dict:
     guided = frame[frame["s"] > 0].reset_index(drop=True)
     floor = result.floor
     ranked = {metric: paired_ranking(result, metric) for metric in ("accuracy", "kid", "frechet_distance")}
-    best_distance_s = s_from_w(ranked["frechet_distance"]["best"])
+    best_distance_s = ranked["frechet_distance"]["best_s"]
     past_best = guided[guided["w"] > max(ranked["accuracy"]["not_distinguishable"])]
     below = past_best[past_best["accuracy_high"] < accuracy_floor]
     first, last = guided.iloc[0], guided.iloc[-1]
@@ -280,11 +280,19 @@ def compare(row, base, metric: str) -> str:
 def paired_difference(result: SweepResult, base: SweepResult, scale: float, metric: str) -> list[float] | None:
     """[result - base, low, high] of KID or the Fréchet distance at ``scale``, paired over samples drawn from the
     same noise and labels (06); None where either result kept no features for that scale."""
-    features, baseline = result.features.get(scale), base.features.get(scale)
+    features, baseline = _at_scale(result.features, scale), _at_scale(base.features, scale)
     if features is None or baseline is None or base.reference is None or features.shape != baseline.shape:
         return None
-    found = base.reference.distances.difference(features, baseline)
+    found = base.reference.distances.difference(features, baseline, base.labels)
     return [found[f"{metric}_difference{end}"] for end in ("", "_low", "_high")]
+
+
+def _at_scale(by_scale: dict, scale: float):
+    """The entry of ``by_scale`` at ``scale`` (scales found from w may differ from the keys by rounding)."""
+    for key, value in by_scale.items():
+        if abs(key - scale) < 1e-9:
+            return value
+    return None
 
 
 def paired_verdict(difference: list[float]) -> str:
@@ -304,8 +312,9 @@ def variant_conclusions(results: dict[str, SweepResult], baseline: str = "cfg", 
     """Per variant, what its intervals support at ``check_w`` and at every w >= ``high_w`` against ``baseline`` (06).
 
     ``passing``: the variants whose accuracy interval at ``check_w`` lies at or above ``accuracy_target`` and
-    whose Fréchet interval lies below the baseline's at every w >= ``high_w``. ``undecided``: those no
-    interval rules out. ``lines``: the sentences.
+    whose Fréchet distance is lower than the baseline's at every w >= ``high_w`` (by the paired difference
+    where both sweeps kept their samples' features, else by the intervals). ``undecided``: those no comparison
+    rules out. ``lines``: the sentences.
     """
     frame = variants_frame(results)
     base = frame[frame["variant"] == baseline].set_index("w")
@@ -363,7 +372,8 @@ def variant_lines(found: dict) -> list[str]:
             else f"not distinguishable at this sample size between {', '.join(ranked['tied'])} (their intervals "
                  "overlap)."))
     lines.append(f"- **Meets the target** (accuracy interval at or above {found['accuracy_target']:.0%} at "
-                 f"w = {check_w:g}, Fréchet interval below plain CFG's at every w >= {found['high_w']:g}): "
+                 f"w = {check_w:g}, Fréchet distance below plain CFG's at every w >= {found['high_w']:g}, by the "
+                 f"paired difference where the samples were kept, else by the intervals): "
                  f"{', '.join(found['passing']) or 'none'}"
                  + (f"; not ruled out by the intervals: {', '.join(found['undecided'])}." if found["undecided"] else "."))
     return lines

@@ -48,7 +48,7 @@ class RealReference:
     @cached_property
     def distances(self) -> SetDistances:
         """KID and Fréchet distance against these features with bootstrap intervals (built on first use)."""
-        return SetDistances(self.features)
+        return SetDistances(self.features, real_labels=self.labels)
 
 
 def stratified_indices(labels: torch.Tensor, n_per_class: int, seed: int,
@@ -214,17 +214,26 @@ def floor_sets(real_split: MnistSplit, reference: RealReference, n_per_class: in
     """``n_sets`` disjoint draws of ``n_per_class`` held-out real digits per class, none in ``reference`` (05).
 
     One real-data set per sampling seed, disjoint so that pooled they are ``n_sets * n_per_class`` distinct
-    digits per class: the real-data floor at the same N as the pooled generated samples.
+    digits per class: the real-data floor at the same N as the pooled generated samples. Each set lists its
+    digits grouped by class (class 0 first), the layout of the samples of one seed.
     """
     _check_same_split(real_split, reference)
     positive_int(n_sets, "n_sets")
+    positive_int(n_per_class, "n_per_class")
+    unused = torch.ones(len(real_split), dtype=torch.bool)
+    unused[reference.indices] = False
+    left = torch.bincount(real_split.labels[unused], minlength=NUM_CLASSES)[:NUM_CLASSES]
+    if int(left.min()) < n_per_class * n_sets:
+        raise UserInputError(f"the real-data floor needs {n_per_class} per class x {n_sets} seeds = "
+                             f"{n_per_class * n_sets} unused held-out images per class; class {int(left.argmin())} "
+                             f"has {int(left.min())} beside the reference set: use fewer samples per class or seeds")
     pooled = stratified_indices(real_split.labels, n_per_class * n_sets, seed, exclude=reference.indices)
     generator = torch.Generator().manual_seed(seed)
     per_class = []
     for digit in range(NUM_CLASSES):  # shuffled within the class: the split's order is not random (MNIST's is not)
         members = pooled[real_split.labels[pooled] == digit]
         per_class.append(members[torch.randperm(members.shape[0], generator=generator)].reshape(n_sets, n_per_class))
-    return [torch.sort(torch.cat([rows[k] for rows in per_class])).values for k in range(n_sets)]
+    return [torch.cat([rows[k] for rows in per_class]) for k in range(n_sets)]  # grouped by class, as samples are
 
 
 # --------------------------------------------------------------------------------------------- over seeds

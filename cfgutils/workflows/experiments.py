@@ -203,14 +203,14 @@ def keep(result: SweepResult, scale: float, features: torch.Tensor, correct: tor
 def set_distances(result: SweepResult, reference: evaluation.RealReference) -> None:
     """KID and Fréchet distance (bootstrap intervals) of each scale's pooled samples and of the pooled floor (05).
 
-    The floor is as many held-out real digits as each scale has samples: the same N, so the Fréchet
-    distance's small-sample bias is the same on both sides.
+    The floor is as many held-out real digits as each scale has samples, in the same class layout: the same N,
+    so the Fréchet distance's small-sample bias is the same on both sides. Resamples keep the class counts.
     """
     result.reference = reference
     for scale, features in result.features.items():
-        result.pooled[scale] = reference.distances.measure(features)
+        result.pooled[scale] = reference.distances.measure(features, result.labels)
     result.floor = {**evaluation.summarise_seeds(result.floor_rows),
-                    **reference.distances.measure(result.floor_features)}
+                    **reference.distances.measure(result.floor_features, result.labels)}
 
 
 #: the direction of each metric a ranking can use: accuracy higher is better, the set distances lower
@@ -250,10 +250,11 @@ def paired_ranking(result: SweepResult, metric: str, scales=None) -> dict:
         differences = {}
         for s in scales:
             if s != best:
-                found = result.reference.distances.difference(result.features[s], result.features[best])
+                found = result.reference.distances.difference(result.features[s], result.features[best],
+                                                              result.labels)
                 differences[w_from_s(s)] = [found[f"{metric}_difference{end}"] for end in ("", "_low", "_high")]
     overlapping = [w for w, (_, low, high) in differences.items() if low <= 0 <= high]
-    return {"metric": metric, "best": w_from_s(best), "value": value, "differences": differences,
+    return {"metric": metric, "best": w_from_s(best), "best_s": best, "value": value, "differences": differences,
             "not_distinguishable": [w_from_s(best), *overlapping],
             "winner": w_from_s(best) if differences and not overlapping else None}
 
@@ -262,7 +263,7 @@ def floor_difference(result: SweepResult, scale: float, metric: str) -> list[flo
     """[scale's value - floor's, low, high] of KID or the Fréchet distance: the real-data floor, same N (05)."""
     if result.floor_features is None or result.features[scale].shape != result.floor_features.shape:
         raise UserInputError("the real-data floor was not measured at the samples' N")
-    found = result.reference.distances.difference(result.features[scale], result.floor_features)
+    found = result.reference.distances.difference(result.features[scale], result.floor_features, result.labels)
     return [found[f"{metric}_difference{end}"] for end in ("", "_low", "_high")]
 
 

@@ -350,14 +350,36 @@ def polynomial_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a @ b.T / a.shape[1] + 1) ** 3
 
 
-def _mean_within(kernel: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+def _mean_within(kernel: torch.Tensor, counts: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of k(x_i, x_j) over pairs of *different* samples of the multisets ``counts`` (B x N) of one set.
 
     With every count 1 this is the U-statistic's mean over i != j; two copies of one sample (a bootstrap
-    draw) are not a pair, so the estimate stays unbiased for the resampled population.
+    draw) are not a pair. With ``labels`` (a resample that keeps every class's count) the mean is taken per
+    pair of classes and recombined with the set's own class-pair weights: otherwise the share of same-class
+    pairs would move with the number of duplicates, and with it (features cluster by class) the estimate.
     """
-    pairs = ((counts @ kernel) * counts).sum(1) - (counts.square() * kernel.diagonal()).sum(1)
-    return pairs / (counts.sum(1).square() - counts.square().sum(1))
+    if labels is None:
+        pairs = ((counts @ kernel) * counts).sum(1) - (counts.square() * kernel.diagonal()).sum(1)
+        return pairs / (counts.sum(1).square() - counts.square().sum(1))
+    n = labels.shape[0]
+    classes = [labels == value for value in torch.unique(labels)]
+    total = torch.zeros(counts.shape[0], dtype=torch.float64)
+    for rows in classes:
+        sums = counts[:, rows] @ kernel[rows, :]  # B x N: sum over the class's resampled rows i of k(x_i, x_j)
+        size = int(rows.sum())
+        for other in classes:
+            block = (sums[:, other] * counts[:, other]).sum(1)
+            if other is rows:
+                block = block - (counts[:, rows].square() * kernel.diagonal()[rows]).sum(1)
+                pairs = counts[:, rows].sum(1).square() - counts[:, rows].square().sum(1)
+                weight = size * (size - 1)
+            else:
+                pairs = counts[:, rows].sum(1) * counts[:, other].sum(1)
+                weight = size * int(other.sum())
+            if weight:  # a tiny class resampled to copies of one sample has no pair: its block takes the mean
+                mean = torch.where(pairs > 0, block / pairs.clamp(min=1e-12), torch.nan)
+                total = total + weight / (n * (n - 1)) * torch.nan_to_num(mean, nan=float(mean.nanmean()))
+    return total
 
 
 def _mean_between(kernel: torch.Tensor, counts_a: torch.Tensor, counts_b: torch.Tensor) -> torch.Tensor:
@@ -389,27 +411,45 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
                              f"{b.shape[0]}")
 
 
-def bootstrap_counts(n: int, replicates: int, seed: int) -> torch.Tensor:
-    """``replicates`` x ``n`` float64 counts: how often each of n samples is drawn in each bootstrap resample."""
+def bootstrap_counts(n: int, replicates: int, seed: int, strata: torch.Tensor | None = None) -> torch.Tensor:
+    """``replicates`` x ``n`` float64 counts: how often each of n samples is drawn in each bootstrap resample.
+
+    With ``strata`` (one class label per sample) every class is resampled within itself, so each resample
+    keeps the set's class counts: the sets here are drawn balanced by class, and a resample that let the class
+    mix vary would add spread the real sampling never has (and that KID and the Fréchet distance feel strongly).
+    """
     generator = torch.Generator().manual_seed(seed)
-    draws = torch.randint(n, (replicates, n), generator=generator)
-    return torch.zeros(replicates, n, dtype=torch.float64).scatter_add_(1, draws, torch.ones(replicates, n,
-                                                                                              dtype=torch.float64))
+    counts = torch.zeros(replicates, n, dtype=torch.float64)
+    groups = [torch.arange(n)] if strata is None else [
+        torch.nonzero(strata == value).flatten() for value in torch.unique(torch.as_tensor(strata).reshape(-1))]
+    if strata is not None and torch.as_tensor(strata).numel() != n:
+        raise UserInputError(f"strata has {torch.as_tensor(strata).numel()} labels for {n} samples")
+    for members in groups:
+        draws = members[torch.randint(members.shape[0], (replicates, members.shape[0]), generator=generator)]
+        counts.scatter_add_(1, draws, torch.ones(draws.shape, dtype=torch.float64))
+    return counts
+
+
+#: resamples per block when second moments are accumulated (bounds the memory to a few tens of MB)
+STATS_BLOCK = 8
 
 
 def _weighted_stats(features: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (B x D) and unbiased covariance (B x D x D) of each resample ``counts`` (B x N) of ``features``."""
     size = counts.sum(1, keepdim=True)
     mean = counts @ features / size
-    second = (counts[:, :, None] * features).mT @ features
-    covariance = (second - size[:, :, None] * mean[:, :, None] * mean[:, None, :]) / (size[:, :, None] - 1)
+    centred = features - features.mean(0)  # a one-pass covariance is exact in float64 once the data are centred
+    second = torch.cat([(block[:, :, None] * centred).mT @ centred for block in counts.split(STATS_BLOCK)])
+    shifted = mean - features.mean(0)
+    covariance = (second - size[:, :, None] * shifted[:, :, None] * shifted[:, None, :]) / (size[:, :, None] - 1)
     return mean, covariance
 
 
 def centred_interval(point: float, replicates: torch.Tensor, level: float) -> tuple[float, float]:
     """The bootstrap distribution's central ``level`` range, moved so that its median sits on ``point`` (05).
 
-    For an unbiased statistic (KID) this is the percentile interval. The Fréchet distance is biased upwards
+    For an unbiased statistic (KID) the median of the resamples is close to the estimate, so this is close to
+    the percentile interval. The Fréchet distance is biased upwards
     at small N, and a resample (with its duplicates) roughly doubles that bias, so its raw percentile
     interval would not even contain the estimate; centring keeps the spread and leaves the bias where it
     is visible: in the real-data floor measured at the same N.
@@ -422,14 +462,15 @@ def centred_interval(point: float, replicates: torch.Tensor, level: float) -> tu
 class SetDistances:
     """KID and Fréchet distance of generated feature sets against one real set, with bootstrap intervals (05).
 
-    The real set's kernel, its resamples and their statistics are computed once; every generated set is
-    resampled with the same seeded draws, so two sets of the same size drawn from the same noise and labels
-    are compared *paired* (:meth:`difference`): one resample of sample indices serves both.
+    The real set's kernel, its resamples and their statistics are computed once. Resamples keep each set's
+    class counts (``labels``: one class per row; the sets are drawn balanced by class). Every generated set of
+    the same size and class layout is resampled with the same seeded draws, so two sets drawn from the same
+    noise and labels are compared *paired* (:meth:`difference`): one resample of rows serves both.
     Each interval covers the sampling noise of both sets (generated and real), not the training of the network.
     """
 
     def __init__(self, real_features: torch.Tensor, replicates: int = BOOTSTRAP_REPLICATES, seed: int = 0,
-                 level: float = 0.95):
+                 level: float = 0.95, real_labels: torch.Tensor | None = None):
         if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 10:
             raise UserInputError(f"replicates must be an integer >= 10, got {replicates!r}")
         if not 0 < level < 1:
@@ -438,33 +479,36 @@ class SetDistances:
         if self.real.shape[0] < 2:
             raise UserInputError(f"the real set needs at least 2 feature vectors, got {self.real.shape[0]}")
         self.replicates, self.seed, self.level = replicates, seed, level
+        self.real_labels = None if real_labels is None else as_labels(real_labels, self.real.shape[0], "real labels")
         self.real_kernel = polynomial_kernel(self.real, self.real)
         self.real_counts = torch.cat([torch.ones(1, self.real.shape[0], dtype=torch.float64),
-                                      bootstrap_counts(self.real.shape[0], replicates, seed)])
-        self.real_within = _mean_within(self.real_kernel, self.real_counts)
+                                      bootstrap_counts(self.real.shape[0], replicates, seed, self.real_labels)])
+        self.real_within = _mean_within(self.real_kernel, self.real_counts, self.real_labels)
         mean, covariance = _weighted_stats(self.real, self.real_counts)
         self.real_mean = mean
         self.real_covariance = covariance
         values, vectors = torch.linalg.eigh((covariance + covariance.mT) / 2)
         self.real_root = (vectors * values.clamp(min=0).sqrt()[:, None, :]) @ vectors.mT
-        self._last: list = []  # (features, replicates) of the sets measured last: a ranking compares each often
+        self._last: list = []  # (features, labels, replicates) of the sets measured last: a ranking reuses each
 
-    def resampled(self, fake_features: torch.Tensor) -> dict[str, torch.Tensor]:
+    def resampled(self, fake_features: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """KID and Fréchet distance of ``fake_features``: element 0 on the sets as they are, then one per
-        resample (the same resamples for every set of the same size)."""
-        for seen, found in self._last:
-            if seen is fake_features:
+        resample (the same resamples for every set of the same size and ``labels``)."""
+        for seen, seen_labels, found in self._last:
+            if seen is fake_features and (seen_labels is labels or (seen_labels is not None and labels is not None
+                                                                    and torch.equal(seen_labels, labels))):
                 return found
-        found = self._compute(fake_features)
-        self._last = [*self._last[-31:], (fake_features, found)]
+        found = self._compute(fake_features, labels)
+        self._last = [*self._last[-47:], (fake_features, labels, found)]
         return found
 
-    def _compute(self, fake_features: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _compute(self, fake_features: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
         fake = as_2d(fake_features, "generated features")
         _check_pair(self.real, fake)
+        labels = None if labels is None else as_labels(labels, fake.shape[0])
         counts = torch.cat([torch.ones(1, fake.shape[0], dtype=torch.float64),
-                            bootstrap_counts(fake.shape[0], self.replicates, self.seed + 1)])
-        kid = (self.real_within + _mean_within(polynomial_kernel(fake, fake), counts)
+                            bootstrap_counts(fake.shape[0], self.replicates, self.seed + 1, labels)])
+        kid = (self.real_within + _mean_within(polynomial_kernel(fake, fake), counts, labels)
                - 2 * _mean_between(polynomial_kernel(self.real, fake), self.real_counts, counts))
         mean, covariance = _weighted_stats(fake, counts)
         middle = self.real_root @ covariance @ self.real_root
@@ -473,28 +517,29 @@ class SetDistances:
                    + torch.diagonal(covariance, dim1=1, dim2=2).sum(1) - 2 * trace_sqrt).clamp(min=0)
         return {"kid": kid, "frechet_distance": frechet}
 
-    def measure(self, fake_features: torch.Tensor) -> dict[str, float]:
+    def measure(self, fake_features: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
         """kid, frechet_distance, each with ``_low``/``_high`` (:func:`centred_interval`; the distance's cut at 0),
-        and n_set, the number of generated samples."""
+        and n_set, the number of generated samples; ``labels`` (one class per row) keep the resamples' class counts."""
         result = {"n_set": int(torch.as_tensor(fake_features).shape[0])}
-        for name, values in self.resampled(fake_features).items():
+        for name, values in self.resampled(fake_features, labels).items():
             point = float(values[0])
             low, high = centred_interval(point, values[1:], self.level)
             result[name], result[f"{name}_low"], result[f"{name}_high"] = point, low, high
         result["frechet_distance_low"] = max(result["frechet_distance_low"], 0.0)
         return result
 
-    def difference(self, features_a: torch.Tensor, features_b: torch.Tensor) -> dict[str, float]:
+    def difference(self, features_a: torch.Tensor, features_b: torch.Tensor,
+                   labels: torch.Tensor | None = None) -> dict[str, float]:
         """Paired difference a - b of KID and Fréchet distance, with bootstrap intervals (05-classifier-eval).
 
-        Row i of ``features_a`` and of ``features_b`` must come from the same starting noise and label, so one
-        resample of rows serves both sets; the real set's resample is shared too.
+        Row i of ``features_a`` and of ``features_b`` should come from the same starting noise and label (or at
+        least the same class, ``labels[i]``), so one resample of rows serves both sets; the real set's resample
+        is shared too.
         """
-        a, b = as_2d(features_a, "features"), as_2d(features_b, "features")
-        if a.shape != b.shape:
-            raise UserInputError(f"a paired difference needs sets of equal shape, got {tuple(a.shape)} and "
-                                 f"{tuple(b.shape)}")
-        first, second = self.resampled(a), self.resampled(b)
+        shapes = [tuple(torch.as_tensor(f).shape) for f in (features_a, features_b)]
+        if shapes[0] != shapes[1]:
+            raise UserInputError(f"a paired difference needs sets of equal shape, got {shapes[0]} and {shapes[1]}")
+        first, second = self.resampled(features_a, labels), self.resampled(features_b, labels)
         result = {}
         for name in first:
             values = first[name] - second[name]

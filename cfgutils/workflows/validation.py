@@ -66,10 +66,11 @@ def drop_classes(images: torch.Tensor, labels: torch.Tensor, spare_images: torch
     as evenly as the spare set allows; the set keeps its size, and no image appears twice."""
     replace = torch.nonzero(labels < dropped).flatten()
     donors = torch.nonzero(spare_labels >= dropped).flatten()
-    if dropped and min(int((spare_labels == c).sum()) for c in range(dropped, int(spare_labels.max()) + 1)) * \
-            (int(spare_labels.max()) + 1 - dropped) < replace.shape[0]:
+    kept = int(spare_labels.max()) + 1 - dropped
+    usable = min(int((spare_labels == c).sum()) for c in range(dropped, dropped + kept)) * kept if kept > 0 else 0
+    if dropped and usable < replace.shape[0]:
         raise UserInputError(f"dropping {dropped} classes needs {replace.shape[0]} spare images of the other "
-                             f"classes, only {donors.shape[0]} are there")
+                             f"classes taken evenly, only {usable} are there")
     by_class = [donors[spare_labels[donors] == c] for c in range(dropped, int(spare_labels.max()) + 1)]
     size = min(len(members) for members in by_class)
     interleaved = torch.stack([members[:size] for members in by_class], 1).flatten()  # one of each class in turn
@@ -123,9 +124,9 @@ def corruption_study(classifier, real_split: MnistSplit, reference: RealReferenc
         for level in levels:
             corrupted = corrupt(kind, level, images, labels, spare_images, spare_labels, seed)
             features = extract_features(_model(classifier), corrupted)
-            row = {"corruption": kind, "level": float(level), **distances.measure(features)}
-            if previous is not None:
-                step = distances.difference(features, previous)
+            row = {"corruption": kind, "level": float(level), **distances.measure(features, labels)}
+            if previous is not None:  # the resamples keep the base set's class layout: positions stay paired
+                step = distances.difference(features, previous, labels)
                 for metric in ("kid", "frechet_distance"):
                     for end in ("", "_low", "_high"):
                         row[f"{metric}_step{end}"] = step[f"{metric}_difference{end}"]
@@ -183,10 +184,10 @@ def second_opinion(result, other_classifier, real_split: MnistSplit, metric: str
         raise UserInputError(f"a rank correlation needs at least 3 scales, got {len(scales)}")
     own = reference.distances
     other_reference = extract_features(_model(other_classifier), real_split.images[reference.indices])
-    other = SetDistances(other_reference, own.replicates, own.seed, own.level)
-    first = torch.stack([own.resampled(result.features[s])[metric] for s in scales], 1)
-    second = torch.stack([other.resampled(extract_features(_model(other_classifier), result.images[s]))[metric]
-                          for s in scales], 1)
+    other = SetDistances(other_reference, own.replicates, own.seed, own.level, real_labels=reference.labels)
+    first = torch.stack([own.resampled(result.features[s], result.labels)[metric] for s in scales], 1)
+    second = torch.stack([other.resampled(extract_features(_model(other_classifier), result.images[s]),
+                                          result.labels)[metric] for s in scales], 1)
     rho = spearman(first, second)
     low, high = centred_interval(float(rho[0]), rho[1:], level)
     weights = [w_from_s(s) for s in scales]
