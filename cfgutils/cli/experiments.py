@@ -273,6 +273,7 @@ def _run_classifier_experiment(args: argparse.Namespace) -> int:
     if resumed:
         print(f"resuming: {resumed} sampled cells found in {cells.folder}")
     previous = json.loads((outdir / "meta.json").read_text()) if (outdir / "meta.json").is_file() else {}
+    started = run_record()  # the command, and the commit whose code runs (taken now, not when the run ends)
     result = guidance_sweep(loaded, classifier, scales, args.n_per_class, settings, seeds,
                             guidance=guidance, batch_size=args.batch_size, sample_cache=cells)
     meta = {"dataset": dataset, "model": str(args.model), "model_data_source": loaded.metadata.get("data_source"),
@@ -281,7 +282,7 @@ def _run_classifier_experiment(args: argparse.Namespace) -> int:
             "convention": "eps = eps_u + s (eps_c - eps_u); w = s - 1", **settings.describe(),
             **guidance.describe(), "n_per_class": args.n_per_class, "seeds": seeds,
             "near_copy_training_source": result.training_source}
-    meta["runs"] = [*previous.get("runs", []), {**run_record(), "wall_time_s": round(result.wall_time_s, 1),
+    meta["runs"] = [*previous.get("runs", []), {**started, "wall_time_s": round(result.wall_time_s, 1),
                                                 "cells_resumed": resumed}]
     path = write_results(outdir, result, meta)
     report.summary_frame(result).to_csv(outdir / "summary.csv", index=False)
