@@ -1,16 +1,14 @@
 """Does the set distance measure what it claims? Corruptions of real digits, and a second feature network."""
 
-import warnings
-
 import pytest
 import torch
 from scipy.stats import spearmanr
+from test_evaluation import real_test_split  # noqa: F401 - fixture
 
 from cfgutils.core.samplers import SamplerSettings
 from cfgutils.errors import UserInputError
 from cfgutils.plumbing import paths
 from cfgutils.plumbing.checkpoint import load_model
-from cfgutils.plumbing.data import MnistSplit, load_mnist
 from cfgutils.workflows import validation
 from cfgutils.workflows.classifier import load_classifier
 from cfgutils.workflows.evaluation import build_reference
@@ -18,13 +16,8 @@ from cfgutils.workflows.experiments import guidance_sweep
 
 
 @pytest.fixture(scope="module")
-def test_split():
-    """600 real test digits (60 per class) from the official test split."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        test = load_mnist("test", download=False)
-    keep = torch.cat([torch.nonzero(test.labels == d).flatten()[:60] for d in range(10)])
-    return MnistSplit(test.images[keep], test.labels[keep], test.source + " [60 per class]", "test")
+def test_split(real_test_split):  # noqa: F811 - 1,000 real test digits, 100 per class
+    return real_test_split
 
 
 @pytest.fixture(scope="module")
