@@ -176,9 +176,19 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
             result.strips[scale] = images.reshape(10, n_per_class, 1, 28, 28)[:, :strip_size]
             result.closest[scale] = evaluation.closest_pairs(images, neighbours)
     result.labels = labels.repeat(len(seeds))
-    for scale in scales:
-        cells = [row for row in result.rows if row["s"] == scale]
-        result.per_class[scale] = [float(np.mean([row[f"accuracy_digit_{d}"] for row in cells])) for d in range(10)]
+    result.per_class = {scale: [float(np.mean([row[f"accuracy_digit_{d}"] for row in result.rows if row["s"] == scale]))
+                                for d in range(10)] for scale in scales}
+    score_floor(result, classifier, real_split, reference, n_per_class, seeds, batch_size, neighbours)
+    set_distances(result, reference)
+    result.wall_time_s = time.perf_counter() - start
+    return result
+
+
+def score_floor(result: SweepResult, classifier: LoadedClassifier, real_split, reference: evaluation.RealReference,
+                n_per_class: int, seeds, batch_size: int = 500,
+                neighbours: evaluation.TrainingNeighbours | None = None) -> None:
+    """The real-data floor of a sweep: one disjoint set of held-out real digits per seed, as many per class as
+    the samples, scored like them (``result.floor_rows``, ``result.floor_features``) (05-classifier-eval)."""
     floor_features = []
     for seed, indices in zip(seeds, evaluation.floor_sets(real_split, reference, n_per_class, len(seeds))):
         probs, features, images = evaluation.classify(classifier.model, real_split.images[indices], batch_size)
@@ -187,9 +197,6 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
         result.floor_rows.append({"s": None, "w": None, "seed": seed, **scored})
         floor_features.append(features)
     result.floor_features = torch.cat(floor_features)
-    set_distances(result, reference)
-    result.wall_time_s = time.perf_counter() - start
-    return result
 
 
 def keep(result: SweepResult, scale: float, features: torch.Tensor, correct: torch.Tensor,
