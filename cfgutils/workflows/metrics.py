@@ -11,7 +11,8 @@ Pure functions on tensors (unit-testable without a model):
 * :func:`frechet_distance` - between Gaussian fits of two feature sets (the FID formula, here on the MNIST
   classifier's penultimate features, so the numbers are not comparable to Inception FIDs);
 * :func:`kernel_inception_distance` - KID, the unbiased MMD^2 with the cubic polynomial kernel (Binkowski et
-  al. 2018) in the same features: unbiased at every N, so sets of different sizes compare directly;
+  al. 2018) in the same features: unbiased at every N for independent draws (class-balanced sets of real data
+  read slightly below 0, by an amount that depends on the class sizes: compare with the floor at the same N);
 * :class:`SetDistances` - KID and the Fréchet distance of feature sets against one real set, each with a
   bootstrap interval over samples, and paired differences of two sets drawn from the same noise;
 * :func:`inception_score` - the classifier-based analogue exp(E_x[KL(p(y|x) || p(y))]), between 1 and 10;
@@ -391,8 +392,9 @@ def kernel_inception_distance(features_a: torch.Tensor, features_b: torch.Tensor
     """KID: the unbiased estimate of MMD^2 between two N x D feature sets, cubic polynomial kernel (05-classifier-eval).
 
     mean_{i != j} k(a_i, a_j) + mean_{i != j} k(b_i, b_j) - 2 mean_{i, j} k(a_i, b_j). Its expectation is the
-    population MMD^2 at every sample size, so it is near 0 (and may be negative) for two sets of one
-    distribution, whatever their N. Named after the Inception features of its paper; here the features are
+    population MMD^2 at every sample size for independent draws, so it is near 0 (and may be negative) for two
+    sets of one distribution, whatever their N. Sets drawn balanced by class are not independent draws: two
+    such sets of real data read slightly below 0, so compare with the real-data floor at the same N. Named after the Inception features of its paper; here the features are
     the classifier's, as for the Fréchet distance.
     """
     a, b = as_2d(features_a, "features"), as_2d(features_b, "features")
