@@ -6,6 +6,7 @@ import pandas as pd
 
 from ..core.guidance import Guidance
 from ..workflows.experiments import SweepResult
+from ..workflows.metrics import rank_by_differences, triple
 from .report import best_or_tied, markdown, ranked_sentence, sweep_frame, with_interval
 
 
@@ -62,16 +63,10 @@ def paired_matched(matched: pd.DataFrame, results: dict[str, SweepResult]) -> di
         return None
     best = eligible.loc[eligible["frechet_distance"].idxmin()]
     distances = results[best["rule"]].reference.distances
-    differences = {}
-    for rule, features in cells.items():
-        if rule != best["rule"]:
-            found = distances.difference(features, cells[best["rule"]], results[best["rule"]].labels)
-            differences[rule] = [found[f"frechet_distance_difference{end}"] for end in ("", "_low", "_high")]
-    overlapping = [rule for rule, (_, low, high) in differences.items() if low <= 0 <= high]
-    return {"best": best["rule"], "value": [float(best[k]) for k in ("frechet_distance", "frechet_distance_low",
-                                                                     "frechet_distance_high")],
-            "differences": differences, "not_distinguishable": [best["rule"], *overlapping],
-            "winner": best["rule"] if differences and not overlapping else None}
+    best_features, labels = cells[best["rule"]], results[best["rule"]].labels
+    differences = {rule: triple(distances.difference(features, best_features, labels), "frechet_distance_difference")
+                   for rule, features in cells.items() if rule != best["rule"]}
+    return rank_by_differences(best["rule"], triple(best, "frechet_distance"), differences)
 
 
 def matched_conclusions(matched: pd.DataFrame, accuracy_floor: float,

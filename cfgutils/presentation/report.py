@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..core.guidance import s_from_w
 from ..workflows.experiments import REFERENCE_ACCURACY, SweepResult, floor_difference, paired_ranking, scale_summaries
+from ..workflows.metrics import paired_verdict, triple
 
 METRIC_LABELS = {
     "accuracy": "classifier accuracy",
@@ -166,8 +167,7 @@ def conclusions(result: SweepResult, accuracy_floor: float = 0.90) -> dict:
     unconditional = frame[frame["s"] == 0]
     found = {
         **ranked,
-        "frechet_floor": [floor["frechet_distance"], floor["frechet_distance_low"], floor["frechet_distance_high"]],
-        "kid_floor": [floor["kid"], floor["kid_low"], floor["kid_high"]],
+        "frechet_floor": triple(floor, "frechet_distance"), "kid_floor": triple(floor, "kid"),
         "best_frechet_minus_floor": floor_difference(result, best_distance_s, "frechet_distance"),
         "first_w_clearly_below_accuracy_floor": float(below["w"].iloc[0]) if len(below) else None,
         "accuracy_floor": accuracy_floor,
@@ -196,11 +196,9 @@ def difference_words(difference, digits: int, than: str = "") -> str:
     """"higher [than X] by ..." / "lower [than X] by ..." where the interval excludes 0, else "not
     distinguishable [from X] at this sample size (difference ...)": the series' one way of stating a
     comparison (05-08)."""
-    value, low, high = difference
-    if low > 0:
-        return f"higher{' than ' + than if than else ''} by {_signed(difference, digits)}"
-    if high < 0:
-        return f"lower{' than ' + than if than else ''} by {_signed(difference, digits)}"
+    verdict = paired_verdict(difference)
+    if verdict != "not distinguishable":
+        return f"{verdict}{' than ' + than if than else ''} by {_signed(difference, digits)}"
     return (f"not distinguishable{' from ' + than if than else ''} at this sample size "
             f"(difference {_signed(difference, digits)})")
 
@@ -271,7 +269,8 @@ def variants_table(results: dict[str, SweepResult], weights=(2, 5, 10, 20)) -> p
 
 def compare(row, base, metric: str) -> str:
     """"lower", "higher" or "not distinguishable": ``row``'s interval of ``metric`` against ``base``'s, for
-    results that kept no per-sample data (:func:`paired_verdict` compares those that did)."""
+    results that kept no per-sample data (:func:`~cfgutils.workflows.metrics.paired_verdict` reads the paired
+    differences of those that did)."""
     if not separated(row[f"{metric}_low"], row[f"{metric}_high"], base[f"{metric}_low"], base[f"{metric}_high"]):
         return "not distinguishable"
     return "lower" if row[metric] < base[metric] else "higher"
@@ -283,8 +282,7 @@ def paired_difference(result: SweepResult, base: SweepResult, scale: float, metr
     features, baseline = _at_scale(result.features, scale), _at_scale(base.features, scale)
     if features is None or baseline is None or base.reference is None or features.shape != baseline.shape:
         return None
-    found = base.reference.distances.difference(features, baseline, base.labels)
-    return [found[f"{metric}_difference{end}"] for end in ("", "_low", "_high")]
+    return triple(base.reference.distances.difference(features, baseline, base.labels), f"{metric}_difference")
 
 
 def _at_scale(by_scale: dict, scale: float):
@@ -293,11 +291,6 @@ def _at_scale(by_scale: dict, scale: float):
         if abs(key - scale) < 1e-9:
             return value
     return None
-
-
-def paired_verdict(difference: list[float]) -> str:
-    """"lower", "higher" or "not distinguishable" from a difference's interval."""
-    return "lower" if difference[2] < 0 else "higher" if difference[1] > 0 else "not distinguishable"
 
 
 def _against_target(row, target: float) -> str:

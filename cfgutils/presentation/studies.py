@@ -366,5 +366,6 @@ def across_networks(summaries: dict[str, pd.DataFrame], metrics=("accuracy", "ki
             mean, low, high = seed_interval(values)
             records.append({"w": f"{w:g}", "s": f"{w + 1:g}", "metric": metric,
                             **{name: with_interval(frame.loc[w], metric, digits) for name, frame in frames.items()},
-                            f"mean over {len(frames)} networks": f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"})
+                            f"mean over {len(frames)} networks": with_interval(
+                                {metric: mean, f"{metric}_low": low, f"{metric}_high": high}, metric, digits)})
     return pd.DataFrame(records)

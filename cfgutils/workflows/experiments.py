@@ -29,7 +29,7 @@ from ..plumbing import paths
 from ..plumbing.checkpoint import LoadedModel, check_dataset
 from ..plumbing.data import dataset_info, load_dataset, to_uint8
 from . import evaluation
-from .metrics import paired_proportion_difference, proportion_interval
+from .metrics import paired_proportion_difference, proportion_interval, rank_by_differences, triple
 from .classifier import NUM_CLASSES, LoadedClassifier
 
 #: the reference study's grid of w, plus the unconditional model (s = 0)
@@ -252,18 +252,11 @@ def paired_ranking(result: SweepResult, metric: str, scales=None) -> dict:
         differences = {w_from_s(s): list(paired_proportion_difference(result.correct[s], result.correct[best]))
                        for s in scales if s != best}
     else:
-        pooled = result.pooled[best]
-        value = [pooled[metric], pooled[f"{metric}_low"], pooled[f"{metric}_high"]]
-        differences = {}
-        for s in scales:
-            if s != best:
-                found = result.reference.distances.difference(result.features[s], result.features[best],
-                                                              result.labels)
-                differences[w_from_s(s)] = [found[f"{metric}_difference{end}"] for end in ("", "_low", "_high")]
-    overlapping = [w for w, (_, low, high) in differences.items() if low <= 0 <= high]
-    return {"metric": metric, "best": w_from_s(best), "best_s": best, "value": value, "differences": differences,
-            "not_distinguishable": [w_from_s(best), *overlapping],
-            "winner": w_from_s(best) if differences and not overlapping else None}
+        value = triple(result.pooled[best], metric)
+        differences = {w_from_s(s): triple(result.reference.distances.difference(
+            result.features[s], result.features[best], result.labels), f"{metric}_difference")
+            for s in scales if s != best}
+    return {"metric": metric, "best_s": best, **rank_by_differences(w_from_s(best), value, differences)}
 
 
 def floor_difference(result: SweepResult, scale: float, metric: str) -> list[float]:
@@ -271,7 +264,7 @@ def floor_difference(result: SweepResult, scale: float, metric: str) -> list[flo
     if result.floor_features is None or result.features[scale].shape != result.floor_features.shape:
         raise UserInputError("the real-data floor was not measured at the samples' N")
     found = result.reference.distances.difference(result.features[scale], result.floor_features, result.labels)
-    return [found[f"{metric}_difference{end}"] for end in ("", "_low", "_high")]
+    return triple(found, f"{metric}_difference")
 
 
 def check_classifier_dataset(classifier: LoadedClassifier, dataset: str) -> None:

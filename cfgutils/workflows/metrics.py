@@ -193,9 +193,9 @@ def gaussian_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
-    """Square root of a symmetric positive semi-definite matrix via its eigendecomposition."""
-    values, vectors = torch.linalg.eigh((matrix + matrix.T) / 2)
-    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+    """Square root of a symmetric positive semi-definite matrix (or of each of a batch) via its eigendecomposition."""
+    values, vectors = torch.linalg.eigh((matrix + matrix.mT) / 2)
+    return (vectors * values.clamp(min=0).sqrt().unsqueeze(-2)) @ vectors.mT
 
 
 def frechet_distance_from_stats(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
@@ -447,6 +447,27 @@ def _weighted_stats(features: torch.Tensor, counts: torch.Tensor) -> tuple[torch
     return mean, covariance
 
 
+def triple(values: dict, key: str) -> list[float]:
+    """[value, low, high] of ``key`` from a mapping that holds ``key``, ``key_low`` and ``key_high``."""
+    return [float(values[key]), float(values[f"{key}_low"]), float(values[f"{key}_high"])]
+
+
+def paired_verdict(difference) -> str:
+    """"lower", "higher" or "not distinguishable": the sign of a difference [value, low, high] where its interval
+    excludes 0 (the series' one reading of a paired comparison)."""
+    return "lower" if difference[2] < 0 else "higher" if difference[1] > 0 else "not distinguishable"
+
+
+def rank_by_differences(best, value: list[float], differences: dict) -> dict:
+    """A ranking read off paired differences from the best (05, 08): ``best``, ``value``, ``differences``,
+    ``not_distinguishable`` (the best and every key whose difference interval contains 0) and ``winner`` (the
+    best where every difference excludes 0, else None)."""
+    overlapping = [key for key, difference in differences.items()
+                   if paired_verdict(difference) == "not distinguishable"]
+    return {"best": best, "value": value, "differences": differences, "not_distinguishable": [best, *overlapping],
+            "winner": best if differences and not overlapping else None}
+
+
 def centred_interval(point: float, replicates: torch.Tensor, level: float) -> tuple[float, float]:
     """The bootstrap distribution's central ``level`` range, moved so that its median sits on ``point`` (05).
 
@@ -489,8 +510,7 @@ class SetDistances:
         mean, covariance = _weighted_stats(self.real, self.real_counts)
         self.real_mean = mean
         self.real_covariance = covariance
-        values, vectors = torch.linalg.eigh((covariance + covariance.mT) / 2)
-        self.real_root = (vectors * values.clamp(min=0).sqrt()[:, None, :]) @ vectors.mT
+        self.real_root = _sqrt_psd(covariance)
         self._last: list = []  # (features, labels, replicates) of the sets measured last: a ranking reuses each
 
     def resampled(self, fake_features: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -524,11 +544,15 @@ class SetDistances:
         and n_set, the number of generated samples; ``labels`` (one class per row) keep the resamples' class counts."""
         result = {"n_set": int(torch.as_tensor(fake_features).shape[0])}
         for name, values in self.resampled(fake_features, labels).items():
-            point = float(values[0])
-            low, high = centred_interval(point, values[1:], self.level)
-            result[name], result[f"{name}_low"], result[f"{name}_high"] = point, low, high
+            result.update(self._with_interval(name, values))
         result["frechet_distance_low"] = max(result["frechet_distance_low"], 0.0)
         return result
+
+    def _with_interval(self, name: str, values: torch.Tensor) -> dict[str, float]:
+        """``name`` (the estimate, element 0) and ``name_low``/``name_high`` (:func:`centred_interval` of the rest)."""
+        point = float(values[0])
+        low, high = centred_interval(point, values[1:], self.level)
+        return {name: point, f"{name}_low": low, f"{name}_high": high}
 
     def difference(self, features_a: torch.Tensor, features_b: torch.Tensor,
                    labels: torch.Tensor | None = None) -> dict[str, float]:
@@ -544,9 +568,5 @@ class SetDistances:
         first, second = self.resampled(features_a, labels), self.resampled(features_b, labels)
         result = {}
         for name in first:
-            values = first[name] - second[name]
-            point = float(values[0])
-            low, high = centred_interval(point, values[1:], self.level)
-            result[f"{name}_difference"], result[f"{name}_difference_low"] = point, low
-            result[f"{name}_difference_high"] = high
+            result.update(self._with_interval(f"{name}_difference", first[name] - second[name]))
         return result
