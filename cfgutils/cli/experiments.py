@@ -25,6 +25,8 @@ from ..presentation import plots, report
 from ..presentation.studies import (
     across_networks,
     mechanism_table,
+    paired_networks_conclusions,
+    paired_networks_table,
     pooled_reproduction,
     reproduction_markdown_table,
     study_markdown,
@@ -46,6 +48,7 @@ from ..workflows.experiments import (
     REFERENCE_WEIGHTS,
     REPORT_SEEDS,
     SWEEP_SCALES,
+    build_reference_for,
     check_classifier_dataset,
     check_same_dataset,
     check_scales,
@@ -55,6 +58,7 @@ from ..workflows.experiments import (
     scale_sweep_one_digit,
     write_results,
 )
+from ..workflows.networks import check_paired, compare_networks, read_run
 from ..workflows.reproduction import (
     EPS_ERROR_TIMESTEPS,
     Scorers,
@@ -117,6 +121,7 @@ def register(subparsers) -> None:
     _register_studies(experiments)
     _register_reproduction(experiments)
     _register_across_networks(experiments)
+    _register_paired(experiments)
 
 
 def _register_across_networks(experiments) -> None:
@@ -129,6 +134,77 @@ def _register_across_networks(experiments) -> None:
     parser.add_argument("outdir", metavar="OUTDIR")
     parser.add_argument("runs", metavar="RUN", nargs="+", help="output folders of experiment classifier (two or more)")
     parser.set_defaults(handler=_run_across_networks)
+
+
+PAIRED_DESCRIPTION = (
+    "Compare two settings over several trained networks: arm A's runs (--a) at weight --w and arm B's runs (--b) "
+    "at --w-b (default: the same w), the k-th run of A paired with the k-th of B (the same network sampled two "
+    "ways, or the same training seed of two recipes). Each run is an `experiment classifier` output folder with its "
+    "cells; all must share labels, seeds and sampler, so each pair's samples start from the same noise. Writes "
+    "OUTDIR/paired.csv, table.md and meta.json: per pair, accuracy, KID and Frechet distance of both arms and "
+    "their paired difference (Newcombe; a shared bootstrap), whose interval covers sampling; then the mean over "
+    "the pairs with a Student-t 95%% interval, which covers training too.")
+
+
+def _register_paired(experiments) -> None:
+    parser = experiments.add_parser("paired", help="two settings over several trained networks: paired differences",
+                                    description=PAIRED_DESCRIPTION)
+    parser.add_argument("outdir", metavar="OUTDIR")
+    parser.add_argument("--a", nargs="+", required=True, metavar="RUN", help="arm A: one run per network")
+    parser.add_argument("--b", nargs="+", required=True, metavar="RUN", help="arm B: one run per network, in the "
+                        "same order")
+    parser.add_argument("--w", type=float, required=True, help="the guidance weight w (s = w + 1) of arm A")
+    parser.add_argument("--w-b", type=float, default=None, help="the weight of arm B (default: --w)")
+    parser.add_argument("--names", nargs=2, default=["A", "B"], metavar=("A", "B"),
+                        help="what the tables call the two arms (default A B)")
+    parser.add_argument("--classifier", default=None, metavar="CLASSIFIER.pt",
+                        help="the classifier that scores both arms (default: the one the runs were scored with)")
+    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+    parser.set_defaults(handler=_run_paired)
+
+
+def _run_paired(args: argparse.Namespace) -> int:
+    w_a = finite_number(args.w, "w")
+    w_b = w_a if args.w_b is None else finite_number(args.w_b, "w of arm B")
+    if len(args.a) != len(args.b):
+        raise UserInputError(f"give as many runs for each arm, one per network (got {len(args.a)} and {len(args.b)})")
+    if args.names[0] == args.names[1]:
+        raise UserInputError(f"the two arms need different names, got {args.names[0]!r} twice")
+    arm_a, arm_b = [read_run(run) for run in args.a], [read_run(run) for run in args.b]
+    check_paired([*arm_a, *arm_b])
+    classifiers = {run.meta.get("classifier") for run in [*arm_a, *arm_b]}
+    if args.classifier is None and len(classifiers) > 1:
+        raise UserInputError(f"the runs were scored by different classifiers ({', '.join(map(str, classifiers))}): "
+                             "choose one with --classifier")
+    classifier_path = args.classifier or classifiers.pop()
+    outdir = check_output_dir(args.outdir)
+    started, start = run_record(), time.perf_counter()
+    classifier = load_classifier(classifier_path, args.device)
+    dataset = arm_a[0].meta["dataset"]
+    check_classifier_dataset(classifier, dataset)
+    test = load_dataset(dataset, "test")
+    rows = compare_networks(arm_a, w_a, arm_b, w_b, classifier, build_reference_for(classifier, test))
+    label_a, label_b = args.names
+    table = paired_networks_table(rows, label_a, label_b)
+    outdir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([{key: value for key, value in row.items() if key not in ("a", "b", "difference")}
+                  | {f"{key}{suffix}": row[key][i] for key in ("a", "b", "difference")
+                     for i, suffix in enumerate(("", "_low", "_high"))} for row in rows]).to_csv(
+        outdir / "paired.csv", index=False)
+    heading = (f"{label_a} (w = {w_a:g}, s = {s_from_w(w_a):g}) against {label_b} (w = {w_b:g}, "
+               f"s = {s_from_w(w_b):g}), {len(arm_a)} network pair(s), {len(arm_a[0].labels)} paired samples each")
+    text = "\n".join([heading, "", report.markdown(table), "", *paired_networks_conclusions(rows, label_a, label_b)])
+    (outdir / "table.md").write_text(text + "\n")
+    meta = {**started, "wall_time_s": round(time.perf_counter() - start, 1), "names": args.names,
+            "w_a": w_a, "w_b": w_b, "classifier": str(classifier_path), "reference_source": test.source,
+            "a": [{"run": str(run.folder), "model": run.meta.get("model"), "guidance": run.meta.get("guidance")}
+                  for run in arm_a],
+            "b": [{"run": str(run.folder), "model": run.meta.get("model"), "guidance": run.meta.get("guidance")}
+                  for run in arm_b],
+            **{key: arm_a[0].meta.get(key) for key in ("dataset", "sampler", "steps", "n_per_class", "seeds")}}
+    (outdir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(text)
+    return 0
 
 
 def _run_across_networks(args: argparse.Namespace) -> int:

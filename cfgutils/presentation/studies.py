@@ -369,3 +369,43 @@ def across_networks(summaries: dict[str, pd.DataFrame], metrics=("accuracy", "ki
                             f"mean over {len(frames)} networks": with_interval(
                                 {metric: mean, f"{metric}_low": low, f"{metric}_high": high}, metric, digits)})
     return pd.DataFrame(records)
+
+
+#: how each compared metric is named in sentences
+METRIC_WORDS = {"accuracy": "accuracy", "kid": "KID", "frechet_distance": "Fréchet distance"}
+
+
+def _as_text(values, digits: int, signed: bool = False) -> str:
+    """"0.997 [0.988, 1.000]" (or signed, for a difference) from [value, low, high]."""
+    sign = "+" if signed else ""
+    return f"{values[0]:{sign}.{digits}f} [{values[1]:{sign}.{digits}f}, {values[2]:{sign}.{digits}f}]"
+
+
+def paired_networks_table(rows: list[dict], label_a: str, label_b: str) -> pd.DataFrame:
+    """The rows of :func:`cfgutils.workflows.networks.compare_networks` as a table: per metric each network pair,
+    then the mean over networks; both arms, their paired difference and its reading."""
+    from ..workflows.networks import COMPARED
+
+    return pd.DataFrame([{
+        "metric": METRIC_WORDS[row["metric"]], "networks": row["network"],
+        label_a: _as_text(row["a"], COMPARED[row["metric"]]), label_b: _as_text(row["b"], COMPARED[row["metric"]]),
+        f"{label_a} - {label_b}": _as_text(row["difference"], COMPARED[row["metric"]], signed=True),
+        "reading": row["verdict"], "interval covers": row["covers"]} for row in rows])
+
+
+def paired_networks_conclusions(rows: list[dict], label_a: str, label_b: str) -> list[str]:
+    """One sentence per metric from the mean over networks (the interval that covers training), or from the one
+    network where only one pair was given, in the series' words for a paired comparison."""
+    from ..workflows.networks import COMPARED
+    from .report import difference_words
+
+    lines = []
+    for metric, digits in COMPARED.items():
+        found = [row for row in rows if row["metric"] == metric]
+        summary = next((row for row in found if row["covers"] == "training and sampling"), found[-1])
+        over = (summary["network"] if summary["covers"] == "training and sampling"
+                else f"one network ({summary['network']}; the interval covers sampling only)")
+        lines.append(f"- {METRIC_WORDS[metric]}, {over}: {label_a} {_as_text(summary['a'], digits)}, {label_b} "
+                     f"{_as_text(summary['b'], digits)}; {label_a} is "
+                     f"{difference_words(summary['difference'], digits, than=label_b)}.")
+    return lines
