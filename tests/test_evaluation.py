@@ -189,6 +189,24 @@ def _shifted(result, accuracy_at, frechet_factor):
     return SweepResult(rows, result.floor)
 
 
+def test_rules_are_ranked_at_the_check_weight_by_paired_differences():
+    # the same noise for every rule; at w = 10 "close" sits 0.2 from the real set, "closer" 0.19, "cfg" 1.2
+    results = {"cfg": _synthetic_result(), "close": _synthetic_result({10.0: 0.2}),
+               "closer": _synthetic_result({10.0: 0.19})}
+    found = report.variant_conclusions(results, check_w=10.0)
+    for metric in ("kid", "frechet_distance"):  # paired, a shift of 0.01 is decided; marginal intervals overlap
+        ranked = found[f"{metric}_at_check_w"]
+        assert ranked["winner"] == "closer"
+        assert all(low > 0 for _, low, _ in ranked["differences"].values())
+    assert "KID at w = 10 is lowest at closer" in "\n".join(found["lines"])
+    results["twin"] = _synthetic_result({10.0: 0.19})  # the very same samples as "closer": nothing to tell apart
+    found = report.variant_conclusions(results, check_w=10.0)
+    ranked = found["frechet_distance_at_check_w"]
+    assert ranked["winner"] is None and ranked["not_distinguishable"] == ["closer", "twin"]
+    text = "\n".join(found["lines"])
+    assert "not distinguishable at this sample size from twin" in text and "overlap" not in text
+
+
 def test_variant_conclusions_follow_the_intervals():
     synthetic = _synthetic_result()  # w = -1, 0, 2, 5, 10; accuracy at w = 10: .85, Fréchet 30 (per-seed rows)
     base = SweepResult(synthetic.rows, summarise_seeds(synthetic.floor_rows))
@@ -206,8 +224,7 @@ def test_variant_conclusions_follow_the_intervals():
     assert found["variants"]["worse_at_5"]["frechet_vs_baseline"] == {"5": "higher", "10": "lower"}
     assert found["variants"]["tied"]["frechet_vs_baseline"] == {"5": "not distinguishable", "10": "not distinguishable"}
     assert found["variants"]["cfg"]["frechet_vs_baseline"] is None
-    assert found["frechet_at_check_w"]["winner"] is None  # better, inaccurate and worse_at_5 share w = 10's value
-    assert set(found["frechet_at_check_w"]["tied"]) == {"better", "inaccurate", "worse_at_5"}
+    assert found["frechet_distance_at_check_w"] is None  # no samples kept: no paired ranking, and no claim
     assert "Meets the target** (accuracy interval at or above 95%" in found["lines"][-1]
     table = report.variants_table(results, weights=(2, 10))
     assert table.loc[("better", 10.0), "Fréchet distance (classifier features)"].startswith("15.0 [")
@@ -290,6 +307,31 @@ def test_cli_experiment_classifier_end_to_end(tiny_checkpoint, tiny_classifier, 
     assert {p.name for p in out.glob("*.png")} >= {"05-classifier-eval-accuracy.png", "05-classifier-eval-frontier.png",
                                                    "05-classifier-eval-near-copies.png",
                                                    "05-classifier-eval-closest-pairs.png"}
+
+
+@pytest.mark.slow
+def test_cli_experiment_variants_compares_rules_paired_and_resumes(tiny_checkpoint, tiny_classifier, tmp_path):  # noqa: F811
+    arguments = ["--rules", "cfg", "interval", "--weights", "2", "10", "--n-per-class", "2", "--seeds", "0", "1",
+                 "--steps", "3"]
+    refused = cli("experiment", "variants", tiny_checkpoint, tiny_classifier, tmp_path / "bad", "--rules", "cfg", "cfg")
+    assert refused.returncode == 2 and "two or more different rules" in refused.stderr
+    assert not (tmp_path / "bad").exists()
+    out = tmp_path / "variants"
+    result = cli("experiment", "variants", tiny_checkpoint, tiny_classifier, out, *arguments)
+    assert result.returncode == 0, result.stderr
+    with open(out / "variants.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["variant"], r["w"]) for r in rows] == [("cfg", "2.0"), ("cfg", "10.0"), ("interval", "2.0"),
+                                                      ("interval", "10.0")]
+    assert all(float(r["kid_low"]) <= float(r["kid"]) <= float(r["kid_high"]) for r in rows)
+    table = (out / "table.md").read_text()
+    assert "| `interval` |" in table and "KID at w = 10 is lowest at" in table and "paired" in table
+    assert {p.name for p in out.glob("*.png")} == {"variants.png", "frontier.png"}
+    again = cli("experiment", "variants", tiny_checkpoint, tiny_classifier, out, *arguments)
+    assert again.returncode == 0 and "resuming: 8 sampled cells" in again.stdout
+    assert (out / "table.md").read_text() == table  # the same samples, the same numbers
+    meta = json.loads((out / "meta.json").read_text())
+    assert [run["cells_resumed"] for run in meta["runs"]] == [0, 8] and meta["n_per_cell"] == 40
 
 
 @pytest.mark.slow

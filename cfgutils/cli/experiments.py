@@ -56,6 +56,7 @@ from ..workflows.experiments import (
     guidance_sweep,
     save_strips,
     scale_sweep_one_digit,
+    training_neighbours_for,
     write_results,
 )
 from ..workflows.networks import check_paired, compare_networks, read_run
@@ -122,6 +123,7 @@ def register(subparsers) -> None:
     _register_reproduction(experiments)
     _register_across_networks(experiments)
     _register_paired(experiments)
+    _register_variants(experiments)
 
 
 def _register_across_networks(experiments) -> None:
@@ -204,6 +206,103 @@ def _run_paired(args: argparse.Namespace) -> int:
             **{key: arm_a[0].meta.get(key) for key in ("dataset", "sampler", "steps", "n_per_class", "seeds")}}
     (outdir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(text)
+    return 0
+
+
+VARIANT_RULES = ("cfg", "rescale", "interval", "threshold", "apg")
+
+
+def _register_variants(experiments) -> None:
+    parser = experiments.add_parser(
+        "variants", help="notebook 06's guidance rules compared on one model, paired",
+        description="Sample every guidance rule (with the library's tuned defaults) at every weight and seed from the "
+                    "same starting noise and labels, score the samples as experiment classifier does, and write "
+                    "variants.csv (every metric with its 95%% interval per rule and w), table.md (accuracy / KID / "
+                    "Frechet distance / recall per rule and w, and the conclusions the paired differences support), "
+                    "variants.png, frontier.png and meta.json. Sampled cells are kept in OUTDIR/cells/RULE: the "
+                    "same command resumes an interrupted run.")
+    _add_model_classifier_outdir(parser)
+    parser.add_argument("--rules", nargs="+", default=list(VARIANT_RULES), choices=list(VARIANT_RULES),
+                        help="rules to compare; the first is the baseline (default: cfg rescale interval threshold apg)")
+    parser.add_argument("--weights", type=float, nargs="+", default=[2.0, 5.0, 10.0, 20.0], metavar="W",
+                        help="guidance weights w (default 2 5 10 20)")
+    parser.add_argument("--n-per-class", type=int, default=10, help="samples per class, rule, w and seed (default 10)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(REPORT_SEEDS),
+                        help=f"sampling seeds (default {' '.join(map(str, REPORT_SEEDS))})")
+    add_dataset_argument(parser)
+    parser.add_argument("--sampler", default="dpmpp", choices=["ddpm", "ddim", "dpmpp"],
+                        help="one sampler for every rule (default dpmpp)")
+    parser.add_argument("--steps", type=int, default=None, help="model evaluations (default: the sampler's)")
+    parser.add_argument("--batch-size", type=int, default=500, help="samples per model call chunk")
+    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+    parser.set_defaults(handler=_run_variants)
+
+
+def _run_variants(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..core.rules import make_guidance
+    from ..core.samplers import SamplerSettings
+
+    if len(set(args.rules)) != len(args.rules) or len(args.rules) < 2:
+        raise UserInputError(f"give two or more different rules, got {' '.join(args.rules)}")
+    weights = [finite_number(w, "w") for w in args.weights]
+    scales, seeds = check_sweep_arguments([s_from_w(w) for w in weights], args.n_per_class, args.seeds)
+    settings = SamplerSettings(args.sampler, args.steps).validate()
+    positive_int(args.batch_size, "batch size")
+    rules = {name: make_guidance(name) for name in args.rules}
+    scales = {name: [rule.validate_scale(scale) for scale in scales] for name, rule in rules.items()}
+    outdir = check_output_dir(args.outdir)
+    loaded = load_model(args.model, args.device)
+    dataset = model_dataset(args, loaded)
+    classifier = load_classifier(args.classifier, args.device)
+    check_same_dataset(loaded, classifier)
+    stores = {name: CellStore(outdir / "cells" / name, {
+        "dataset": dataset, "model": str(args.model), "model_created": loaded.metadata.get("created"),
+        **settings.describe(), **rule.describe(), "n_per_class": args.n_per_class, "batch_size": args.batch_size})
+        for name, rule in rules.items()}
+    resumed = sum(len(store) for store in stores.values())
+    if resumed:
+        print(f"resuming: {resumed} sampled cells found in {outdir / 'cells'}")
+    previous = json.loads((outdir / "meta.json").read_text()) if (outdir / "meta.json").is_file() else {}
+    started, start = run_record(), time.perf_counter()
+    test = load_dataset(dataset, "test")
+    reference = build_reference_for(classifier, test)
+    neighbours = training_neighbours_for(classifier, test, reference)
+    results = {}
+    for name, rule in rules.items():
+        print(f"{name}: {len(weights)} weights x {len(seeds)} seeds x {10 * args.n_per_class} samples")
+        results[name] = guidance_sweep(loaded, classifier, scales[name], args.n_per_class, settings, seeds,
+                                       reference=reference, guidance=rule, batch_size=args.batch_size, real_split=test,
+                                       neighbours=neighbours, sample_cache=stores[name])
+    frame = report.variants_frame(results)
+    frame.to_csv(outdir / "variants.csv", index=False)
+    check_w = 10.0 if 10.0 in weights else max(weights)
+    found = report.variant_conclusions(results, baseline=args.rules[0], check_w=check_w)
+    floor = next(iter(results.values())).floor
+    item = dataset_info(dataset).item
+    lines = found["lines"] + [f"- Real test {item}s at the same N: accuracy {report.with_interval(floor, 'accuracy')}, "
+                              f"KID {report.with_interval(floor, 'kid', 1)}, Fréchet distance "
+                              f"{report.with_interval(floor, 'frechet_distance', 1)}."]
+    table = report.format_variants_table(results, weights) + "\n\n" + "\n".join(lines)
+    (outdir / "table.md").write_text(table + "\n")
+    for name, fig in (("variants", plots.variants_figure(results)), ("frontier", plots.plot_frontier(results).figure)):
+        fig.tight_layout()
+        plots.save_figure(fig, f"{name}.png", outdir)
+        plt.close(fig)
+    meta = {"dataset": dataset, "model": str(args.model), "model_data_source": loaded.metadata.get("data_source"),
+            "classifier": str(args.classifier), "classifier_data_source": classifier.metadata.get("data_source"),
+            "reference_source": reference.source, "convention": "eps = eps_u + s (eps_c - eps_u); w = s - 1",
+            **settings.describe(), "rules": {name: rule.describe() for name, rule in rules.items()},
+            "weights_w": weights, "n_per_class": args.n_per_class, "seeds": seeds,
+            "n_per_cell": 10 * args.n_per_class * len(seeds),
+            "runs": [*previous.get("runs", []), {**started, "wall_time_s": round(time.perf_counter() - start, 1),
+                                                 "cells_resumed": resumed}]}
+    (outdir / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    print(table)
     return 0
 
 

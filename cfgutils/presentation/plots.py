@@ -356,6 +356,24 @@ def plot_variants(results: dict[str, SweepResult], metric: str, ax=None, floor: 
     return ax
 
 
+def variants_figure(results: dict[str, SweepResult]):
+    """Accuracy, KID, Fréchet distance and recall by w, one line per guidance rule, 95% bands, the real-data floor
+    dotted (06). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    titles = {"accuracy": "fidelity to the label (higher is better)", "kid": "KID to real images (lower is better)",
+              "frechet_distance": "Fréchet distance to real images (lower is better)",
+              "recall": "recall: real variety covered (higher is better)"}
+    for ax, (metric, title) in zip(axes.flat, titles.items()):
+        plot_variants(results, metric, ax=ax)
+        ax.set_title(title, fontsize=10)
+    axes[0, 0].set_ylim(0, 1.02)
+    axes[1, 0].set_yscale("log")
+    fig.tight_layout()
+    return fig
+
+
 def plot_study(rows: list[dict], metric: str = "accuracy", reference_curve: bool = False):
     """One line per rung of an ablation study: ``metric`` vs w with its 95% interval; one panel per x0 clipping
     setting when the study sampled both (experiment collapse | label-dropout). Returns the figure."""

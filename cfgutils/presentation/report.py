@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..core.guidance import s_from_w
 from ..workflows.experiments import REFERENCE_ACCURACY, SweepResult, floor_difference, paired_ranking, scale_summaries
-from ..workflows.metrics import paired_verdict, triple
+from ..workflows.metrics import paired_verdict, rank_by_differences, triple
 
 METRIC_LABELS = {
     "accuracy": "classifier accuracy",
@@ -285,6 +285,20 @@ def paired_difference(result: SweepResult, base: SweepResult, scale: float, metr
     return triple(base.reference.distances.difference(features, baseline, base.labels), f"{metric}_difference")
 
 
+def rule_ranking(results: dict[str, SweepResult], w: float, metric: str) -> dict | None:
+    """The rule with the lowest KID or Fréchet distance at ``w`` and every other rule's *paired* difference from
+    it (the rules share starting noise and labels) (06); None where a rule kept no samples at ``w``."""
+    pooled = {name: _at_scale(result.pooled, s_from_w(w)) for name, result in results.items()}
+    if any(value is None for value in pooled.values()):
+        return None
+    best = min(pooled, key=lambda name: pooled[name][metric])
+    differences = {name: paired_difference(result, results[best], s_from_w(w), metric)
+                   for name, result in results.items() if name != best}
+    if any(difference is None for difference in differences.values()):
+        return None
+    return {"metric": metric, **rank_by_differences(best, triple(pooled[best], metric), differences)}
+
+
 def _at_scale(by_scale: dict, scale: float):
     """The entry of ``by_scale`` at ``scale`` (scales found from w may differ from the keys by rounding)."""
     for key, value in by_scale.items():
@@ -336,11 +350,9 @@ def variant_conclusions(results: dict[str, SweepResult], baseline: str = "cfg", 
     undecided = [n for n, f in others.items() if n not in passing and f["accuracy_target"] in ("meets", "undecided")
                  and f["frechet_vs_baseline"]
                  and all(v in ("lower", "not distinguishable") for v in f["frechet_vs_baseline"].values())]
-    at_check = frame[frame["w"] == check_w].reset_index(drop=True)
     found = {"check_w": check_w, "accuracy_target": accuracy_target, "high_w": high_w, "baseline": baseline,
              "variants": found, "passing": passing, "undecided": undecided,
-             "frechet_at_check_w": best_or_tied(at_check, "frechet_distance", False, key="variant")
-             if len(at_check) else None}
+             **{f"{metric}_at_check_w": rule_ranking(results, check_w, metric) for metric in ("kid", "frechet_distance")}}
     found["lines"] = variant_lines(found)
     return found
 
@@ -358,12 +370,10 @@ def variant_lines(found: dict) -> list[str]:
         lines.append(f"- **{name}** at w = {check_w:g}: accuracy {_triple(f['accuracy_at_check_w'])} "
                      f"({f['accuracy_target']} the {found['accuracy_target']:.0%} target), Fréchet distance "
                      f"{_triple(f['frechet_at_check_w'], 1)}{compared}.")
-    ranked = found["frechet_at_check_w"]
-    if ranked is not None:
-        lines.append(f"- Lowest Fréchet distance at w = {check_w:g}: " + (
-            f"**{ranked['winner']}**, separated from every other rule." if ranked["winner"] is not None
-            else f"not distinguishable at this sample size between {', '.join(ranked['tied'])} (their intervals "
-                 "overlap)."))
+    for metric, what in (("kid", "KID"), ("frechet_distance", "Fréchet distance")):
+        ranked = found.get(f"{metric}_at_check_w")
+        if ranked is not None:
+            lines.append(f"- {ranked_sentence(ranked, what + f' at w = {check_w:g}', 'lowest', 1, unit='')}")
     lines.append(f"- **Meets the target** (accuracy interval at or above {found['accuracy_target']:.0%} at "
                  f"w = {check_w:g}, Fréchet distance below plain CFG's at every w >= {found['high_w']:g}, by the "
                  f"paired difference where the samples were kept, else by the intervals): "
@@ -373,14 +383,14 @@ def variant_lines(found: dict) -> list[str]:
 
 
 def format_variants_table(results: dict[str, SweepResult], weights=(2, 5, 10, 20)) -> str:
-    """Markdown: one row per rule, one column per w, cells "accuracy / Fréchet / recall" with 95% intervals (06)."""
+    """Markdown: one row per rule, one column per w, cells "accuracy / KID / Fréchet / recall" with 95% intervals (06)."""
     frame = variants_frame(results)
     lines = ["| rule | " + " | ".join(f"w = {w:g} (s = {w + 1:g})" for w in weights) + " |",
              "|---|" + "---|" * len(weights)]
     for name, group in frame.groupby("variant", sort=False):
         group = group.set_index(group["w"].round(6))
         cells = [" / ".join(with_interval(group.loc[round(float(w), 6)], m, d) for m, d in
-                            (("accuracy", 3), ("frechet_distance", 1), ("recall", 2)))
+                            (("accuracy", 3), ("kid", 1), ("frechet_distance", 1), ("recall", 2)))
                  if round(float(w), 6) in group.index else "" for w in weights]
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
