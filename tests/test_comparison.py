@@ -46,7 +46,11 @@ def test_matched_conclusions_pair_the_samples_of_sweeps_that_kept_them():
     matched = comparison.matched_accuracy(results, 0.99)
     found = comparison.matched_conclusions(matched, 0.99, results)
     assert found["paired_frechet"]["winner"] == "closer" and found["paired_frechet"]["differences"]["cfg"][1] > 0
-    assert found["lines"][0].startswith("- At accuracy ≥ 0.99: the Fréchet distance is lowest for closer")
+    assert found["lines"][0].startswith("- At accuracy ≥ 0.99: the KID is lowest for closer")
+    assert found["lines"][1].startswith("- At accuracy ≥ 0.99: the Fréchet distance is lowest for closer")
+    # recall, measured per seed, is paired by seed: the same per-seed values give a zero difference, no winner
+    assert found["paired"]["recall"]["winner"] is None and list(found["paired"]["recall"]["differences"].values()) == [[0.0, 0.0, 0.0]]
+    assert "recall is highest for" in found["lines"][2] and "overlap" not in "\n".join(found["lines"])
     same = {"cfg": _synthetic_result(), "again": _synthetic_result()}
     found = comparison.matched_conclusions(comparison.matched_accuracy(same, 0.99), 0.99, same)
     assert found["paired_frechet"]["winner"] is None and "not distinguishable" in found["lines"][0]

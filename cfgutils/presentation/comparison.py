@@ -6,8 +6,8 @@ import pandas as pd
 
 from ..core.guidance import Guidance
 from ..workflows.experiments import SweepResult
-from ..workflows.metrics import rank_by_differences, triple
-from .report import best_or_tied, markdown, ranked_sentence, sweep_frame, with_interval
+from ..workflows.metrics import rank_by_differences, seed_interval, triple
+from .report import _at_scale, best_or_tied, markdown, ranked_sentence, sweep_frame, with_interval
 
 
 def network_calls(rule: Guidance) -> str:
@@ -47,47 +47,74 @@ def matched_table(matched: pd.DataFrame, seconds: dict[str, float], rules: dict[
     return pd.DataFrame(records).set_index("rule")
 
 
-def paired_matched(matched: pd.DataFrame, results: dict[str, SweepResult]) -> dict | None:
-    """The rule with the lowest Fréchet distance at matched accuracy and every other rule's *paired* difference
-    from it (all rules sample from the same noise and labels, so the cells pair sample by sample) (08).
+def _matched_cells(matched: pd.DataFrame) -> dict[str, float]:
+    """rule -> the scale of its matched cell, for the rules that reached the accuracy floor."""
+    return {row["rule"]: float(row["scale"]) for _, row in matched[matched["reached"]].iterrows()}
 
-    None where a result kept no per-sample features. Returns ``best``, ``value`` and ``differences`` (rule ->
-    [other - best, low, high]), ``not_distinguishable`` and ``winner`` as
+
+def paired_matched(matched: pd.DataFrame, results: dict[str, SweepResult],
+                   metric: str = "frechet_distance") -> dict | None:
+    """The rule with the lowest KID or Fréchet distance at matched accuracy and every other rule's *paired*
+    difference from it (all rules sample from the same noise and labels, so the cells pair sample by sample) (08).
+
+    None where no rule reached the floor or a result kept no per-sample features. Returns ``best``, ``value`` and
+    ``differences`` (rule -> [other - best, low, high]), ``not_distinguishable`` and ``winner`` as
     :func:`~cfgutils.workflows.experiments.paired_ranking` does for weights.
     """
-    eligible = matched[matched["reached"]].reset_index(drop=True)
-    if eligible.empty:
+    cells = _matched_cells(matched)
+    features = {rule: _at_scale(results[rule].features, scale) for rule, scale in cells.items()}
+    if not cells or any(f is None for f in features.values()) or len({f.shape for f in features.values()}) != 1:
         return None
-    cells = {row["rule"]: results[row["rule"]].features.get(row["scale"]) for _, row in eligible.iterrows()}
-    if any(features is None for features in cells.values()) or len({f.shape for f in cells.values()}) != 1:
+    pooled = {rule: _at_scale(results[rule].pooled, scale) for rule, scale in cells.items()}
+    best = min(cells, key=lambda rule: pooled[rule][metric])
+    distances, labels = results[best].reference.distances, results[best].labels
+    differences = {rule: triple(distances.difference(features[rule], features[best], labels), f"{metric}_difference")
+                   for rule in cells if rule != best}
+    return {"metric": metric, **rank_by_differences(best, triple(pooled[best], metric), differences)}
+
+
+def paired_recall(matched: pd.DataFrame, results: dict[str, SweepResult]) -> dict | None:
+    """The rule with the highest recall at matched accuracy and every other rule's difference from it, paired by
+    seed (recall is measured per seed, on samples that share each seed's noise): a Student-t interval of the
+    per-seed differences (08). None where fewer than two seeds were shared."""
+    cells = _matched_cells(matched)
+    per_seed = {rule: {row["seed"]: row["recall"] for row in results[rule].rows if abs(row["s"] - scale) < 1e-9}
+                for rule, scale in cells.items()}
+    seeds = sorted(set.intersection(*(set(values) for values in per_seed.values()))) if per_seed else []
+    if len(seeds) < 2:
         return None
-    best = eligible.loc[eligible["frechet_distance"].idxmin()]
-    distances = results[best["rule"]].reference.distances
-    best_features, labels = cells[best["rule"]], results[best["rule"]].labels
-    differences = {rule: triple(distances.difference(features, best_features, labels), "frechet_distance_difference")
-                   for rule, features in cells.items() if rule != best["rule"]}
-    return rank_by_differences(best["rule"], triple(best, "frechet_distance"), differences)
+    best = max(cells, key=lambda rule: sum(per_seed[rule][seed] for seed in seeds))
+    differences = {rule: list(seed_interval([per_seed[rule][seed] - per_seed[best][seed] for seed in seeds]))
+                   for rule in cells if rule != best}
+    return {"metric": "recall", **rank_by_differences(best, list(seed_interval([per_seed[best][s] for s in seeds])),
+                                                      differences)}
 
 
 def matched_conclusions(matched: pd.DataFrame, accuracy_floor: float,
                         results: dict[str, SweepResult] | None = None) -> dict:
-    """Which rule has the lowest Fréchet distance at matched accuracy (08): with ``results`` (sweeps that kept
-    their samples' features), by paired differences; otherwise by the rules' intervals. Recall, a statistic
-    per seed, is compared by its intervals. A winner is named only where every comparison excludes 0."""
+    """Which rule has the lowest KID and Fréchet distance and the highest recall at matched accuracy (08): with
+    ``results`` (sweeps that kept their samples' features), by paired differences (samples for the distances,
+    seeds for recall); otherwise by the rules' intervals. A winner is named only where every comparison
+    excludes 0."""
     eligible = matched[matched["reached"]].reset_index(drop=True)
     never = [str(name) for name in matched.loc[~matched["reached"], "rule"]]
-    paired = paired_matched(matched, results) if results is not None else None
-    found = {"accuracy_floor": accuracy_floor, "never_reached": never, "paired_frechet": paired,
+    paired = {} if results is None else {
+        "kid": paired_matched(matched, results, "kid"), "frechet_distance": paired_matched(matched, results),
+        "recall": paired_recall(matched, results)}
+    found = {"accuracy_floor": accuracy_floor, "never_reached": never, "paired": paired,
+             "paired_frechet": paired.get("frechet_distance"),
              "frechet": best_or_tied(eligible, "frechet_distance", False, key="rule") if len(eligible) else None,
              "recall": best_or_tied(eligible, "recall", True, key="rule") if len(eligible) else None}
     lines = []
-    if paired is not None:
-        lines.append(f"- At accuracy ≥ {accuracy_floor:g}: "
-                     + ranked_sentence(paired, "the Fréchet distance", "lowest", 1, unit="").replace(
-                         "is lowest at", "is lowest for"))
+    for metric, label, extreme, digits in (("kid", "the KID", "lowest", 1), ("frechet_distance", "the Fréchet distance",
+                                                                          "lowest", 1), ("recall", "recall", "highest", 3)):
+        if paired.get(metric) is not None:
+            lines.append(f"- At accuracy ≥ {accuracy_floor:g}: "
+                         + ranked_sentence(paired[metric], label, extreme, digits, unit="").replace(
+                             f"is {extreme} at", f"is {extreme} for"))
     for metric, label, extreme in (("frechet", "Fréchet distance", "lowest"), ("recall", "recall", "highest")):
         result = found[metric]
-        if result is None or (metric == "frechet" and paired is not None):
+        if result is None or paired.get({"frechet": "frechet_distance"}.get(metric, metric)) is not None:
             continue
         value = f"{result['value']:.3g} [{result['low']:.3g}, {result['high']:.3g}]"
         if result["winner"] is not None:
