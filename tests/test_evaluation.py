@@ -397,3 +397,17 @@ def test_interval_widths_compare_a_live_run_with_a_committed_one():
     widths = report.interval_widths(frame(300, 0.3), frame(1020, 0.1)).loc["2"]
     assert widths["samples (live / committed)"] == "300 / 1020"
     assert widths["KID (classifier features): width live / committed"] == "0.6 / 0.2 (3.0x)"
+
+
+def test_variant_interval_widths_compare_each_rule_with_its_committed_run():
+    live = report.variants_frame({"cfg": _synthetic_result(), "apg": _synthetic_result({10.0: 0.2})})
+    committed = live.copy()
+    for metric in ("accuracy", "kid", "frechet_distance"):  # a committed run with intervals half as wide
+        middle = (committed[f"{metric}_low"] + committed[f"{metric}_high"]) / 2
+        half = (committed[f"{metric}_high"] - committed[f"{metric}_low"]) / 4
+        committed[f"{metric}_low"], committed[f"{metric}_high"] = middle - half, middle + half
+    widths = report.variant_interval_widths(live, committed[committed["variant"] == "cfg"])
+    assert list(widths.index.get_level_values("rule").unique()) == ["cfg"]  # only the rules both runs measured
+    assert all(text.endswith("(2.0x)") for text in widths.filter(like="width").to_numpy().ravel())
+    with pytest.raises(ValueError, match="share no rule"):
+        report.variant_interval_widths(live[live["variant"] == "apg"], committed[committed["variant"] == "cfg"])

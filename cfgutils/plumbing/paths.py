@@ -24,6 +24,8 @@ NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 BENCHMARKS_DIR = REPO_ROOT / "benchmarks"
 #: The committed full evaluation of the shipped model per dataset (`experiment classifier`, >= 1,000 samples per weight).
 COMMITTED_EVALUATION = BENCHMARKS_DIR / "classifier-eval"
+#: the committed full run of notebook 06's rules, one folder per dataset (experiment variants)
+COMMITTED_VARIANTS = BENCHMARKS_DIR / "guidance-variants"
 RUNS_DIR = DATA_DIR / "runs"
 PRETRAINED_DIR = DATA_DIR / "pretrained"
 REFERENCE_DIR = DATA_DIR / "reference"

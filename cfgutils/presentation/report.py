@@ -75,6 +75,16 @@ def interval_widths(live: pd.DataFrame, committed: pd.DataFrame, metrics=("accur
     return pd.DataFrame(records).set_index("w")
 
 
+def variant_interval_widths(live: pd.DataFrame, committed: pd.DataFrame) -> pd.DataFrame:
+    """:func:`interval_widths` per guidance rule, for the rules both runs measured (06): ``live`` a
+    :func:`variants_frame`, ``committed`` the variants.csv of a committed ``experiment variants`` run."""
+    rules = [rule for rule in live["variant"].unique() if rule in set(committed["variant"])]
+    if not rules:
+        raise ValueError("the two runs share no rule")
+    return pd.concat({rule: interval_widths(live[live["variant"] == rule], committed[committed["variant"] == rule])
+                      for rule in rules}, names=["rule"])
+
+
 def reference_accuracy(w: float) -> float | None:
     """The reference study's published accuracy at w, or None where it has no number."""
     for key, value in REFERENCE_ACCURACY.items():
