@@ -71,6 +71,33 @@ def test_dropout_table_without_an_unconditional_model_and_with_ties():
     assert table.loc["0.1", "at w "] == "0"  # Fréchet 30 [25, 35] separates from 60 and 150
 
 
+def _with_bits(row, correct: int, n: int = 60, flipped: int = 0):
+    """``row`` with per-sample outcomes: the first ``correct`` of ``n`` samples right, then ``flipped`` of the
+    right ones turned wrong at the start (so two rows share most of their outcomes)."""
+    bits = ["1"] * correct + ["0"] * (n - correct)
+    bits[:flipped] = ["0"] * flipped
+    return {**row, "correct_bits": "".join(bits), "accuracy": bits.count("1") / n}
+
+
+def test_factor_table_pairs_each_configuration_with_the_one_above():
+    rows = [_with_bits(_row("reference", False, 10, 0.1, 0.05, 0.2), 6),
+            _with_bits(_row("clamp", False, 10, 0.1, 0.05, 0.2), 6),
+            _with_bits(_row("classifier", False, 10, 0.9, 0.91, 0.97), 54),
+            {**_row("ddpm", True, 10, 0.98, 0.95, 1.0), "correct_bits": "1" * 30}]  # other samples: not paired
+    changes = list(factor_table(rows)["change from the row above (paired)"])
+    assert changes[0] == "" and changes[3] == ""
+    assert changes[1].startswith("+0.000 [-") and changes[2].startswith("+0.800 [+")  # 48 of 60 gained, none lost
+    assert "a paired change of +0.800 [+" in "\n".join(collapse_lines(rows[1:3], 10))
+
+
+def test_dropout_table_ranks_the_weights_by_paired_differences_where_rows_kept_outcomes():
+    rows = [_with_bits(_row("p=0.1", False, 0, 0.9, 0.8, 0.95, p_uncond=0.1), 54),
+            _with_bits(_row("p=0.1", False, 2, 0.95, 0.9, 0.99, p_uncond=0.1), 57),
+            _with_bits(_row("p=0.1", False, 5, 0.95, 0.9, 0.99, p_uncond=0.1), 57, flipped=1)]
+    table = dropout_table(rows).set_index("p_uncond")
+    assert table.loc["0.1", "at w"] == "2 (not distinguishable at this sample size, paired: 0, 5)"
+
+
 def test_overshoot_meter_counts_the_predicted_x0_pixels_outside_the_data_range():
     meter = OvershootMeter(Guidance())
     context = GuidanceContext(alpha_bar=0.5, step_index=0, num_steps=1)

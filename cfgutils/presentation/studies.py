@@ -11,6 +11,7 @@ decided configurations.
 from __future__ import annotations
 
 import pandas as pd
+import torch
 
 from .report import best_or_tied, markdown, reference_accuracy, separated, with_interval
 
@@ -27,15 +28,50 @@ def verdict(row, threshold: float = COLLAPSED_BELOW) -> str:
     return "undecided"
 
 
-def factor_table(rows: list[dict]) -> pd.DataFrame:
-    """One row per configuration and w: accuracy, Fréchet distance (and the real-data floor at the same sample
-    count), recall and the fraction of predicted-x0 pixels outside [-1, 1], each with its 95% interval. The set
-    statistics live in the scoring classifier's features: compare them only between rows of the same scorer."""
-    records = []
+def _bits(row) -> torch.Tensor | None:
+    """A row's per-sample outcomes (``correct_bits``), or None where the row kept none."""
+    bits = row.get("correct_bits") if hasattr(row, "get") else None
+    if not isinstance(bits, str) or not bits:
+        return None
+    return torch.tensor([c == "1" for c in bits])
+
+
+def paired_change(row, previous) -> list[float] | None:
+    """[accuracy of ``row`` - of ``previous``, low, high] from their per-sample outcomes (Newcombe's paired
+    interval), where both kept them for the same samples (same count: the same noise and labels); else None."""
+    from ..workflows.metrics import paired_proportion_difference
+
+    mine, theirs = _bits(row), _bits(previous) if previous is not None else None
+    if mine is None or theirs is None or mine.shape != theirs.shape:
+        return None
+    return list(paired_proportion_difference(mine, theirs))
+
+
+def previous_configurations(rows: list[dict]) -> list[dict | None]:
+    """For every row, the row of the configuration before it in the ladder at the same w and training seed (and
+    the same clipping arm), or None for the first."""
+    seen: dict[tuple, dict] = {}
+    found = []
     for row in rows:
+        key = (round(float(row["w"]), 6), row.get("train_seed", 0), " +clip" in str(row["configuration"]))
+        found.append(seen.get(key))
+        seen[key] = row
+    return found
+
+
+def factor_table(rows: list[dict]) -> pd.DataFrame:
+    """One row per configuration and w: accuracy, its paired change from the configuration above (same w and
+    training seed, the same samples' noise and labels), Fréchet distance (and the real-data floor at the same
+    sample count), recall and the fraction of predicted-x0 pixels outside [-1, 1], each with its 95% interval.
+    The set statistics live in the scoring classifier's features: compare them only between rows of the same
+    scorer."""
+    records = []
+    for row, previous in zip(rows, previous_configurations(rows)):
+        change = paired_change(row, previous)
         records.append({"configuration": row["configuration"], "w": f"{row['w']:g}", "s": f"{row['s']:g}",
                         "scored by": row.get("scorer", "ours"),
                         "samples": int(row["n"] * row["seeds"]), "accuracy": with_interval(row, "accuracy"),
+                        "change from the row above (paired)": "" if change is None else _as_text(change, 3, True),
                         "verdict": verdict(row), "Fréchet": with_interval(row, "frechet_distance", 1),
                         "floor": f"{row['floor_frechet_distance']:.1f}", "recall": with_interval(row, "recall", 2),
                         "x0 outside [-1, 1]": with_interval(row, "x0_outside", 3)})
@@ -85,8 +121,11 @@ def collapse_lines(rows: list[dict], w: float = 10.0) -> list[str]:
     for change in factor_changes(rows, w):
         network = f" (training seed {change['train_seed']})" if change["seeds"] > 1 else ""
         turn = "turns the collapse off" if change["after"] == "intact" else "turns the collapse on"
+        paired = paired_change(change["new"], change["old"])
+        difference = "" if paired is None else f", a paired change of {_as_text(paired, 3, True)}"
         lines.append(f"{change['to']} ({change['changed']}) {turn}{network}: accuracy "
-                     f"{with_interval(change['old'], 'accuracy')} -> {with_interval(change['new'], 'accuracy')}.")
+                     f"{with_interval(change['old'], 'accuracy')} -> {with_interval(change['new'], 'accuracy')}"
+                     f"{difference}.")
     if "clip_x0" in at_w and at_w["clip_x0"].nunique() == 2:
         for rung, pair in at_w.groupby("rung", sort=False):
             verdicts = {bool(row["clip_x0"]): verdict(row) for _, row in pair.iterrows()}
@@ -106,7 +145,9 @@ def dropout_table(rows: list[dict]) -> pd.DataFrame:
     for rate, part in frame.groupby("p_uncond", sort=True):
         part = part.reset_index(drop=True)
         unconditional = part[part["s"] == 0.0]
-        accuracy, frechet = best_or_tied(part, "accuracy"), best_or_tied(part, "frechet_distance", False)
+        accuracy = paired_best_accuracy(part)
+        accuracy = accuracy if accuracy is not None else best_or_tied(part, "accuracy")
+        frechet = best_or_tied(part, "frechet_distance", False)
         records.append({
             "p_uncond": f"{rate:g}",
             "Fréchet at s = 0 (w = -1)": "no unconditional model" if unconditional.empty
@@ -118,9 +159,29 @@ def dropout_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
+def paired_best_accuracy(part: pd.DataFrame) -> dict | None:
+    """The weight with the highest accuracy among one configuration's guided rows (s > 0) and the weights whose
+    *paired* difference from it contains 0 (the rows share their samples' noise and labels); None where the rows
+    kept no per-sample outcomes (07)."""
+    from ..workflows.metrics import rank_by_differences
+
+    guided = part[part["s"] > 0].reset_index(drop=True)
+    if guided.empty or any(_bits(row) is None for _, row in guided.iterrows()):
+        return None
+    best = guided.loc[guided["accuracy"].idxmax()]
+    differences = {row["w"]: paired_change(row, best) for _, row in guided.iterrows() if row["w"] != best["w"]}
+    if any(difference is None for difference in differences.values()):
+        return None
+    found = rank_by_differences(best["w"], [best["accuracy"], best["accuracy_low"], best["accuracy_high"]], differences)
+    return {**found, "tied": found["not_distinguishable"], "paired": True}
+
+
 def _where(found: dict) -> str:
     if found["winner"] is not None:
         return f"{found['winner']:g}"
+    if found.get("paired"):
+        return (f"{found['best']:g} (not distinguishable at this sample size, paired: "
+                f"{', '.join(f'{w:g}' for w in found['tied'][1:])})")
     return f"{found['best']:g} (overlapping: {', '.join(f'{w:g}' for w in found['tied'])})"
 
 

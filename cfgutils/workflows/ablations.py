@@ -227,7 +227,8 @@ def run_study(rungs: list[Rung], classifier, weights, models_dir: Path, n_per_cl
                           **settings.describe(), "scorer": rung.scorer, "weights": "ema" if rung.ema else "raw",
                           "p_uncond": config["train"]["p_uncond"], "train_steps": config["train"]["steps"],
                           "train_seconds": train_seconds, "sample_seconds": result.wall_time_s / len(scales),
-                          **summary, "floor_frechet_distance": result.floor["frechet_distance"]}
+                          **summary, "floor_frechet_distance": result.floor["frechet_distance"],
+                          "correct_bits": outcome_bits(result.correct[summary["s"]])}
                          for summary in scale_summaries(result)]
                 extras[label] = {"strips": result.strips, "floor": result.floor,
                                  "trained_here": trained is not None and arm == 0,
@@ -237,6 +238,13 @@ def run_study(rungs: list[Rung], classifier, weights, models_dir: Path, n_per_cl
                 if on_configuration is not None:
                     on_configuration(label, rows[first_row:], extras[label])
     return rows, extras
+
+
+def outcome_bits(correct) -> str:
+    """Per-sample outcomes as a string of 0 and 1 (sample order: seed, then class, then sample), kept in a
+    study's rows so that two configurations drawn from the same noise and labels can be compared *paired*, even
+    after a resumed run (07)."""
+    return "".join("1" if bool(value) else "0" for value in correct)
 
 
 #: the scales a model trained without label dropout is sampled at anyway, to show why only s = 1 works
