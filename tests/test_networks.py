@@ -70,6 +70,7 @@ def test_real_digits_beat_noise_over_three_networks(tmp_path, scoring):
     assert all(r["verdict"] == "higher" for r in by_metric["accuracy"][:3])  # real digits are recognised, noise not
     assert all(r["verdict"] == "lower" for r in by_metric["kid"][:3])
     assert by_metric["kid"][3]["verdict"] == "lower"
+    assert 0.0 <= by_metric["accuracy"][3]["a"][1] <= by_metric["accuracy"][3]["a"][2] <= 1.0  # a proportion's bounds
 
 
 def test_one_network_against_itself_differs_by_nothing(tmp_path, scoring):

@@ -44,7 +44,7 @@ for seed in 0 1 2; do
     evaluate 0 "$seed" "p0-seed$seed" --scales 1
 done
 
-each() { for seed in 0 1 2; do echo "$runs/$1-seed$seed$2"; done; }
+each() { for seed in 0 1 2; do echo "$runs/$1-seed$seed${2:-}"; done; }
 python -m cfgutils experiment paired "$compare/interval-vs-cfg-w10" --a $(each p0.1 -interval) --b $(each p0.1) \
     --w 10 --names interval cfg
 python -m cfgutils experiment paired "$compare/w1-vs-w0" --a $(each p0.1) --b $(each p0.1) --w 1 --w-b 0 \

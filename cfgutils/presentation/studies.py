@@ -425,6 +425,8 @@ def across_networks(summaries: dict[str, pd.DataFrame], metrics=("accuracy", "ki
             digits = 3 if metric == "accuracy" else 1
             values = [float(frame.loc[w, metric]) for frame in frames.values()]
             mean, low, high = seed_interval(values)
+            if metric == "accuracy":  # a proportion's interval stays inside [0, 1]
+                low, high = max(low, 0.0), min(high, 1.0)
             records.append({"w": f"{w:g}", "s": f"{w + 1:g}", "metric": metric,
                             **{name: with_interval(frame.loc[w], metric, digits) for name, frame in frames.items()},
                             f"mean over {len(frames)} networks": with_interval(

@@ -131,6 +131,9 @@ def compare_networks(arm_a: list[Run], w_a: float, arm_b: list[Run], w_b: float,
         if len(per_pair) >= 2:
             mean = {key: list(seed_interval([found[metric][key][0] for found in per_pair]))
                     for key in ("a", "b", "difference")}
+            if metric == "accuracy":  # a proportion's interval stays inside [0, 1], its difference inside [-1, 1]
+                mean = {key: [values[0], *(min(max(v, -1.0 if key == "difference" else 0.0), 1.0) for v in values[1:])]
+                        for key, values in mean.items()}
             rows.append({"metric": metric, "network": f"mean over {len(per_pair)} networks", **mean,
                          "verdict": paired_verdict(mean["difference"]), "covers": "training and sampling"})
     return rows
