@@ -11,6 +11,7 @@ import torch
 from cfgutils.plumbing import paths
 from cfgutils.plumbing.cells import CellStore
 from cfgutils.plumbing.data import load_dataset
+from cfgutils.presentation import report
 from cfgutils.workflows.classifier import load_classifier
 from cfgutils.workflows.experiments import build_reference_for
 from cfgutils.workflows.metrics import seed_interval
@@ -97,6 +98,9 @@ def test_paired_command_writes_its_table_and_refuses_unpaired_runs(tmp_path, sco
     table = (out / "table.md").read_text()
     assert "upright - mirrored" in table and "one network (a / b; the interval covers sampling only)" in table
     assert json.loads((out / "meta.json").read_text())["a"][0]["model"] == "a.pt"
+    shown = report.committed_conclusions(out)  # what notebooks 05-07 show of a committed comparison
+    assert shown.startswith("**upright (w = 1, s = 2) against mirrored") and "\n- accuracy, one network" in shown
+    assert report.committed_conclusions(tmp_path / "nowhere").startswith("(no committed comparison at")
     write_run(tmp_path / "other", images[:1] * 2, n_per_class=N_PER_CLASS, model="o.pt")
     (tmp_path / "other" / "meta.json").write_text((tmp_path / "other" / "meta.json").read_text().replace(
         '"n_per_class": 3', '"n_per_class": 4'))

@@ -26,6 +26,8 @@ BENCHMARKS_DIR = REPO_ROOT / "benchmarks"
 COMMITTED_EVALUATION = BENCHMARKS_DIR / "classifier-eval"
 #: the committed full run of notebook 06's rules, one folder per dataset (experiment variants)
 COMMITTED_VARIANTS = BENCHMARKS_DIR / "guidance-variants"
+#: committed comparisons over three trained networks per recipe (experiment paired; benchmarks/training-seeds/run.sh)
+COMMITTED_NETWORKS = BENCHMARKS_DIR / "training-seeds" / "compare"
 RUNS_DIR = DATA_DIR / "runs"
 PRETRAINED_DIR = DATA_DIR / "pretrained"
 REFERENCE_DIR = DATA_DIR / "reference"

@@ -85,6 +85,18 @@ def variant_interval_widths(live: pd.DataFrame, committed: pd.DataFrame) -> pd.D
                       for rule in rules}, names=["rule"])
 
 
+def committed_conclusions(folder) -> str:
+    """The heading and the conclusions (its bullet lines) of a committed ``experiment paired`` comparison, as
+    Markdown, for a notebook to show beside its live run (05-07); a one-line note where it is not committed."""
+    from pathlib import Path
+
+    table = Path(folder) / "table.md"
+    if not table.is_file():
+        return f"(no committed comparison at {table})"
+    lines = table.read_text().splitlines()
+    return "\n".join([f"**{lines[0]}** ({table.parent.name}):", "", *(l for l in lines if l.startswith("- "))])
+
+
 def reference_accuracy(w: float) -> float | None:
     """The reference study's published accuracy at w, or None where it has no number."""
     for key, value in REFERENCE_ACCURACY.items():
