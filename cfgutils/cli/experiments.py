@@ -242,7 +242,6 @@ def _run_variants(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     from ..core.rules import make_guidance
     from ..core.samplers import SamplerSettings
@@ -278,21 +277,7 @@ def _run_variants(args: argparse.Namespace) -> int:
         results[name] = guidance_sweep(loaded, classifier, scales[name], args.n_per_class, settings, seeds,
                                        reference=reference, guidance=rule, batch_size=args.batch_size, real_split=test,
                                        neighbours=neighbours, sample_cache=stores[name])
-    frame = report.variants_frame(results)
-    frame.to_csv(outdir / "variants.csv", index=False)
-    check_w = 10.0 if 10.0 in weights else max(weights)
-    found = report.variant_conclusions(results, baseline=args.rules[0], check_w=check_w)
-    floor = next(iter(results.values())).floor
-    item = dataset_info(dataset).item
-    lines = found["lines"] + [f"- Real test {item}s at the same N: accuracy {report.with_interval(floor, 'accuracy')}, "
-                              f"KID {report.with_interval(floor, 'kid', 1)}, Fréchet distance "
-                              f"{report.with_interval(floor, 'frechet_distance', 1)}."]
-    table = report.format_variants_table(results, weights) + "\n\n" + "\n".join(lines)
-    (outdir / "table.md").write_text(table + "\n")
-    for name, fig in (("variants", plots.variants_figure(results)), ("frontier", plots.plot_frontier(results).figure)):
-        fig.tight_layout()
-        plots.save_figure(fig, f"{name}.png", outdir)
-        plt.close(fig)
+    table = _write_variants(outdir, results, weights, args.rules[0], dataset_info(dataset).item)
     meta = {"dataset": dataset, "model": str(args.model), "model_data_source": loaded.metadata.get("data_source"),
             "classifier": str(args.classifier), "classifier_data_source": classifier.metadata.get("data_source"),
             "reference_source": reference.source, "convention": "eps = eps_u + s (eps_c - eps_u); w = s - 1",
@@ -304,6 +289,26 @@ def _run_variants(args: argparse.Namespace) -> int:
     (outdir / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     print(table)
     return 0
+
+
+def _write_variants(outdir: Path, results: dict, weights: list[float], baseline: str, item: str) -> str:
+    """variants.csv, table.md (returned) and the two figures of ``experiment variants``."""
+    import matplotlib.pyplot as plt
+
+    report.variants_frame(results).to_csv(outdir / "variants.csv", index=False)
+    check_w = 10.0 if 10.0 in weights else max(weights)
+    found = report.variant_conclusions(results, baseline=baseline, check_w=check_w)
+    floor = next(iter(results.values())).floor
+    lines = found["lines"] + [f"- Real test {item}s at the same N: accuracy {report.with_interval(floor, 'accuracy')}, "
+                              f"KID {report.with_interval(floor, 'kid', 1)}, Fréchet distance "
+                              f"{report.with_interval(floor, 'frechet_distance', 1)}."]
+    table = report.format_variants_table(results, weights) + "\n\n" + "\n".join(lines)
+    (outdir / "table.md").write_text(table + "\n")
+    for name, fig in (("variants", plots.variants_figure(results)), ("frontier", plots.plot_frontier(results).figure)):
+        fig.tight_layout()
+        plots.save_figure(fig, f"{name}.png", outdir)
+        plt.close(fig)
+    return table
 
 
 def _run_across_networks(args: argparse.Namespace) -> int:
