@@ -637,7 +637,7 @@ def _resume_study(outdir: Path, settings: dict) -> tuple[list[dict], dict, dict]
     if not recorded.is_file() or json.loads(recorded.read_text()) != settings:
         raise UserInputError(f"{outdir} holds results of a study with other settings; use another folder to start "
                              "a new one (the same command resumes the study it holds)")
-    rows = pd.read_csv(results).to_dict("records")
+    rows = pd.read_csv(results, dtype={"correct_bits": str}).to_dict("records")  # bits keep their leading zeros
     strips = np.load(outdir / "strips.npz") if (outdir / "strips.npz").is_file() else {}
     extras = {}
     for key in getattr(strips, "files", []):
@@ -652,7 +652,7 @@ def _save_configuration(outdir: Path, label: str, new_rows: list[dict], extra: d
     results = outdir / "results.csv"
     frame = pd.DataFrame(new_rows)
     if results.is_file():
-        frame = pd.concat([pd.read_csv(results), frame], ignore_index=True)
+        frame = pd.concat([pd.read_csv(results, dtype={"correct_bits": str}), frame], ignore_index=True)
     frame.to_csv(results, index=False)
     stored = dict(np.load(outdir / "strips.npz")) if (outdir / "strips.npz").is_file() else {}
     stored.update({f"{label}|{scale:g}": images.numpy() for scale, images in extra["strips"].items()})

@@ -31,9 +31,12 @@ def verdict(row, threshold: float = COLLAPSED_BELOW) -> str:
 def _bits(row) -> torch.Tensor | None:
     """A row's per-sample outcomes (``correct_bits``), or None where the row kept none."""
     bits = row.get("correct_bits") if hasattr(row, "get") else None
-    if not isinstance(bits, str) or not bits:
+    if isinstance(bits, int) and not isinstance(bits, bool):  # read back as a number: its leading zeros are lost
+        bits = str(bits)
+    if not isinstance(bits, str) or not bits or set(bits) - {"0", "1"}:
         return None
-    return torch.tensor([c == "1" for c in bits])
+    size = int(row["n"] * row["seeds"]) if "n" in row and "seeds" in row else len(bits)
+    return torch.tensor([c == "1" for c in bits.zfill(size)])
 
 
 def paired_change(row, previous) -> list[float] | None:
