@@ -6,7 +6,7 @@ import torch
 
 from cfgutils.core.guidance import Guidance, GuidanceContext, OvershootMeter
 from cfgutils.presentation.studies import (collapse_lines, dropout_table, factor_changes, factor_table,
-                                           reproduction_table, verdict)
+                                           paired_change, reproduction_table, verdict)
 
 
 def _row(rung, clip, w, accuracy, low, high, frechet=50.0, p_uncond=0.1, changed="x"):
@@ -163,3 +163,11 @@ def test_across_networks_spreads_the_mean_over_trained_networks(tmp_path):
     refused = subprocess.run([sys.executable, "-m", "cfgutils", "experiment", "across-networks", tmp_path / "x",
                               tmp_path / "a", tmp_path / "missing"], capture_output=True, text=True)
     assert refused.returncode == 2 and "no summary.csv" in refused.stderr and not (tmp_path / "x").exists()
+
+
+def test_outcome_bits_read_back_as_a_number_keep_their_leading_zeros():
+    row = _with_bits(_row("reference", False, 10, 0.1, 0.05, 0.2), 6)
+    row["correct_bits"] = "0" * 3 + row["correct_bits"][3:]  # the first three samples wrong
+    as_number = {**row, "correct_bits": int(row["correct_bits"])}  # what a numeric CSV read leaves
+    assert paired_change(as_number, row) == paired_change(row, row)
+    assert paired_change({**row, "correct_bits": "1.2e+50"}, row) is None  # not outcomes: no claim
