@@ -13,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from .report import best_or_tied, markdown, reference_accuracy, separated, with_interval
+from .report import _signed, _triple, best_or_tied, markdown, reference_accuracy, separated, with_interval
 
 #: accuracy under this, with the whole 95% interval, is a collapse (the reference study: 0.385 at w = 10)
 COLLAPSED_BELOW = 0.9
@@ -74,7 +74,7 @@ def factor_table(rows: list[dict]) -> pd.DataFrame:
         records.append({"configuration": row["configuration"], "w": f"{row['w']:g}", "s": f"{row['s']:g}",
                         "scored by": row.get("scorer", "ours"),
                         "samples": int(row["n"] * row["seeds"]), "accuracy": with_interval(row, "accuracy"),
-                        "change from the row above (paired)": "" if change is None else _as_text(change, 3, True),
+                        "change from the row above (paired)": "" if change is None else _signed(change, 3),
                         "verdict": verdict(row), "Fréchet": with_interval(row, "frechet_distance", 1),
                         "floor": f"{row['floor_frechet_distance']:.1f}", "recall": with_interval(row, "recall", 2),
                         "x0 outside [-1, 1]": with_interval(row, "x0_outside", 3)})
@@ -125,7 +125,7 @@ def collapse_lines(rows: list[dict], w: float = 10.0) -> list[str]:
         network = f" (training seed {change['train_seed']})" if change["seeds"] > 1 else ""
         turn = "turns the collapse off" if change["after"] == "intact" else "turns the collapse on"
         paired = paired_change(change["new"], change["old"])
-        difference = "" if paired is None else f", a paired change of {_as_text(paired, 3, True)}"
+        difference = "" if paired is None else f", a paired change of {_signed(paired, 3)}"
         lines.append(f"{change['to']} ({change['changed']}) {turn}{network}: accuracy "
                      f"{with_interval(change['old'], 'accuracy')} -> {with_interval(change['new'], 'accuracy')}"
                      f"{difference}.")
@@ -441,12 +441,6 @@ def across_networks(summaries: dict[str, pd.DataFrame], metrics=("accuracy", "ki
 METRIC_WORDS = {"accuracy": "accuracy", "kid": "KID", "frechet_distance": "Fréchet distance"}
 
 
-def _as_text(values, digits: int, signed: bool = False) -> str:
-    """"0.997 [0.988, 1.000]" (or signed, for a difference) from [value, low, high]."""
-    sign = "+" if signed else ""
-    return f"{values[0]:{sign}.{digits}f} [{values[1]:{sign}.{digits}f}, {values[2]:{sign}.{digits}f}]"
-
-
 def paired_networks_table(rows: list[dict], label_a: str, label_b: str) -> pd.DataFrame:
     """The rows of :func:`cfgutils.workflows.networks.compare_networks` as a table: per metric each network pair,
     then the mean over networks; both arms, their paired difference and its reading."""
@@ -454,8 +448,8 @@ def paired_networks_table(rows: list[dict], label_a: str, label_b: str) -> pd.Da
 
     return pd.DataFrame([{
         "metric": METRIC_WORDS[row["metric"]], "networks": row["network"],
-        label_a: _as_text(row["a"], COMPARED[row["metric"]]), label_b: _as_text(row["b"], COMPARED[row["metric"]]),
-        f"{label_a} - {label_b}": _as_text(row["difference"], COMPARED[row["metric"]], signed=True),
+        label_a: _triple(row["a"], COMPARED[row["metric"]]), label_b: _triple(row["b"], COMPARED[row["metric"]]),
+        f"{label_a} - {label_b}": _signed(row["difference"], COMPARED[row["metric"]]),
         "reading": row["verdict"], "interval covers": row["covers"]} for row in rows])
 
 
@@ -471,7 +465,7 @@ def paired_networks_conclusions(rows: list[dict], label_a: str, label_b: str) ->
         summary = next((row for row in found if row["covers"] == "training and sampling"), found[-1])
         over = (summary["network"] if summary["covers"] == "training and sampling"
                 else f"one network ({summary['network']}; the interval covers sampling only)")
-        lines.append(f"- {METRIC_WORDS[metric]}, {over}: {label_a} {_as_text(summary['a'], digits)}, {label_b} "
-                     f"{_as_text(summary['b'], digits)}; {label_a} is "
+        lines.append(f"- {METRIC_WORDS[metric]}, {over}: {label_a} {_triple(summary['a'], digits)}, {label_b} "
+                     f"{_triple(summary['b'], digits)}; {label_a} is "
                      f"{difference_words(summary['difference'], digits, than=label_b)}.")
     return lines
