@@ -269,6 +269,42 @@ def test_zero_star_first_step_equals_diffusers_zero_init(guiders):
                                guider.forward(cond, uncond).pred)
 
 
+class _FixedOutputs(torch.nn.Module):
+    """A stand-in network whose raw output is ``cond`` for every real label and ``uncond`` for the null label."""
+
+    def __init__(self, cond, uncond):
+        super().__init__()
+        self.cond, self.uncond = cond, uncond
+        self.config = UNetConfig(num_classes=10)
+
+    def forward(self, x_t, t, labels):
+        null = (labels == self.config.null_label).view(-1, 1, 1, 1)
+        return torch.where(null, self.uncond.repeat(x_t.shape[0] // self.cond.shape[0], 1, 1, 1),
+                           self.cond.repeat(x_t.shape[0] // self.cond.shape[0], 1, 1, 1))
+
+
+@pytest.mark.parametrize("prediction", ["v", "eps"])
+def test_zero_star_mixes_the_raw_outputs_as_diffusers_does(guiders, prediction):
+    """Fed the network's raw outputs (v or eps), diffusers' CFG-Zero* and cfgutils' rule inside a sampling step
+    give the same guided x0, in a later step and in a zero-init step."""
+    cond, uncond = pair(seed=8)
+    model, x_t = _FixedOutputs(cond, uncond), torch.randn(cond.shape, generator=torch.Generator().manual_seed(9))
+    diffusion = GaussianDiffusion(DiffusionConfig(prediction=prediction))
+    labels = torch.tensor([1, 2, 3])
+    for step, t, zero_steps in ((3, 500, 0), (0, 999, 1)):
+        guider = guiders.ClassifierFreeZeroStarGuidance(guidance_scale=4.0, zero_init_steps=zero_steps)
+        guider.set_state(step=step, num_inference_steps=5, timestep=torch.tensor(t))
+        expected = diffusion.to_eps_and_x0(guider.forward(cond, uncond).pred, x_t, torch.full((3,), t))[1]
+        step_context = GuidanceContext(float(diffusion.alpha_bar64[t]), step, 5)
+        _, x0 = guided_prediction(model, diffusion, x_t, t, labels, 4.0, ZeroStarGuidance(zero_steps), step_context,
+                                  clip_x0=False)
+        torch.testing.assert_close(x0, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+        if step == 3:  # the same rule on predicted x0 instead of the raw output gives another image
+            x0_c, x0_u = (diffusion.to_eps_and_x0(out, x_t, torch.full((3,), t))[1] for out in (cond, uncond))
+            on_x0 = x0_u * zero_star_alpha(x0_c, x0_u) + 4.0 * (x0_c - x0_u * zero_star_alpha(x0_c, x0_u))
+            assert (on_x0 - x0).abs().max() > 1e-2
+
+
 def test_a_guide_with_other_classes_or_schedule_is_refused(tiny_model, weaker_model, diffusion):  # noqa: F811
     other = ConditionalUNet(UNetConfig(base_channels=8, channel_mults=(1, 2), groups=4, num_classes=5))
     with pytest.raises(UserInputError, match="5 classes"):

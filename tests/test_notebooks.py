@@ -175,6 +175,7 @@ def check_07(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
     assert {m["network"] for m in summary["mechanism"]} >= {"seed0", "reference-recipe"}
     assert summary["collapse_configurations"] == ["clamp", "classifier", "ddpm", "dpmpp", "reference"]
     assert summary["collapse_lines"] and summary["dropout_rates"] == [0.0, 0.05, 0.1, 0.2, 0.3]
+    assert summary["answer"].startswith("Rebuilt from its published facts") and summary["ladder_lines"]
     assert_figures(summary, run_dir.parent / "figures", {
         "07-ablations-reproduction.png", "07-ablations-reproduction-strips.png", "07-ablations-strips.png",
         "07-ablations-label-dropout.png", "07-ablations-no-dropout.png"})

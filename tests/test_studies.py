@@ -90,6 +90,26 @@ def test_factor_table_pairs_each_configuration_with_the_one_above():
     assert "a paired change of +0.800 [+" in "\n".join(collapse_lines(rows[1:3], 10))
 
 
+def test_ladder_changes_average_the_paired_change_over_trained_networks():
+    from cfgutils.presentation.studies import ladder_network_lines, ladder_networks_table
+
+    rows = []
+    for seed, (before, after) in enumerate([(30, 50), (40, 55), (35, 58)]):
+        rows += [{**_with_bits(_row(f"clamp #{seed}", False, 10, 0, 0, 0), before), "train_seed": seed},
+                 {**_with_bits(_row(f"classifier #{seed}", False, 10, 0, 0, 0), after), "train_seed": seed}]
+    table = ladder_networks_table(rows)
+    assert list(table["configuration"]) == ["classifier"]
+    assert table.loc[0, "network 1"].startswith("+0.250 [+")  # 15 of 60 gained on the same samples
+    mean = (20 + 15 + 23) / 3 / 60
+    assert table.loc[0, "mean over networks"].startswith(f"{mean:+.3f} [+")
+    assert table.loc[0, "reading"] == "raises accuracy"
+    (line,) = ladder_network_lines(rows, 10)
+    assert line.startswith(f"classifier against clamp at w = 10, over 3 trained networks: raises accuracy by {mean:+.3f}")
+    one = ladder_network_lines(rows[:2], 10)
+    assert one == [f"classifier against clamp at w = 10 rests on one trained network (seed 0): raises accuracy "
+                   f"({table.loc[0, 'network 0']}, paired over samples)."]
+
+
 def test_dropout_table_ranks_the_weights_by_paired_differences_where_rows_kept_outcomes():
     rows = [_with_bits(_row("p=0.1", False, 0, 0.9, 0.8, 0.95, p_uncond=0.1), 54),
             _with_bits(_row("p=0.1", False, 2, 0.95, 0.9, 0.99, p_uncond=0.1), 57),
@@ -171,3 +191,50 @@ def test_outcome_bits_read_back_as_a_number_keep_their_leading_zeros():
     as_number = {**row, "correct_bits": int(row["correct_bits"])}  # what a numeric CSV read leaves
     assert paired_change(as_number, row) == paired_change(row, row)
     assert paired_change({**row, "correct_bits": "1.2e+50"}, row) is None  # not outcomes: no claim
+
+
+def _reproduction_cells(w: float, published: float, correct: tuple[int, int, int], changed: tuple[int, int]) -> list:
+    """Three networks' reproduction cells at ``w``: (correct as published, clamped, ours) of 200 each, the
+    clamped and our classifier's scoring gaining ``changed`` samples over the scoring before."""
+    return [{"network": f"seed{k}", "w": w, "n": 200, "published_accuracy": published,
+             "correct_published": correct[0], "accuracy_published": correct[0] / 200, "correct_clamped": correct[1],
+             "accuracy_clamped": correct[1] / 200, "gained_clamped": changed[0], "lost_clamped": 0,
+             "correct_ours": correct[2], "accuracy_ours": correct[2] / 200, "gained_ours": changed[1], "lost_ours": 0,
+             "outside_fraction": 0.3, "max_abs": 1000.0 * w} for k in range(3)]
+
+
+def test_the_plain_words_answer_follows_the_numbers():
+    import pandas as pd
+
+    from cfgutils.presentation.studies import cause_in_plain_words, pooled_reproduction, what_decides
+
+    results = pd.DataFrame(_reproduction_cells(2.0, 0.97, (190, 190, 196), (0, 6))
+                           + _reproduction_cells(15.0, 0.105, (170, 170, 194), (0, 24)))
+    pooled = pooled_reproduction(results)
+    mechanism = [{"network": name, "t": 999, "eps_mse": e, "step_gain": 31.6}
+                 for name, e in (("seed0", 0.001), ("seed1", 0.002), ("reference-recipe", 0.004))]
+
+    def cell(network, correct):
+        return {"network": network, "w": 0.0, "accuracy_published": correct, "accuracy_published_low": correct - .05,
+                "accuracy_published_high": correct + .05}
+
+    cross = {"ancestral": pd.DataFrame([cell("seed0", .65), cell("reference-recipe", .07)]),
+             "ddpm": pd.DataFrame([cell("seed0", .64), cell("reference-recipe", .08)])}
+    assert what_decides(cross) == "network"
+    rows = []
+    for seed, (before, after) in enumerate([(30, 50), (40, 55), (35, 58)]):
+        rows += [{**_with_bits(_row(f"clamp #{seed}", False, 10, 0, 0, 0), before), "train_seed": seed},
+                 {**_with_bits(_row(f"classifier #{seed}", False, 10, 0, 0, 0), after), "train_seed": seed}]
+    text = cause_in_plain_words(pooled, mechanism, cross, rows)
+    assert "does not fall as far as published: scored its way, accuracy at w = 15 (s = 16) is 0.850 [" in text
+    assert "clamping them to [-1, 1] does not change what its classifier reads (+0.000 [" in text
+    assert "so the fall lives in the measurement" in text  # ours: 0.970 at w = 15 against 0.980 at w = 2
+    assert "mean squared error of 0.0040 against 0.0010 to 0.0020" in text
+    assert "over 3 trained networks, the changes that move accuracy are classifier +0.322 [" in text
+    results.loc[results["w"] == 15.0, ["correct_ours", "accuracy_ours"]] = [150, 0.75]  # ours falls too
+    results.loc[results["w"] == 15.0, ["gained_ours", "lost_ours"]] = [0, 20]
+    assert "the study's classifier is not what makes the fall" in cause_in_plain_words(
+        pooled_reproduction(results), mechanism, cross, rows)
+    results.loc[results["w"] == 15.0, ["correct_ours", "accuracy_ours", "gained_ours", "lost_ours"]] = [180, .9, 10, 0]
+    assert "part of the fall lives in the measurement" in cause_in_plain_words(
+        pooled_reproduction(results), mechanism, cross, rows)

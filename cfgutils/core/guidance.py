@@ -49,6 +49,8 @@ class GuidanceContext:
     step_index: int
     num_steps: int
     state: dict = field(default_factory=dict)  # lives for one sampling run (one chunk): APG's momentum
+    x_t: torch.Tensor | None = None  # this step's input, set by guided_prediction (None: predictions are outputs)
+    prediction: str | None = None  # what the network outputs: "eps" or "v" (set with x_t)
 
     @property
     def noise_std(self) -> float:
@@ -59,6 +61,23 @@ class GuidanceContext:
     def edm_sigma(self) -> float:
         """Noise-to-signal ratio sqrt((1 - alpha_bar) / alpha_bar): the sigma of EDM papers (inf at pure noise)."""
         return math.inf if self.alpha_bar <= 0 else math.sqrt((1.0 - self.alpha_bar) / self.alpha_bar)
+
+
+    def to_output(self, x0: torch.Tensor) -> torch.Tensor:
+        """The network output (eps or v, whichever it predicts) that means ``x0`` at this step's x_t; ``x0``
+        itself where the context knows no x_t (08)."""
+        if self.x_t is None:
+            return x0
+        signal, sigma = math.sqrt(self.alpha_bar), self.noise_std
+        return (self.x_t - signal * x0) / sigma if self.prediction == "eps" else (signal * self.x_t - x0) / sigma
+
+    def from_output(self, output: torch.Tensor) -> torch.Tensor:
+        """The predicted x0 that the network output ``output`` means at this step's x_t (inverse of
+        :meth:`to_output`) (08)."""
+        if self.x_t is None:
+            return output
+        signal, sigma = math.sqrt(self.alpha_bar), self.noise_std
+        return (self.x_t - sigma * output) / signal if self.prediction == "eps" else signal * self.x_t - sigma * output
 
 
 def per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -338,6 +357,7 @@ def guided_prediction(model, diffusion: GaussianDiffusion, x_t: torch.Tensor, t:
     guidance = guidance or Guidance()
     n = x_t.shape[0]
     context = context or GuidanceContext(alpha_bar=float(diffusion.alpha_bar64[t]), step_index=0, num_steps=1)
+    context.x_t, context.prediction = x_t, diffusion.config.prediction  # for rules that act on the raw output
     t_batch = torch.full((n,), t, device=x_t.device, dtype=torch.long)
     scale = guidance.effective_scale(scale, context)
     negative = guidance.negative_labels(labels, model.config.null_label, context)

@@ -12,8 +12,8 @@ autoguidance  negative branch = a weaker model, same label  2 (model + guide, tw
 cfgpp         sampler re-noises with the negative's noise   2 (one batch of 2n)             lambda = 0: uncond.
 icg           negative branch = a random label              2 (one batch of 2n)             label-blind: cond.
 schedule      the weight ramps up as the noise falls        2 (one batch of 2n)             constant: CFG
-zerostar      negative scaled by its projection; x0 = 0     2 (one batch of 2n)             alpha* = 1: CFG
-              in the first steps
+zerostar      negative output scaled by its projection;     2 (one batch of 2n)             alpha* = 1: CFG
+              output 0 in the first steps
 ============  ===========================================  ==============================  ===================
 """
 
@@ -154,22 +154,22 @@ class ScheduledGuidance(Guidance):
         return {"shape": self.shape}
 
 
-def zero_star_alpha(x0_cond: torch.Tensor, x0_uncond: torch.Tensor) -> torch.Tensor:
-    """CFG-Zero*'s optimised scale alpha* = <x0_c, x0_u> / ||x0_u||^2 per sample, shaped to broadcast (08)."""
-    dot = (x0_cond * x0_uncond).flatten(1).sum(dim=1)
-    return per_sample(dot / (x0_uncond.flatten(1).pow(2).sum(dim=1) + 1e-8), x0_cond)
+def zero_star_alpha(cond: torch.Tensor, uncond: torch.Tensor) -> torch.Tensor:
+    """CFG-Zero*'s optimised scale alpha* = <c, u> / ||u||^2 per sample, shaped to broadcast (08)."""
+    dot = (cond * uncond).flatten(1).sum(dim=1)
+    return per_sample(dot / (uncond.flatten(1).pow(2).sum(dim=1) + 1e-8), cond)
 
 
 class ZeroStarGuidance(Guidance):
     """CFG-Zero* (Fan et al. 2025, "CFG-Zero*: Improved Classifier-Free Guidance for Flow Matching Models") (08).
 
-    (1) Optimised scale: the negative prediction is first multiplied by alpha* (:func:`zero_star_alpha`,
-    the least-squares fit of x0_u to x0_c), x0 = alpha* x0_u + s (x0_c - alpha* x0_u), so guidance acts
-    only on what the two predictions do not share. (2) Zero-init: the first ``zero_steps`` steps predict
-    x0 = 0. Both were designed for flow-matching models whose early velocity estimates are poor; cfgutils
-    applies them to predicted x0, where x0 = 0 is a mid-grey image and zeroing a step only shrinks the
-    noise (and, with DPM-Solver++, enters its two-step history). ``zero_steps = 0`` is plain CFG wherever
-    alpha* = 1, that is <x0_c, x0_u> = ||x0_u||^2.
+    Both parts act on the network's raw output, as in the paper (there a flow velocity; here eps or v,
+    whichever the model predicts; :meth:`GuidanceContext.to_output`): (1) optimised scale: the negative output
+    u is first multiplied by alpha* (:func:`zero_star_alpha`, the least-squares fit of u to the conditional c),
+    out = alpha* u + s (c - alpha* u), so guidance acts only on what the two outputs do not share; (2) zero-init:
+    the first ``zero_steps`` steps output 0 (for a v model, x0 = sqrt(alpha_bar) x_t: the step barely moves
+    x_t; for an eps model, x0 = x_t / sqrt(alpha_bar), which clipping then bounds). ``zero_steps = 0`` is plain
+    CFG wherever alpha* = 1, that is <c, u> = ||u||^2.
     """
 
     name = "zerostar"
@@ -178,13 +178,14 @@ class ZeroStarGuidance(Guidance):
         self.zero_steps = positive_int(zero_steps, "zerostar zero steps", minimum=0)
 
     def combine(self, x0_cond, x0_uncond, scale, context):
-        return classifier_free_guidance(zero_star_alpha(x0_cond, x0_uncond) * x0_uncond, x0_cond, scale)
+        cond, uncond = context.to_output(x0_cond), context.to_output(x0_uncond)
+        return context.from_output(classifier_free_guidance(zero_star_alpha(cond, uncond) * uncond, cond, scale))
 
     def finalize(self, x0, context: GuidanceContext):
-        return torch.zeros_like(x0) if context.step_index < self.zero_steps else x0
+        return context.from_output(torch.zeros_like(x0)) if context.step_index < self.zero_steps else x0
 
     def needs_both(self, scale, context):
-        return scale != 1.0 and context.step_index >= self.zero_steps  # s = 0 is alpha* x0_u, not x0_u
+        return scale != 1.0 and context.step_index >= self.zero_steps  # s = 0 is alpha* u, not u
 
     def parameters(self):
         return {"zero_steps": self.zero_steps}

@@ -139,6 +139,75 @@ def collapse_lines(rows: list[dict], w: float = 10.0) -> list[str]:
     return lines
 
 
+def _without_seed(configuration) -> str:
+    """A configuration's name without the training seed a study with several seeds appends ("ddpm #1" -> "ddpm")."""
+    return str(configuration).split(" #")[0]
+
+
+def ladder_changes(rows: list[dict]) -> list[dict]:
+    """Per configuration after the first and per w: its paired accuracy change from the configuration above for
+    every training seed that kept per-sample outcomes, and, where two or more trained networks have one, the mean
+    change with its Student-t 95% interval over networks (which covers training as well as sampling)."""
+    from ..workflows.metrics import seed_interval
+
+    found: dict[tuple, dict] = {}
+    for row, previous in zip(rows, previous_configurations(rows)):
+        change = paired_change(row, previous)
+        if change is None:
+            continue
+        name = _without_seed(row["configuration"])
+        entry = found.setdefault((name, round(float(row["w"]), 6)), {
+            "configuration": name, "changed": row.get("changed", ""), "w": float(row["w"]),
+            "from": _without_seed(previous["configuration"]), "per_network": {}})
+        entry["per_network"][int(row.get("train_seed", 0))] = change
+    for entry in found.values():
+        means = [change[0] for change in entry["per_network"].values()]
+        entry["mean"] = seed_interval(means) if len(means) > 1 else None
+    return list(found.values())
+
+
+def ladder_networks_table(rows: list[dict]) -> pd.DataFrame:
+    """:func:`ladder_changes` as a table: each training seed's paired change (sampling interval) and the mean over
+    networks (training and sampling interval) with its reading; one row per configuration and w."""
+    seeds = sorted({seed for entry in ladder_changes(rows) for seed in entry["per_network"]})
+    records = []
+    for entry in ladder_changes(rows):
+        mean = entry["mean"]
+        records.append({"configuration": entry["configuration"], "w": f"{entry['w']:g}", "s": f"{entry['w'] + 1:g}",
+                        **{f"network {seed}": _signed(entry["per_network"][seed], 3) if seed in entry["per_network"]
+                           else "" for seed in seeds},
+                        "mean over networks": "" if mean is None else _signed(mean, 3),
+                        "reading": "one network" if mean is None else _reading(mean)})
+    return pd.DataFrame(records)
+
+
+def _reading(difference) -> str:
+    if difference[1] > 0:
+        return "raises accuracy"
+    if difference[2] < 0:
+        return "lowers accuracy"
+    return "not distinguishable at this sample size"
+
+
+def ladder_network_lines(rows: list[dict], w: float = 10.0) -> list[str]:
+    """One sentence per configuration at ``w``: what its change does to accuracy over the trained networks that
+    have it (mean paired change, Student-t interval over networks), or that it rests on one network."""
+    lines = []
+    for entry in [e for e in ladder_changes(rows) if abs(e["w"] - w) < 1e-9]:
+        mean, count = entry["mean"], len(entry["per_network"])
+        if mean is None:
+            seed, change = next(iter(entry["per_network"].items()))
+            lines.append(f"{entry['configuration']} against {entry['from']} at w = {w:g} rests on one trained network "
+                         f"(seed {seed}): {_reading(change)} ({_signed(change, 3)}, paired over samples).")
+            continue
+        verdict = _reading(mean)
+        said = f"{verdict} by {_signed(mean, 3)}" if verdict != "not distinguishable at this sample size" else \
+            f"is {verdict} (difference {_signed(mean, 3)})"
+        lines.append(f"{entry['configuration']} against {entry['from']} at w = {w:g}, over {count} trained networks: "
+                     f"{said}.")
+    return lines
+
+
 def dropout_table(rows: list[dict]) -> pd.DataFrame:
     """One row per label-dropout rate: Fréchet distance of the unconditional branch (s = 0), the best accuracy
     and the best Fréchet distance with the weights where they occur (or every weight whose interval overlaps the
@@ -199,6 +268,10 @@ def study_markdown(study: str, rows: list[dict], dataset: str = "mnist") -> str:
         parts = [*reproduction, "## One factor at a time",
                  markdown(factor_table(rows)), "## What the intervals show",
                  "\n".join(f"- {line}" for line in collapse_lines(rows))]
+        if len({row.get("train_seed", 0) for row in rows}) > 1:
+            parts += ["## Over trained networks (mean paired change from the configuration above)",
+                      markdown(ladder_networks_table(rows)),
+                      "\n".join(f"- {line}" for line in ladder_network_lines(rows))]
     else:
         parts = ["## How much label dropout is enough", markdown(dropout_table(rows)), "## Every cell",
                  markdown(factor_table(rows))]
@@ -390,21 +463,95 @@ def cross_lines(results_by_sampler: dict[str, pd.DataFrame], w: float = 0.0) -> 
     lines = [f"With the {sampler} sampler at w = {w:g}: " + "; ".join(
         f"{network} {with_interval(cells[(sampler, network)], 'accuracy_published')}" for network in networks
         if (sampler, network) in cells) + "." for sampler in samplers]
-    complete = all((s, n) in cells for s in samplers for n in networks) and len(networks) == len(samplers) == 2
+    decides = what_decides(results_by_sampler, w)
+    if decides == "network":
+        lines.append("The network decides, not the sampler: each network gives accuracies not distinguishable "
+                     "between the two samplers, and the two networks' intervals separate under both.")
+    elif decides == "sampler":
+        lines.append("The sampler matters: at least one network's accuracy separates between the two samplers.")
+    return lines
+
+
+def what_decides(results_by_sampler: dict[str, pd.DataFrame], w: float = 0.0) -> str | None:
+    """"network", "sampler" or None (undecided, or not two networks under two samplers) in :func:`cross_table`'s
+    cells, read from the study's classifier on the raw samples."""
+    cells = {(sampler, row["network"]): row for sampler, frame in results_by_sampler.items()
+             for _, row in frame[(frame["w"] - w).abs() < 1e-9].iterrows()}
+    samplers, networks = list(results_by_sampler), list(dict.fromkeys(network for _, network in cells))
+    if not (all((s, n) in cells for s in samplers for n in networks) and len(networks) == len(samplers) == 2):
+        return None
 
     def apart(a, b):
         return separated(a["accuracy_published_low"], a["accuracy_published_high"], b["accuracy_published_low"],
                          b["accuracy_published_high"])
 
-    if complete:
-        by_network = all(apart(cells[(s, networks[0])], cells[(s, networks[1])]) for s in samplers)
-        by_sampler = any(apart(cells[(samplers[0], n)], cells[(samplers[1], n)]) for n in networks)
-        if by_network and not by_sampler:
-            lines.append("The network decides, not the sampler: each network gives accuracies not distinguishable "
-                         "between the two samplers, and the two networks' intervals separate under both.")
-        elif by_sampler:
-            lines.append("The sampler matters: at least one network's accuracy separates between the two samplers.")
-    return lines
+    if any(apart(cells[(samplers[0], n)], cells[(samplers[1], n)]) for n in networks):
+        return "sampler"
+    if all(apart(cells[(s, networks[0])], cells[(s, networks[1])]) for s in samplers):
+        return "network"
+    return None
+
+
+def _where_it_lives(pooled: pd.DataFrame) -> str:
+    """The sentence on samples against measurement, at the reproduction's highest weight."""
+    hi = pooled["w"].max()
+    last = _at(pooled, hi)
+    clamp = [last["change_clamped"], last["change_clamped_low"], last["change_clamped_high"]]
+    ours = [last["change_ours"], last["change_ours_low"], last["change_ours_high"]]
+    ours_falls, best, _ = _falls(pooled, "ours")
+    text = (f"Its samples' pixels do run away (largest |x| {last['max_abs']:.0f} at w = {hi:g}), yet clamping them "
+            f"to [-1, 1] {'changes' if paired_decided(clamp) else 'does not change'} what its classifier reads "
+            f"({_signed(clamp, 3)}): the raw pixel values are {'' if paired_decided(clamp) else 'not '}what it "
+            f"misreads. On the same samples our classifier's accuracy at w = {hi:g} is "
+            f"{with_interval(last, 'accuracy_ours')}, a paired change of {_signed(ours, 3)} from the study's, so ")
+    if not paired_decided(ours) or ours[0] < 0:
+        return text + "the study's classifier is not what makes the fall."
+    if ours_falls:
+        return text + (f"part of the fall lives in the measurement (the study's 8,118-parameter classifier) and "
+                       f"part in the samples: read by ours too, accuracy at w = {hi:g} lies below its best "
+                       f"({with_interval(best, 'accuracy_ours')} at w = {best['w']:g}).")
+    return text + ("the fall lives in the measurement: read by our classifier, accuracy at the highest weight is "
+                   f"not distinguishable at this sample size from its best ({with_interval(best, 'accuracy_ours')} "
+                   f"at w = {best['w']:g}).")
+
+
+def paired_decided(difference) -> bool:
+    """Does a (difference, low, high) interval exclude 0?"""
+    return difference[1] > 0 or difference[2] < 0
+
+
+def cause_in_plain_words(pooled: pd.DataFrame, mechanism: list[dict], cross: dict[str, pd.DataFrame],
+                         ladder_rows: list[dict], w: float = 10.0) -> str:
+    """07's answer to its title question in one paragraph, every clause read off the numbers: whether the rebuild
+    falls as published, whether the fall lives in the samples or the measurement, why cfgutils' UNet at the
+    study's recipe failed at s = 1, and which rungs of the ladder move accuracy at ``w`` over trained networks."""
+    hi = pooled["w"].max()
+    last = _at(pooled, hi)
+    reproduced = ("falls as published" if last["accuracy_published_low"] <= last["published"]
+                  <= last["accuracy_published_high"] else "does not fall as far as published"
+                  if last["published"] < last["accuracy_published_low"] else "falls further than published")
+    sentences = [f"Rebuilt from its published facts and trained on our digits ({int(last['networks'])} networks, "
+                 f"{int(last['samples'])} samples per weight), the reference study's system "
+                 f"{reproduced}: scored its way, "
+                 f"accuracy at w = {hi:g} (s = {hi + 1:g}) is {with_interval(last, 'accuracy_published')} against "
+                 f"the published {last['published']:.3f}.", _where_it_lives(pooled)]
+    errors = pd.DataFrame(mechanism)
+    top = errors[errors["t"] == errors["t"].max()].set_index("network")["eps_mse"]
+    if "reference-recipe" in top and what_decides(cross) == "network":
+        others = top.drop("reference-recipe")
+        sentences.append(f"cfgutils' UNet trained with the study's recipe made noise already at s = 1 because of the "
+                         f"network, not the sampler (each network's accuracy is not distinguishable between the two samplers); it predicts "
+                         f"the noise at t = {int(errors['t'].max())}, where the first step multiplies the error by "
+                         f"{errors['step_gain'].max():.1f}, with a mean squared error of {top['reference-recipe']:.4f} "
+                         f"against {others.min():.4f} to {others.max():.4f} for the study's networks.")
+    moved = [e for e in ladder_changes(ladder_rows) if abs(e["w"] - w) < 1e-9 and e["mean"] is not None]
+    if moved:
+        decided = [f"{e['configuration']} {_signed(e['mean'], 3)}" for e in moved if paired_decided(e["mean"])]
+        sentences.append(f"Along the ladder at w = {w:g}, over {max(len(e['per_network']) for e in moved)} trained "
+                         f"networks, " + (f"the changes that move accuracy are {', '.join(decided)}; " if decided
+                                          else "no change moves accuracy decidedly; ")
+                         + "every other change is not distinguishable at this sample size.")
+    return " ".join(sentences)
 
 
 def across_networks(summaries: dict[str, pd.DataFrame], metrics=("accuracy", "kid", "frechet_distance")) -> pd.DataFrame:
