@@ -198,7 +198,9 @@ def check_08(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
 
 
 def check_09(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> None:
-    assert summary["data"].startswith("synthetic by design") and summary["seconds"] < 60
+    assert summary["data"].startswith("synthetic by design")
+    for row in summary["convergence"]:  # more steps move the push by far less than the samplers differ
+        assert abs(row["push moved"]) < row["DDIM - DDPM push"] / 10
     assert summary["check_tv_at_s1"]["ddim"] < 2 * summary["noise_tv"] + 0.02
     rows = summary["cfg_vs_tilted"]
     assert {(row["sampler"], row["s"]) for row in rows} == {(k, s) for k in ("ddpm", "ddim") for s in (1, 2, 4, 8)}
