@@ -131,6 +131,37 @@ def test_cfgpp_takes_ddims_step_in_every_sampler(tiny_model, diffusion, clip):  
                                                  SamplerSettings("ddim", 4, eta=1.0, clip_x0=clip)), atol=1e-3)
 
 
+def test_cfgpp_with_dpmpp_2m_follows_the_official_solver():
+    """Three DPM-Solver++(2M) steps of CFG++ against the official solver's update written out by hand in its own
+    variables (x~ = x / alpha, h = the step's gain in log(alpha / sigma)): x~' = D + e^-h (x~ - U) +
+    (1 - e^-h) / (2 r) (D - U_prev), D the guided x0, U the unconditional x0, U_prev the previous step's."""
+    from cfgutils.core.samplers import sample_chunk
+
+    cond, uncond = pair(seed=10)
+    model, diffusion, lam = _FixedOutputs(cond, uncond), GaussianDiffusion(DiffusionConfig(prediction="v")), 0.6
+    settings = SamplerSettings("dpmpp", 3, clip_x0=False, clamp_output=False)
+    labels = torch.tensor([1, 2, 3])
+    ours = sample_chunk(model, diffusion, labels, lam, settings, torch.Generator().manual_seed(11), CFGPlusPlus())
+    x = torch.randn((3, 1, 28, 28), generator=torch.Generator().manual_seed(11))
+    timesteps, previous = settings.timesteps(diffusion.timesteps), None
+    for index, t in enumerate(timesteps):
+        alpha, sigma = math.sqrt(float(diffusion.alpha_bar64[t])), math.sqrt(1 - float(diffusion.alpha_bar64[t]))
+        x0_c, x0_u = (alpha * x - sigma * out for out in (cond, uncond))  # v-prediction's x0
+        guided = x0_u + lam * (x0_c - x0_u)
+        if index + 1 == len(timesteps):
+            x = guided
+            break
+        t_next = timesteps[index + 1]
+        alpha_next = math.sqrt(float(diffusion.alpha_bar64[t_next]))
+        h = math.log(alpha_next / math.sqrt(1 - alpha_next ** 2)) - math.log(alpha / sigma)
+        x_ve = guided + math.exp(-h) * (x / alpha - x0_u)
+        if previous is not None:
+            x_ve = x_ve - math.expm1(-h) / (2 * previous[1] / h) * (guided - previous[0])
+        previous = (x0_u, h)
+        x = alpha_next * x_ve
+    torch.testing.assert_close(ours, x, atol=1e-4, rtol=1e-4)
+
+
 def test_cfgpp_scale_factors_make_a_ddim_step_a_plain_cfg_step(tiny_model, diffusion):  # noqa: F811
     timesteps = sampling_timesteps(5)
     factors = cfgpp_scale_factors(diffusion, timesteps)

@@ -65,7 +65,9 @@ class CFGPlusPlus(Guidance):
     (:func:`cfgpp_scale_factors`): 1 x lambda at the first and last step, several times lambda in between,
     and more the more steps the sampler takes. lambda = 0 is unconditional sampling (plain CFG at s = 0).
     DDPM and DPM-Solver++ take their step from x0_lambda re-noised with eps_u (``samplers.sample_chunk``),
-    which is DDIM's rule applied to them.
+    which is DDIM's rule applied to them. DPM-Solver++(2M)'s second-order term follows the official CFG++ solver
+    (``sample_dpmpp_2m_cfg_pp``): it extrapolates from the current guided x0 and the *previous unconditional*
+    x0, (1 - e^-h) / (2 r) (x0_lambda - x0_u,prev), not from the previous guided x0.
     """
 
     name = "cfgpp"
