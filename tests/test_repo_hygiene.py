@@ -118,21 +118,42 @@ def test_functions_stay_short():
     assert lengths["cfgutils/workflows/train.py:train"] <= 40
 
 
+def shown_targets(source: str) -> tuple[dict, list]:
+    """(name -> module of every ``from cfgutils... import`` in ``source``, the expressions passed to
+    ``show_source``), read with ``ast`` so parenthesised and multi-line imports count; a loop variable that is
+    passed (``for step in (a, b): show_source(step)``) is replaced by the names it loops over."""
+    tree = ast.parse(source)
+    imported = {alias.asname or alias.name: node.module for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cfgutils")
+                for alias in node.names}
+    loops = {node.target.id: [ast.unparse(e) for e in getattr(node.iter, "elts", [node.iter])]
+             for node in ast.walk(tree) if isinstance(node, ast.For) and isinstance(node.target, ast.Name)}
+    shown = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "show_source" and node.args:
+            expression = ast.unparse(node.args[0])
+            shown += loops.get(expression, [expression])
+    return imported, shown
+
+
 @pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
 def test_every_shown_function_exists_in_the_library(path):
     """``show_source(X)`` reads the library's own code: X must be imported from cfgutils and still exist there."""
     import importlib
-    import re
 
     source = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code")
-    imported = {name.strip().split(" as ")[-1]: module for module, names in
-                re.findall(r"^from (cfgutils[\w.]*) import ([^\n(]+)$", source, flags=re.M) for name in names.split(",")}
-    for shown in re.findall(r"show_source\((\w+(?:\.\w+)*)\)", source):
-        head, *rest = shown.split(".")
-        if head not in imported:
-            continue  # a loop variable (``for step in (ddpm_step, ...)``): its values are imported names
+    imported, shown = shown_targets(source)
+    for expression in shown:
+        head, *rest = expression.split(".")
+        assert head in imported, f"show_source({expression}): {head} is not imported from cfgutils"
         target = getattr(importlib.import_module(imported[head]), head)
         for attribute in rest:
             target = getattr(target, attribute)
-        assert callable(target), shown
+        assert callable(target), expression
     assert "show_source" not in source or imported.get("show_source") == "cfgutils.presentation.source"
+
+
+def test_shown_targets_read_parenthesised_imports_and_loops():
+    imported, shown = shown_targets("from cfgutils.a import (x,\n    y as z)\nfor f in (x, z.w):\n    show_source(f)\n"
+                                    "show_source(q)\n")
+    assert imported == {"x": "cfgutils.a", "z": "cfgutils.a"} and sorted(shown) == ["q", "x", "z.w"]
