@@ -157,3 +157,46 @@ def test_shown_targets_read_parenthesised_imports_and_loops():
     imported, shown = shown_targets("from cfgutils.a import (x,\n    y as z)\nfor f in (x, z.w):\n    show_source(f)\n"
                                     "show_source(q)\n")
     assert imported == {"x": "cfgutils.a", "z": "cfgutils.a"} and sorted(shown) == ["q", "x", "z.w"]
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub (and the site) gives a heading: lower case, punctuation dropped, spaces to hyphens."""
+    import re
+
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def document_text(path) -> str:
+    """A Markdown file's text, or the Markdown cells of a notebook."""
+    if path.suffix == ".ipynb":
+        return "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    return path.read_text()
+
+
+DOCUMENTS = [paths.REPO_ROOT / name for name in ("README.md", "benchmarks/README.md", "data/pretrained/README.md")] \
+    + NOTEBOOK_FILES
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: str(p.relative_to(paths.REPO_ROOT)))
+def test_every_relative_link_resolves(path):
+    """Every relative link of the READMEs and notebooks names a file that exists, and its #anchor a heading there."""
+    import re
+
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", document_text(path)):
+        if re.match(r"[a-z]+:", target):
+            continue  # a web address
+        name, _, anchor = target.partition("#")
+        linked = (path.parent / name).resolve() if name else path
+        if not linked.exists():
+            broken.append(target)
+        elif anchor and anchor not in {github_anchor(h) for h in
+                                       re.findall(r"^#+ (.+)$", document_text(linked), flags=re.M)}:
+            broken.append(target)
+    assert broken == []
+
+
+def test_github_anchor():
+    assert github_anchor("A second dataset: Fashion-MNIST") == "a-second-dataset-fashion-mnist"
+    assert github_anchor("Why the reference study's accuracy collapsed (notebook 07)") == \
+        "why-the-reference-studys-accuracy-collapsed-notebook-07"
