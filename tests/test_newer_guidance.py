@@ -138,21 +138,21 @@ def test_cfgpp_with_dpmpp_2m_follows_the_official_solver():
     from cfgutils.core.samplers import sample_chunk
 
     cond, uncond = pair(seed=10)
-    model, diffusion, lam = _FixedOutputs(cond, uncond), GaussianDiffusion(DiffusionConfig(prediction="v")), 0.6
+    model, v_model, lam = _FixedOutputs(cond, uncond), GaussianDiffusion(DiffusionConfig(prediction="v")), 0.6
     settings = SamplerSettings("dpmpp", 3, clip_x0=False, clamp_output=False)
     labels = torch.tensor([1, 2, 3])
-    ours = sample_chunk(model, diffusion, labels, lam, settings, torch.Generator().manual_seed(11), CFGPlusPlus())
+    ours = sample_chunk(model, v_model, labels, lam, settings, torch.Generator().manual_seed(11), CFGPlusPlus())
     x = torch.randn((3, 1, 28, 28), generator=torch.Generator().manual_seed(11))
-    timesteps, previous = settings.timesteps(diffusion.timesteps), None
+    timesteps, previous = settings.timesteps(v_model.timesteps), None
     for index, t in enumerate(timesteps):
-        alpha, sigma = math.sqrt(float(diffusion.alpha_bar64[t])), math.sqrt(1 - float(diffusion.alpha_bar64[t]))
+        alpha, sigma = math.sqrt(float(v_model.alpha_bar64[t])), math.sqrt(1 - float(v_model.alpha_bar64[t]))
         x0_c, x0_u = (alpha * x - sigma * out for out in (cond, uncond))  # v-prediction's x0
         guided = x0_u + lam * (x0_c - x0_u)
         if index + 1 == len(timesteps):
             x = guided
             break
         t_next = timesteps[index + 1]
-        alpha_next = math.sqrt(float(diffusion.alpha_bar64[t_next]))
+        alpha_next = math.sqrt(float(v_model.alpha_bar64[t_next]))
         h = math.log(alpha_next / math.sqrt(1 - alpha_next ** 2)) - math.log(alpha / sigma)
         x_ve = guided + math.exp(-h) * (x / alpha - x0_u)
         if previous is not None:
@@ -320,18 +320,18 @@ def test_zero_star_mixes_the_raw_outputs_as_diffusers_does(guiders, prediction):
     give the same guided x0, in a later step and in a zero-init step."""
     cond, uncond = pair(seed=8)
     model, x_t = _FixedOutputs(cond, uncond), torch.randn(cond.shape, generator=torch.Generator().manual_seed(9))
-    diffusion = GaussianDiffusion(DiffusionConfig(prediction=prediction))
+    model_diffusion = GaussianDiffusion(DiffusionConfig(prediction=prediction))
     labels = torch.tensor([1, 2, 3])
     for step, t, zero_steps in ((3, 500, 0), (0, 999, 1)):
         guider = guiders.ClassifierFreeZeroStarGuidance(guidance_scale=4.0, zero_init_steps=zero_steps)
         guider.set_state(step=step, num_inference_steps=5, timestep=torch.tensor(t))
-        expected = diffusion.to_eps_and_x0(guider.forward(cond, uncond).pred, x_t, torch.full((3,), t))[1]
-        step_context = GuidanceContext(float(diffusion.alpha_bar64[t]), step, 5)
-        _, x0 = guided_prediction(model, diffusion, x_t, t, labels, 4.0, ZeroStarGuidance(zero_steps), step_context,
+        expected = model_diffusion.to_eps_and_x0(guider.forward(cond, uncond).pred, x_t, torch.full((3,), t))[1]
+        step_context = GuidanceContext(float(model_diffusion.alpha_bar64[t]), step, 5)
+        _, x0 = guided_prediction(model, model_diffusion, x_t, t, labels, 4.0, ZeroStarGuidance(zero_steps), step_context,
                                   clip_x0=False)
         torch.testing.assert_close(x0, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
         if step == 3:  # the same rule on predicted x0 instead of the raw output gives another image
-            x0_c, x0_u = (diffusion.to_eps_and_x0(out, x_t, torch.full((3,), t))[1] for out in (cond, uncond))
+            x0_c, x0_u = (model_diffusion.to_eps_and_x0(out, x_t, torch.full((3,), t))[1] for out in (cond, uncond))
             on_x0 = x0_u * zero_star_alpha(x0_c, x0_u) + 4.0 * (x0_c - x0_u * zero_star_alpha(x0_c, x0_u))
             assert (on_x0 - x0).abs().max() > 1e-2
 

@@ -105,6 +105,12 @@ def test_ladder_changes_average_the_paired_change_over_trained_networks():
     assert table.loc[0, "reading"] == "raises accuracy"
     (line,) = ladder_network_lines(rows, 10)
     assert line.startswith(f"classifier against clamp at w = 10, over 3 trained networks: raises accuracy by {mean:+.3f}")
+    from cfgutils.presentation.studies import ladder_table
+
+    compact = ladder_table(rows, 10).set_index("configuration")
+    assert compact.loc["classifier", "networks"] == 3 and compact.loc["clamp", "change from the row above"] == ""
+    assert compact.loc["classifier", "accuracy per network"] == "0.833, 0.917, 0.967"
+    assert compact.loc["classifier", "reading"] == "raises accuracy (over 3 networks)"
     one = ladder_network_lines(rows[:2], 10)
     assert one == [f"classifier against clamp at w = 10 rests on one trained network (seed 0): raises accuracy "
                    f"({table.loc[0, 'network 0']}, paired over samples)."]

@@ -181,6 +181,27 @@ def ladder_networks_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
+def ladder_table(rows: list[dict], w: float = 10.0) -> pd.DataFrame:
+    """One row per configuration at ``w``, in ladder order: each trained network's accuracy and the change from
+    the configuration above, the mean paired change over the networks where several have it (Student-t interval
+    over networks), else the one network's paired change (07)."""
+    changes = {e["configuration"]: e for e in ladder_changes(rows) if abs(e["w"] - w) < 1e-9}
+    frame = pd.DataFrame([row for row in rows if abs(float(row["w"]) - w) < 1e-9])
+    records = []
+    for name, part in frame.groupby(frame["configuration"].map(_without_seed), sort=False):
+        entry = changes.get(name)
+        change = None if entry is None else entry["mean"] or next(iter(entry["per_network"].values()))
+        reading = "" if change is None else _reading(change) + (
+            f" (over {len(entry['per_network'])} networks)" if entry["mean"] else " (one network)")
+        records.append({"configuration": name, "scored by": part["scorer"].iloc[0] if "scorer" in part else "ours",
+                        "networks": len(part),
+                        "samples per network": int(part["n"].iloc[0] * part["seeds"].iloc[0]),
+                        "accuracy per network": ", ".join(f"{a:.3f}" for a in part["accuracy"]),
+                        "change from the row above": "" if change is None else _signed(change, 3),
+                        "reading": reading})
+    return pd.DataFrame(records)
+
+
 def _reading(difference) -> str:
     if difference[1] > 0:
         return "raises accuracy"
