@@ -190,6 +190,8 @@ def test_every_relative_link_resolves(path):
         linked = (path.parent / name).resolve() if name else path
         if not linked.exists():
             broken.append(target)
+        elif path.suffix == ".ipynb" and linked.parent.name not in ("figures", "notebooks"):
+            broken.append(f"{target} (the site publishes only the notebooks and figures/)")
         elif anchor and anchor not in {github_anchor(h) for h in
                                        re.findall(r"^#+ (.+)$", document_text(linked), flags=re.M)}:
             broken.append(target)

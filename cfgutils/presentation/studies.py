@@ -416,7 +416,8 @@ def _scoring_lines(pooled: pd.DataFrame, results: pd.DataFrame) -> list[str]:
         lines.append(f"As published, the accuracy at w = {hi:g} is not below its best with separated intervals: the "
                      "rebuild does not show a fall.")
     elif falls["ours"][0]:
-        lines.append(f"The fall lives in the samples: read by our classifier too, accuracy at w = {hi:g} "
+        lines.append(f"The fall lives at least partly in the samples: read by our classifier too, accuracy at "
+                     f"w = {hi:g} "
                      f"({with_interval(last, 'accuracy_ours')}) lies below its best "
                      f"({with_interval(falls['ours'][1], 'accuracy_ours')} at w = {falls['ours'][1]['w']:g}).")
     else:
@@ -561,7 +562,8 @@ def cause_in_plain_words(pooled: pd.DataFrame, mechanism: list[dict], cross: dic
     if "reference-recipe" in top and what_decides(cross) == "network":
         others = top.drop("reference-recipe")
         sentences.append(f"cfgutils' UNet trained with the study's recipe made noise already at s = 1 because of the "
-                         f"network, not the sampler (each network's accuracy is not distinguishable between the two samplers); it predicts "
+                         f"network, not the sampler (each network's accuracy is not distinguishable between the two "
+                         f"samplers); it predicts "
                          f"the noise at t = {int(errors['t'].max())}, where the first step multiplies the error by "
                          f"{errors['step_gain'].max():.1f}, with a mean squared error of {top['reference-recipe']:.4f} "
                          f"against {others.min():.4f} to {others.max():.4f} for the study's networks.")
