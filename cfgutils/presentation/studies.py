@@ -571,9 +571,10 @@ def cause_in_plain_words(pooled: pd.DataFrame, mechanism: list[dict], cross: dic
     if moved:
         decided = [f"{e['configuration']} {_signed(e['mean'], 3)}" for e in moved if paired_decided(e["mean"])]
         sentences.append(f"Along the ladder at w = {w:g}, over {max(len(e['per_network']) for e in moved)} trained "
-                         f"networks, " + (f"the changes that move accuracy are {', '.join(decided)}; " if decided
-                                          else "no change moves accuracy decidedly; ")
-                         + "every other change is not distinguishable at this sample size.")
+                         f"networks, " + (f"the changes that move accuracy are {', '.join(decided)}; every other "
+                                          "change is not distinguishable at this sample size." if decided else
+                                          "no change of accuracy is distinguishable from 0 at this sample size "
+                                          "(each mean paired change's interval over networks contains 0)."))
     return " ".join(sentences)
 
 
