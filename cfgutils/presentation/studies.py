@@ -13,6 +13,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from ..workflows.metrics import paired_verdict
 from .report import _signed, _triple, best_or_tied, markdown, reference_accuracy, separated, with_interval
 
 #: accuracy under this, with the whole 95% interval, is a collapse (the reference study: 0.385 at w = 10)
@@ -169,9 +170,10 @@ def ladder_changes(rows: list[dict]) -> list[dict]:
 def ladder_networks_table(rows: list[dict]) -> pd.DataFrame:
     """:func:`ladder_changes` as a table: each training seed's paired change (sampling interval) and the mean over
     networks (training and sampling interval) with its reading; one row per configuration and w."""
-    seeds = sorted({seed for entry in ladder_changes(rows) for seed in entry["per_network"]})
+    changes = ladder_changes(rows)
+    seeds = sorted({seed for entry in changes for seed in entry["per_network"]})
     records = []
-    for entry in ladder_changes(rows):
+    for entry in changes:
         mean = entry["mean"]
         records.append({"configuration": entry["configuration"], "w": f"{entry['w']:g}", "s": f"{entry['w'] + 1:g}",
                         **{f"network {seed}": _signed(entry["per_network"][seed], 3) if seed in entry["per_network"]
@@ -202,12 +204,13 @@ def ladder_table(rows: list[dict], w: float = 10.0) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
+#: how a paired accuracy change reads (:func:`~cfgutils.workflows.metrics.paired_verdict`) in the ladder's words
+READINGS = {"higher": "raises accuracy", "lower": "lowers accuracy",
+            "not distinguishable": "not distinguishable at this sample size"}
+
+
 def _reading(difference) -> str:
-    if difference[1] > 0:
-        return "raises accuracy"
-    if difference[2] < 0:
-        return "lowers accuracy"
-    return "not distinguishable at this sample size"
+    return READINGS[paired_verdict(difference)]
 
 
 def ladder_network_lines(rows: list[dict], w: float = 10.0) -> list[str]:
@@ -391,7 +394,7 @@ def _change(row: pd.Series, name: str) -> str:
     if f"change_{name}" not in row:
         return ""
     text = f"{row[f'change_{name}']:+.3f} [{row[f'change_{name}_low']:+.3f}, {row[f'change_{name}_high']:+.3f}]"
-    decided = row[f"change_{name}_low"] > 0 or row[f"change_{name}_high"] < 0
+    decided = paired_decided([row[f"change_{name}"], row[f"change_{name}_low"], row[f"change_{name}_high"]])
     return text if decided else f"{text}, not distinguishable from 0 at this sample size"
 
 
@@ -479,9 +482,7 @@ def cross_table(results_by_sampler: dict[str, pd.DataFrame], w: float = 0.0) -> 
 
 def cross_lines(results_by_sampler: dict[str, pd.DataFrame], w: float = 0.0) -> list[str]:
     """Whether the network or the sampler decides, read off :func:`cross_table`'s cells (study's classifier, raw) (07)."""
-    cells = {(sampler, row["network"]): row for sampler, frame in results_by_sampler.items()
-             for _, row in frame[(frame["w"] - w).abs() < 1e-9].iterrows()}
-    samplers, networks = list(results_by_sampler), list(dict.fromkeys(network for _, network in cells))
+    cells, samplers, networks = _cross_cells(results_by_sampler, w)
     lines = [f"With the {sampler} sampler at w = {w:g}: " + "; ".join(
         f"{network} {with_interval(cells[(sampler, network)], 'accuracy_published')}" for network in networks
         if (sampler, network) in cells) + "." for sampler in samplers]
@@ -494,12 +495,17 @@ def cross_lines(results_by_sampler: dict[str, pd.DataFrame], w: float = 0.0) -> 
     return lines
 
 
+def _cross_cells(results_by_sampler: dict[str, pd.DataFrame], w: float) -> tuple[dict, list, list]:
+    """({(sampler, network): row} at weight ``w``, the samplers, the networks in order of appearance)."""
+    cells = {(sampler, row["network"]): row for sampler, frame in results_by_sampler.items()
+             for _, row in frame[(frame["w"] - w).abs() < 1e-9].iterrows()}
+    return cells, list(results_by_sampler), list(dict.fromkeys(network for _, network in cells))
+
+
 def what_decides(results_by_sampler: dict[str, pd.DataFrame], w: float = 0.0) -> str | None:
     """"network", "sampler" or None (undecided, or not two networks under two samplers) in :func:`cross_table`'s
     cells, read from the study's classifier on the raw samples."""
-    cells = {(sampler, row["network"]): row for sampler, frame in results_by_sampler.items()
-             for _, row in frame[(frame["w"] - w).abs() < 1e-9].iterrows()}
-    samplers, networks = list(results_by_sampler), list(dict.fromkeys(network for _, network in cells))
+    cells, samplers, networks = _cross_cells(results_by_sampler, w)
     if not (all((s, n) in cells for s in samplers for n in networks) and len(networks) == len(samplers) == 2):
         return None
 
@@ -539,7 +545,7 @@ def _where_it_lives(pooled: pd.DataFrame) -> str:
 
 def paired_decided(difference) -> bool:
     """Does a (difference, low, high) interval exclude 0?"""
-    return difference[1] > 0 or difference[2] < 0
+    return paired_verdict(difference) != "not distinguishable"
 
 
 def cause_in_plain_words(pooled: pd.DataFrame, mechanism: list[dict], cross: dict[str, pd.DataFrame],
