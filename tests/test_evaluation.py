@@ -338,23 +338,37 @@ def test_cli_experiment_variants_compares_rules_paired_and_resumes(tiny_checkpoi
 def test_cli_experiment_tune_uses_validation_digits_and_seeds(tiny_checkpoint, tiny_classifier, tmp_path):  # noqa: F811
     refused = cli("experiment", "tune", tiny_checkpoint, tiny_classifier, tmp_path / "bad", "--seeds", "0", "100")
     assert refused.returncode == 2 and "reported tables' seeds" in refused.stderr and not (tmp_path / "bad").exists()
+    guides = tmp_path / "guides"
+    trained = cli("experiment", "guides", guides, "--sizes", "8", "--steps", "2", "--ema-decays", "0")
+    assert trained.returncode == 0, trained.stderr
+    assert [p.name for p in guides.glob("*.pt")] == ["c8-k2-ema0.pt"]
+    assert json.loads((guides / "meta.json").read_text())["guides"]["c8-k2-ema0"]["steps"] == 2
+    again = cli("experiment", "guides", guides, "--sizes", "8", "--steps", "2", "--ema-decays", "0")
+    assert again.returncode == 0 and "training" not in again.stderr  # finished guides are kept, not retrained
+    missing = cli("experiment", "tune", tiny_checkpoint, tiny_classifier, tmp_path / "none", "--rules", "autoguidance",
+                  "--guides", tmp_path / "nowhere", "--seeds", "100")
+    assert missing.returncode == 2 and "experiment guides" in missing.stderr and not (tmp_path / "none").exists()
     out = tmp_path / "tune"
-    result = cli("experiment", "tune", tiny_checkpoint, tiny_classifier, out, "--rules", "interval",
-                 "--n-per-class", "2", "--steps", "3", "--seeds", "100")
-    if result.returncode == 2 and "validation digits are the test digits" in result.stderr:
+    result = cli("experiment", "tune", tiny_checkpoint, tiny_classifier, out, "--rules", "interval", "autoguidance",
+                 "--guides", guides, "--n-per-class", "2", "--steps", "3", "--seeds", "100")
+    if result.returncode == 2 and "validation images are the test images" in result.stderr:
         pytest.skip("no official test split: tuning would use the test digits")
     assert result.returncode == 0, result.stderr
     with open(out / "tuning.csv") as handle:
         grid = list(csv.DictReader(handle))
-    from cfgutils.workflows.tuning import TUNING_GRIDS, TUNING_WEIGHTS, CHECK_W
+    from cfgutils.workflows.tuning import FRONTIER_WEIGHTS, TUNING_GRIDS
 
-    weights = sorted({*TUNING_WEIGHTS, CHECK_W})
-    assert len(grid) == (1 + len(TUNING_GRIDS["interval"])) * len(weights)
+    assert len(grid) == (1 + len(TUNING_GRIDS["interval"]) + 1) * len(FRONTIER_WEIGHTS)
+    assert sorted({float(row["w"]) for row in grid}) == sorted(FRONTIER_WEIGHTS)
     assert all("validation" in row["validation_source"] and row["seeds"] == "100" for row in grid)
+    assert {row["setting"] for row in grid if row["rule"] == "autoguidance"} == {"guide_model=c8-k2-ema0"}
+    assert len({row["real_accuracy"] for row in grid}) == 1  # one real validation floor for every setting
     choice = json.loads((out / "choice.json").read_text())
-    assert [c["rule"] for c in choice["chosen"]] == ["cfg", "interval"] and choice["seeds"] == [100]
+    assert [c["rule"] for c in choice["chosen"]] == ["cfg", "interval", "autoguidance"] and choice["seeds"] == [100]
     assert choice["chosen"][1]["setting"] in {", ".join(f"{k}={v:g}" for k, v in p.items())
                                               for p in TUNING_GRIDS["interval"]}
+    with open(out / "settings.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 1 + len(TUNING_GRIDS["interval"]) + 1
 
 
 @pytest.mark.slow

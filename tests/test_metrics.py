@@ -228,7 +228,7 @@ def test_evaluate_generated_and_real_floor(fake_test_split):
     assert same["frechet_distance"] == pytest.approx(0.0, abs=1e-6)
     assert same["precision"] == 1.0 and same["recall"] == 1.0
     expected = {"n", "n_reference", "accuracy", "accuracy_low", "accuracy_high", "confidence", "intended_probability",
-                "inception_score", "frechet_distance", "precision", "recall", "diversity", "saturation",
+                "intended_log_probability", "inception_score", "frechet_distance", "precision", "recall", "diversity", "saturation",
                 "saturation_high"} | {f"accuracy_digit_{d}" for d in range(10)}
     assert set(same) == expected and all(isinstance(v, (int, float)) for v in same.values())
     floor = evaluation.real_data_floor(model, fake_test_split, reference, n_per_class=20, seed=1)
@@ -364,3 +364,14 @@ def test_the_bootstrap_keeps_class_counts_and_matches_fresh_balanced_sets():
         # off the data the bootstrap's spread is the sampling spread; where the sets match (a degenerate
         # U-statistic) it is wider: the interval is conservative there, never too narrow
         assert low < replicates[1:].std() / fresh.std() < high, (shift, replicates[1:].std(), fresh.std())
+
+
+def test_intended_log_probability_keeps_moving_after_accuracy_saturates():
+    labels = torch.tensor([0, 1])
+    unsure = torch.tensor([[0.6, 0.4], [0.3, 0.7]])
+    sure = torch.tensor([[0.99, 0.01], [0.01, 0.99]])
+    assert metrics.accuracy_with_ci(unsure, labels)[0] == metrics.accuracy_with_ci(sure, labels)[0] == 1.0
+    assert metrics.mean_intended_log_probability(unsure, labels) == pytest.approx((math.log(0.6) + math.log(0.7)) / 2)
+    assert metrics.mean_intended_log_probability(unsure, labels) < metrics.mean_intended_log_probability(sure, labels) < 0
+    wrong = torch.tensor([[0.0, 1.0], [0.0, 1.0]])  # one sample certain of the other class: floored, not -inf
+    assert metrics.mean_intended_log_probability(wrong, labels) == pytest.approx(math.log(1e-6) / 2)

