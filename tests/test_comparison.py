@@ -1,7 +1,8 @@
-"""Notebook 08's comparison: each rule at matched accuracy, its cost, and a winner only where intervals separate."""
+"""Rules compared on their frontier: read at the real images' accuracy, and by interval bands along log p."""
+
+import math
 
 import pytest
-from test_evaluation import _shifted, _synthetic_result
 
 from cfgutils.core.guidance import Guidance
 from cfgutils.core.newer_guidance import AutoGuidance
@@ -10,67 +11,79 @@ from cfgutils.workflows.evaluation import summarise_seeds
 from cfgutils.workflows.experiments import SweepResult
 
 
+def _rule(accuracy_by_s: dict, kid_by_s: dict, spread: float = 1.0, floor_accuracy: float = 0.95) -> SweepResult:
+    """A sweep of three seeds of 100 samples per scale; KID and the Fréchet distance pooled with +-``spread``."""
+    rows = [{"s": s, "w": s - 1.0, "seed": seed, "n": 100, "n_reference": 1000, "accuracy": accuracy,
+             "precision": 0.8, "recall": 0.9 - 0.05 * s + 0.01 * seed, "intended_log_probability": math.log(accuracy)
+             + 0.001 * seed} for s, accuracy in accuracy_by_s.items() for seed in (0, 1, 2)]
+    pooled = {s: {"kid": kid, "kid_low": kid - spread, "kid_high": kid + spread, "frechet_distance": 2 * kid,
+                  "frechet_distance_low": 2 * (kid - spread), "frechet_distance_high": 2 * (kid + spread)}
+              for s, kid in kid_by_s.items()}
+    floor = summarise_seeds([{"seed": seed, "n": 100, "n_reference": 1000, "accuracy": floor_accuracy,
+                              "precision": 0.8, "recall": 0.85, "intended_log_probability": -0.05} for seed in range(3)])
+    floor.update(kid=0.0, kid_low=-0.5, kid_high=0.5, frechet_distance=1.0, frechet_distance_low=0.5,
+                 frechet_distance_high=1.5)
+    return SweepResult(rows, floor, pooled=pooled)
+
+
+ACCURACY = {1.0: 0.80, 2.0: 0.90, 3.0: 0.97, 5.0: 0.99}
+
+
 def _results():
-    synthetic = _synthetic_result()  # accuracy 0.99 only at w = 2 (Fréchet 10.5), 0.90 at w = 5, 0.85 at w = 10
-    base = SweepResult(synthetic.rows, summarise_seeds(synthetic.floor_rows))  # per-seed rows only
-    return {
-        "cfg": base,
-        "better": _shifted(base, {}, lambda w: 0.5),                       # same accuracy, half the Fréchet distance
-        "faithful": _shifted(base, {4.0: 0.995, 9.0: 1.0}, lambda w: 1.0),  # w = 5 and 10 now pass the floor too
-        "never": _shifted(base, {1.0: 0.9, 2.0: 0.9}, lambda w: 1.0),       # never reaches 0.99
-    }
+    return {"cfg": _rule(ACCURACY, {1.0: 10.0, 2.0: 10.0, 3.0: 10.0, 5.0: 10.0}),
+            "lower": _rule(ACCURACY, {1.0: 10.0, 2.0: 10.0, 3.0: 5.0, 5.0: 5.0}),  # separates at high fidelity
+            "same": _rule(ACCURACY, {1.0: 10.5, 2.0: 10.5, 3.0: 10.5, 5.0: 10.5}),
+            "weak": _rule({1.0: 0.5, 2.0: 0.6, 3.0: 0.7, 5.0: 0.8}, {1.0: 1.0, 2.0: 1.0, 3.0: 1.0, 5.0: 1.0})}
 
 
-def test_matched_accuracy_takes_each_rules_best_frechet_among_faithful_cells():
-    matched = comparison.matched_accuracy(_results(), accuracy_floor=0.99).set_index("rule")
-    assert matched.loc["cfg", "w"] == 2 and matched.loc["cfg", "reached"]
-    assert matched.loc["better", "frechet_distance"] == pytest.approx(0.5 * matched.loc["cfg", "frechet_distance"])
-    assert matched.loc["faithful", "w"] == 2  # three faithful cells; w = 2 has the lowest Fréchet distance
-    assert not matched.loc["never", "reached"] and matched.loc["never", "accuracy"] < 0.99
-    assert {"accuracy_low", "accuracy_high", "frechet_distance_low", "recall_high"} <= set(matched.columns)
+def test_rules_are_read_where_their_accuracy_reaches_the_real_images():
+    rows = comparison.matched(_results()).set_index("rule")
+    assert comparison.real_accuracy(_results()) == pytest.approx(0.95)
+    assert rows.loc["cfg", "reached"] and rows.loc["cfg", "s"] == pytest.approx(2 + 0.05 / 0.07)
+    assert rows.loc["cfg", "kid"] == pytest.approx(10.0) and rows.loc["lower", "kid"] < rows.loc["cfg", "kid"]
+    assert not rows.loc["weak", "reached"]  # never as faithful as the real images on this grid
+    assert rows.loc["cfg", "s_low"] <= rows.loc["cfg", "s"] <= rows.loc["cfg", "s_high"]
+    at_080 = comparison.matched(_results(), target=0.85).set_index("rule")
+    assert at_080.loc["cfg", "s"] == pytest.approx(1.5) and not at_080.loc["weak", "reached"]
 
 
-def test_matched_conclusions_name_a_winner_only_where_intervals_separate():
-    results = _results()
-    found = comparison.matched_conclusions(comparison.matched_accuracy(results, 0.99), 0.99)
-    assert found["frechet"]["winner"] == "better" and found["never_reached"] == ["never"]
-    assert any("better has the lowest Fréchet distance" in line for line in found["lines"])
-    tied = {"cfg": results["cfg"], "faithful": results["faithful"]}  # identical Fréchet distances: tied
-    found = comparison.matched_conclusions(comparison.matched_accuracy(tied, 0.99), 0.99)
-    assert found["frechet"]["winner"] is None and sorted(found["frechet"]["tied"]) == ["cfg", "faithful"]
-    assert "not distinguishable at this sample size" in found["lines"][0] and "tied" not in found["lines"][0]
-
-
-def test_matched_conclusions_pair_the_samples_of_sweeps_that_kept_them():
-    results = {"cfg": _synthetic_result(), "closer": _synthetic_result({2.0: 0.05})}  # same noise, less shift at w = 2
-    matched = comparison.matched_accuracy(results, 0.99)
-    found = comparison.matched_conclusions(matched, 0.99, results)
-    assert found["paired_frechet"]["winner"] == "closer" and found["paired_frechet"]["differences"]["cfg"][1] > 0
-    assert found["lines"][0].startswith("- At accuracy ≥ 0.99: the KID is lowest for closer")
-    assert found["lines"][1].startswith("- At accuracy ≥ 0.99: the Fréchet distance is lowest for closer")
-    # recall, measured per seed, is paired by seed: the same per-seed values give a zero difference, no winner
-    assert found["paired"]["recall"]["winner"] is None and list(found["paired"]["recall"]["differences"].values()) == [[0.0, 0.0, 0.0]]
-    assert "recall is highest for" in found["lines"][2] and "overlap" not in "\n".join(found["lines"])
-    same = {"cfg": _synthetic_result(), "again": _synthetic_result()}
-    found = comparison.matched_conclusions(comparison.matched_accuracy(same, 0.99), 0.99, same)
-    assert found["paired_frechet"]["winner"] is None and "not distinguishable" in found["lines"][0]
-
-
-def test_network_calls_and_the_table(tiny_guide_rules):
-    assert comparison.network_calls(Guidance()) == "2 (one batch of 2n)"
-    assert comparison.network_calls(tiny_guide_rules["auto"]) == "1 model + 1 guide"
-    results = _results()
-    matched = comparison.matched_accuracy(results, 0.99)
-    rules = {name: Guidance() for name in results}
-    table = comparison.matched_table(matched, {name: 1.5 for name in results}, rules)
-    assert table.loc["never", "accuracy"].endswith("(below the floor)") and table.loc["cfg", "seconds per cell"] == "1.5"
+def test_the_table_shows_the_crossing_with_its_interval_and_the_cost(tiny_guide):
+    rows = comparison.matched(_results())
+    rules = {"cfg": Guidance(), "lower": tiny_guide, "same": Guidance(), "weak": Guidance()}
+    table = comparison.matched_table(rows, {name: 1.5 for name in rules}, rules)
+    assert table.loc["cfg", "where its accuracy reaches the real images'"].startswith("w = 1.71 [")
+    assert "(s = 2.71)" in table.loc["cfg", "where its accuracy reaches the real images'"]
+    assert table.loc["weak", "where its accuracy reaches the real images'"] == "not reached"
+    assert table.loc["cfg", "KID"].startswith("10.0 [") and table.loc["weak", "KID"] == ""
+    assert table.loc["lower", "network calls per step"] == "1 model + 1 guide"
+    assert table.loc["cfg", "seconds per cell"] == "1.5"
+    cfgpp = rows.assign(rule=["cfgpp", "lower", "same", "weak"])
+    assert comparison.matched_table(cfgpp).loc["cfgpp"].iloc[0].startswith("λ = 2.71 [")
     text = comparison.comparison_markdown(table, ["- a line"])
     assert text.startswith("| rule |") and text.endswith("- a line")
 
 
+def test_a_rule_is_named_better_only_where_its_band_separates_from_plain_cfg():
+    found = comparison.conclusions(_results())
+    assert found["never_reached"] == ["weak"] and found["target"] == pytest.approx(0.95)
+    lower = found["verdicts"]["lower"]["kid"]
+    assert lower["better"] and not lower["worse"] and 0 < lower["fraction_better"] < 1
+    assert found["verdicts"]["same"]["kid"]["better"] == [] and found["verdicts"]["same"]["kid"]["worse"] == []
+    text = "\n".join(found["lines"])
+    assert "- lower: lower KID than cfg where the mean log-probability of the intended class is in [" in text
+    assert "- same: its KID band overlaps cfg's over the whole shared stretch" in text
+    assert "not distinguishable at this sample size" in text
+    assert "Never crosses it on this grid: weak." in text
+    assert found["lines"][0].startswith("- Target: the real test images' accuracy, 0.950 [")
+
+
+def test_network_calls():
+    assert comparison.network_calls(Guidance()) == "2 (one batch of 2n)"
+
+
 @pytest.fixture
-def tiny_guide_rules():
+def tiny_guide():
     import torch
 
     from cfgutils.core.diffusion import GaussianDiffusion
-    return {"auto": AutoGuidance(torch.nn.Linear(1, 1), GaussianDiffusion())}
+    return AutoGuidance(torch.nn.Linear(1, 1), GaussianDiffusion())

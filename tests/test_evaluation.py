@@ -311,27 +311,37 @@ def test_cli_experiment_classifier_end_to_end(tiny_checkpoint, tiny_classifier, 
 
 @pytest.mark.slow
 def test_cli_experiment_variants_compares_rules_paired_and_resumes(tiny_checkpoint, tiny_classifier, tmp_path):  # noqa: F811
-    arguments = ["--rules", "cfg", "interval", "--weights", "2", "10", "--n-per-class", "2", "--seeds", "0", "1",
+    arguments = ["--rules", "cfg", "interval", "cfgpp", "autoguidance", "--guide-model", tiny_checkpoint,
+                 "--weights", "0", "2", "10", "--cfgpp-lambdas", "0.5", "1", "--n-per-class", "2", "--seeds", "0", "1",
                  "--steps", "3"]
     refused = cli("experiment", "variants", tiny_checkpoint, tiny_classifier, tmp_path / "bad", "--rules", "cfg", "cfg")
     assert refused.returncode == 2 and "two or more different rules" in refused.stderr
+    stray = cli("experiment", "variants", tiny_checkpoint, tiny_classifier, tmp_path / "bad", "--rules", "cfg", "apg",
+                "--guide-model", tiny_checkpoint)
+    assert stray.returncode == 2 and "--guide-model is for autoguidance" in stray.stderr
     assert not (tmp_path / "bad").exists()
     out = tmp_path / "variants"
     result = cli("experiment", "variants", tiny_checkpoint, tiny_classifier, out, *arguments)
     assert result.returncode == 0, result.stderr
     with open(out / "variants.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [(r["variant"], r["w"]) for r in rows] == [("cfg", "2.0"), ("cfg", "10.0"), ("interval", "2.0"),
-                                                      ("interval", "10.0")]
+    assert [(r["variant"], float(r["s"])) for r in rows] == [
+        *[(rule, s) for rule in ("cfg", "interval") for s in (1.0, 3.0, 11.0)], ("cfgpp", 0.5), ("cfgpp", 1.0),
+        *[("autoguidance", s) for s in (1.0, 3.0, 11.0)]]
     assert all(float(r["kid_low"]) <= float(r["kid"]) <= float(r["kid_high"]) for r in rows)
+    assert all(float(r["intended_log_probability_high"]) <= 0 for r in rows)
+    with open(out / "matched.csv") as handle:
+        assert [row["rule"] for row in csv.DictReader(handle)] == ["cfg", "interval", "cfgpp", "autoguidance"]
     table = (out / "table.md").read_text()
-    assert "| `interval` |" in table and "KID at w = 10 is lowest at" in table and "paired" in table
+    assert table.startswith("| rule |") and "| interval |" in table and "Target: the real test images' accuracy" in table
+    assert table.count("- interval") == 2 and table.count("- cfgpp") == 2  # a KID and a Fréchet verdict per rule
     assert {p.name for p in out.glob("*.png")} == {"variants.png", "frontier.png"}
     again = cli("experiment", "variants", tiny_checkpoint, tiny_classifier, out, *arguments)
-    assert again.returncode == 0 and "resuming: 8 sampled cells" in again.stdout
+    assert again.returncode == 0 and "resuming: 22 sampled cells" in again.stdout
     assert (out / "table.md").read_text() == table  # the same samples, the same numbers
     meta = json.loads((out / "meta.json").read_text())
-    assert [run["cells_resumed"] for run in meta["runs"]] == [0, 8] and meta["n_per_cell"] == 40
+    assert [run["cells_resumed"] for run in meta["runs"]] == [0, 22] and meta["n_per_cell"] == 40
+    assert meta["cfgpp_lambdas"] == [0.5, 1.0] and str(tiny_checkpoint) in json.dumps(meta["rules"]["autoguidance"])
 
 
 @pytest.mark.slow
@@ -369,6 +379,11 @@ def test_cli_experiment_tune_uses_validation_digits_and_seeds(tiny_checkpoint, t
                                               for p in TUNING_GRIDS["interval"]}
     with open(out / "settings.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 1 + len(TUNING_GRIDS["interval"]) + 1
+    table = (out / "tuning.csv").read_text()
+    resumed = cli("experiment", "tune", tiny_checkpoint, tiny_classifier, out, "--rules", "interval", "autoguidance",
+                  "--guides", guides, "--n-per-class", "2", "--steps", "3", "--seeds", "100")
+    assert resumed.returncode == 0 and "resuming: 6 settings" in resumed.stdout and "it/s" not in resumed.stderr
+    assert (out / "tuning.csv").read_text() == table  # kept, not sampled again
 
 
 @pytest.mark.slow

@@ -19,9 +19,9 @@ from ..core.samplers import REFERENCE_SAMPLER, digit_labels, generate
 from ..errors import UserInputError, finite_number, positive_int
 from ..plumbing import paths
 from ..plumbing.cells import CellStore
-from ..plumbing.checkpoint import check_guide_fits, load_model
+from ..plumbing.checkpoint import check_guide_fits, load_guidance, load_model
 from ..plumbing.data import DATASETS, class_index, dataset_info, load_dataset, to_uint8
-from ..presentation import plots, report
+from ..presentation import comparison, plots, report
 from ..presentation.studies import (
     across_networks,
     mechanism_table,
@@ -216,23 +216,33 @@ def _run_paired(args: argparse.Namespace) -> int:
     return 0
 
 
-VARIANT_RULES = ("cfg", "rescale", "interval", "threshold", "apg")
+VARIANT_RULES = ("cfg", "rescale", "interval", "threshold", "apg", "autoguidance", "cfgpp", "icg", "schedule",
+                 "zerostar")
+#: the default sweep: weights from just guided to strongly guided, and CFG++'s lambdas over its whole range
+VARIANT_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
+VARIANT_LAMBDAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 
 def _register_variants(experiments) -> None:
     parser = experiments.add_parser(
-        "variants", help="notebook 06's guidance rules compared on one model, paired",
-        description="Sample every guidance rule (with the library's tuned defaults) at every weight and seed from the "
-                    "same starting noise and labels, score the samples as experiment classifier does, and write "
-                    "variants.csv (every metric with its 95%% interval per rule and w), table.md (accuracy / KID / "
-                    "Frechet distance / recall per rule and w, and the conclusions the paired differences support), "
-                    "variants.png, frontier.png and meta.json. Sampled cells are kept in OUTDIR/cells/RULE: the "
-                    "same command resumes an interrupted run.")
+        "variants", help="every guidance rule swept on one model, paired, read on its frontier",
+        description="Sample every guidance rule (with the library's tuned defaults; autoguidance with --guide-model) "
+                    "at every weight (CFG++ at every lambda) and seed from the same starting noise and labels, score "
+                    "the samples as experiment classifier does, and read each rule where its accuracy reaches the "
+                    "real test images' own accuracy (interpolated, with an interval) and along the intended-class "
+                    "log-probability (interval bands of KID and the Frechet distance against the first rule's). "
+                    "Writes variants.csv (every metric with its 95%% interval per rule and scale), matched.csv, "
+                    "table.md, frontier.png, variants.png and meta.json. Sampled cells are kept in "
+                    "OUTDIR/cells/RULE: the same command resumes an interrupted run.")
     _add_model_classifier_outdir(parser)
     parser.add_argument("--rules", nargs="+", default=list(VARIANT_RULES), choices=list(VARIANT_RULES),
-                        help="rules to compare; the first is the baseline (default: cfg rescale interval threshold apg)")
-    parser.add_argument("--weights", type=float, nargs="+", default=[2.0, 5.0, 10.0, 20.0], metavar="W",
-                        help="guidance weights w (default 2 5 10 20)")
+                        help="rules to compare; the first is the baseline (default: all, cfg first)")
+    parser.add_argument("--weights", type=float, nargs="+", default=list(VARIANT_WEIGHTS), metavar="W",
+                        help=f"guidance weights w (default {' '.join(f'{w:g}' for w in VARIANT_WEIGHTS)})")
+    parser.add_argument("--cfgpp-lambdas", type=float, nargs="+", default=list(VARIANT_LAMBDAS), metavar="LAMBDA",
+                        help=f"CFG++'s scales in [0, 1] (default {' '.join(f'{v:g}' for v in VARIANT_LAMBDAS)})")
+    parser.add_argument("--guide-model", default=None, metavar="PATH",
+                        help="autoguidance's guide (default: the shipped data/pretrained/autoguide.pt)")
     parser.add_argument("--n-per-class", type=int, default=10, help="samples per class, rule, w and seed (default 10)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(REPORT_SEEDS),
                         help=f"sampling seeds (default {' '.join(map(str, REPORT_SEEDS))})")
@@ -245,27 +255,38 @@ def _register_variants(experiments) -> None:
     parser.set_defaults(handler=_run_variants)
 
 
+def _variant_rules(args: argparse.Namespace, device) -> tuple[dict, dict]:
+    """name -> rule (autoguidance with its guide) and name -> its scales (s, or CFG++'s lambdas), validated."""
+    if len(set(args.rules)) != len(args.rules) or len(args.rules) < 2:
+        raise UserInputError(f"give two or more different rules, got {' '.join(args.rules)}")
+    weights = [finite_number(w, "w") for w in args.weights]
+    scales, _ = check_sweep_arguments([s_from_w(w) for w in weights], args.n_per_class, args.seeds)
+    lambdas = check_sweep_arguments(args.cfgpp_lambdas, args.n_per_class, args.seeds)[0]
+    rules = {name: load_guidance(name, device, args.guide_model if name == "autoguidance" else None)
+             for name in args.rules}
+    return rules, {name: [rule.validate_scale(scale) for scale in (lambdas if name == "cfgpp" else scales)]
+                   for name, rule in rules.items()}
+
+
 def _run_variants(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
 
-    from ..core.rules import make_guidance
     from ..core.samplers import SamplerSettings
 
-    if len(set(args.rules)) != len(args.rules) or len(args.rules) < 2:
-        raise UserInputError(f"give two or more different rules, got {' '.join(args.rules)}")
-    weights = [finite_number(w, "w") for w in args.weights]
-    scales, seeds = check_sweep_arguments([s_from_w(w) for w in weights], args.n_per_class, args.seeds)
     settings = SamplerSettings(args.sampler, args.steps).validate()
     positive_int(args.batch_size, "batch size")
-    rules = {name: make_guidance(name) for name in args.rules}
-    scales = {name: [rule.validate_scale(scale) for scale in scales] for name, rule in rules.items()}
+    if args.guide_model is not None and "autoguidance" not in args.rules:
+        raise UserInputError("--guide-model is for autoguidance, which is not among --rules")
     outdir = check_output_dir(args.outdir)
     loaded = load_model(args.model, args.device)
+    rules, scales = _variant_rules(args, next(loaded.model.parameters()).device)
     dataset = model_dataset(args, loaded)
     classifier = load_classifier(args.classifier, args.device)
     check_same_dataset(loaded, classifier)
+    for rule in rules.values():
+        check_guide_fits(rule, loaded.model, loaded.diffusion, dataset)
     stores = {name: CellStore(outdir / "cells" / name, {
         "dataset": dataset, "model": str(args.model), "model_created": loaded.metadata.get("created"),
         **settings.describe(), **rule.describe(), "n_per_class": args.n_per_class, "batch_size": args.batch_size})
@@ -280,17 +301,18 @@ def _run_variants(args: argparse.Namespace) -> int:
     neighbours = training_neighbours_for(classifier, test, reference)
     results = {}
     for name, rule in rules.items():
-        print(f"{name}: {len(weights)} weights x {len(seeds)} seeds x {10 * args.n_per_class} samples")
-        results[name] = guidance_sweep(loaded, classifier, scales[name], args.n_per_class, settings, seeds,
+        print(f"{name}: {len(scales[name])} scales x {len(args.seeds)} seeds x {10 * args.n_per_class} samples")
+        results[name] = guidance_sweep(loaded, classifier, scales[name], args.n_per_class, settings, args.seeds,
                                        reference=reference, guidance=rule, batch_size=args.batch_size, real_split=test,
                                        neighbours=neighbours, sample_cache=stores[name])
-    table = _write_variants(outdir, results, weights, args.rules[0], dataset_info(dataset).item)
+    table = _write_variants(outdir, results, rules, dataset_info(dataset).item)
     meta = {"dataset": dataset, "model": str(args.model), "model_data_source": loaded.metadata.get("data_source"),
             "classifier": str(args.classifier), "classifier_data_source": classifier.metadata.get("data_source"),
             "reference_source": reference.source, "convention": "eps = eps_u + s (eps_c - eps_u); w = s - 1",
             **settings.describe(), "rules": {name: rule.describe() for name, rule in rules.items()},
-            "weights_w": weights, "n_per_class": args.n_per_class, "seeds": seeds,
-            "n_per_cell": 10 * args.n_per_class * len(seeds),
+            "weights_w": list(args.weights), "cfgpp_lambdas": list(args.cfgpp_lambdas),
+            "n_per_class": args.n_per_class, "seeds": args.seeds,
+            "n_per_cell": 10 * args.n_per_class * len(args.seeds),
             "runs": [*previous.get("runs", []), {**started, "wall_time_s": round(time.perf_counter() - start, 1),
                                                  "cells_resumed": resumed}]}
     (outdir / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
@@ -298,21 +320,21 @@ def _run_variants(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_variants(outdir: Path, results: dict, weights: list[float], baseline: str, item: str) -> str:
-    """variants.csv, table.md (returned) and the two figures of ``experiment variants``."""
+def _write_variants(outdir: Path, results: dict, rules: dict, item: str) -> str:
+    """variants.csv, matched.csv, table.md (returned) and the two figures of ``experiment variants``."""
     import matplotlib.pyplot as plt
 
     report.variants_frame(results).to_csv(outdir / "variants.csv", index=False)
-    check_w = 10.0 if 10.0 in weights else max(weights)
-    found = report.variant_conclusions(results, baseline=baseline, check_w=check_w)
+    found = comparison.conclusions(results, baseline=next(iter(results)))
+    found["matched"].to_csv(outdir / "matched.csv", index=False)
     floor = next(iter(results.values())).floor
     lines = found["lines"] + [f"- Real test {item}s at the same N: accuracy {report.with_interval(floor, 'accuracy')}, "
                               f"KID {report.with_interval(floor, 'kid', 1)}, Fréchet distance "
                               f"{report.with_interval(floor, 'frechet_distance', 1)}."]
-    table = report.format_variants_table(results, weights) + "\n\n" + "\n".join(lines)
+    table = comparison.comparison_markdown(comparison.matched_table(found["matched"], rules=rules), lines)
     (outdir / "table.md").write_text(table + "\n")
-    for name, fig in (("variants", plots.variants_figure(results)), ("frontier", plots.plot_frontier(results).figure)):
-        fig.tight_layout()
+    by_weight = {name: result for name, result in results.items() if name != "cfgpp"}
+    for name, fig in (("frontier", plots.frontier_figure(results)), ("variants", plots.variants_figure(by_weight))):
         plots.save_figure(fig, f"{name}.png", outdir)
         plt.close(fig)
     return table
@@ -490,8 +512,9 @@ TUNE_DESCRIPTION = ("Choose guidance-rule parameters on validation data: sample 
                     "reported table uses, score it against real images from the training split of the model's "
                     "dataset (the validation split, never the test split), and pick per rule the setting with the "
                     "lowest KID where its accuracy reaches the real validation images' own accuracy (interpolated "
-                    "between weights). Writes tuning.csv (every cell), settings.csv (every setting read at the real "
-                    "accuracy), choice.csv and choice.json.")
+                    "between weights). Writes tuning.csv (every cell, after every setting: the same command resumes "
+                    "an interrupted run), settings.csv (every setting read at the real accuracy), choice.csv and "
+                    "choice.json.")
 TUNE_OBJECTIVE = ("per rule, the setting with the lowest KID where its validation accuracy reaches the real validation "
                   "images' accuracy (linear interpolation between weights)")
 
@@ -527,12 +550,21 @@ def _run_tuning(args: argparse.Namespace) -> int:
     if "autoguidance" in args.rules:
         guide_settings(args.guides)  # refuse a missing guides folder before anything is sampled
     started, start = run_record(), time.perf_counter()
+    done = pd.read_csv(outdir / "tuning.csv") if (outdir / "tuning.csv").is_file() else None
+    if done is not None:
+        print(f"resuming: {done.groupby(['rule', 'setting']).ngroups} settings found in {outdir / 'tuning.csv'}")
+    outdir.mkdir(parents=True, exist_ok=True)
+
+    def write_grid(rows: pd.DataFrame) -> None:  # after every setting: the run resumes from here
+        partial = outdir / "tuning.csv.partial"
+        rows.to_csv(partial, index=False)
+        partial.replace(outdir / "tuning.csv")
+
     grid = tune(loaded, classifier, args.rules, args.n_per_class, settings, seeds,
                 validation_split=load_dataset(dataset, "validation"), test_source=load_dataset(dataset, "test").source,
-                guides=args.guides)
+                guides=args.guides, done=done, on_setting=write_grid)
     chosen = choose(grid)
-    outdir.mkdir(parents=True, exist_ok=True)
-    grid.to_csv(outdir / "tuning.csv", index=False)
+    write_grid(grid)
     read_settings(grid).to_csv(outdir / "settings.csv", index=False)
     chosen.to_csv(outdir / "choice.csv", index=False)
     meta = {**started, "wall_time_s": round(time.perf_counter() - start, 1), "dataset": dataset,

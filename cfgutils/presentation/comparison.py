@@ -1,4 +1,13 @@
-"""Notebook 08's comparison of guidance rules: each rule at matched accuracy, what it costs, the conclusions."""
+"""Guidance rules compared on their frontier (06-guidance-variants, 08-newer-guidance).
+
+Every rule is swept over many weights and read two ways (:mod:`cfgutils.workflows.frontier`):
+
+- at the real data's own accuracy (:func:`matched`): where each rule's accuracy curve crosses the accuracy of
+  real test images, every other metric interpolated there with an interval that covers both the metric's and the
+  crossing's uncertainty;
+- along the intended-class log-probability (:func:`band_lines`): where one rule's interval band of KID or the
+  Fréchet distance lies wholly on the better side of plain CFG's.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +15,17 @@ import pandas as pd
 
 from ..core.guidance import Guidance
 from ..workflows.experiments import SweepResult
-from ..workflows.metrics import rank_by_differences, seed_interval, triple
-from .report import _at_scale, best_or_tied, markdown, ranked_sentence, sweep_frame, with_interval
+from ..workflows.frontier import band_verdict, interval_text, matched_frame, verdict_sentence
+from .report import markdown, sweep_frame
+
+#: the metrics of the matched table: (column, label, digits)
+MATCHED_COLUMNS = (("kid", "KID", 1), ("frechet_distance", "Fréchet distance", 1),
+                   ("precision", "precision", 3), ("recall", "recall", 3),
+                   ("intended_log_probability", "log p(intended)", 3))
+#: the set distances read along the fidelity axis: (metric, label)
+BAND_METRICS = (("kid", "KID"), ("frechet_distance", "Fréchet distance"))
+#: the fidelity axis that does not saturate
+AXIS, AXIS_LABEL = "intended_log_probability", "the mean log-probability of the intended class"
 
 
 def network_calls(rule: Guidance) -> str:
@@ -15,121 +33,81 @@ def network_calls(rule: Guidance) -> str:
     return "1 model + 1 guide" if rule.guide is not None else "2 (one batch of 2n)"
 
 
-def matched_accuracy(results: dict[str, SweepResult], accuracy_floor: float = 0.99) -> pd.DataFrame:
-    """Per rule, its cell with the lowest Fréchet distance among those whose accuracy is at least
-    ``accuracy_floor``: every rule compared where it is equally faithful to the label (08).
-
-    One row per rule with ``scale`` (its s, or CFG++'s lambda), the metrics and their 95% intervals; a rule
-    that never reaches the floor gets a row with ``reached`` False and its most accurate cell.
-    """
-    rows = []
-    for name, result in results.items():
-        frame = sweep_frame(result)
-        faithful = frame[frame["accuracy"] >= accuracy_floor]
-        reached = not faithful.empty
-        best = faithful.loc[faithful["frechet_distance"].idxmin()] if reached else frame.loc[frame["accuracy"].idxmax()]
-        rows.append({"rule": name, "reached": reached, "scale": float(best["s"]), "w": float(best["w"]),
-                     **{key: best[key] for key in best.index if key.split("_")[0] in (
-                         "accuracy", "frechet", "precision", "recall")}})
-    return pd.DataFrame(rows)
+def frames(results: dict[str, SweepResult]) -> dict[str, pd.DataFrame]:
+    """rule -> its sweep as a frame (one row per scale, metrics with ``_low``/``_high``)."""
+    return {name: sweep_frame(result) for name, result in results.items()}
 
 
-def matched_table(matched: pd.DataFrame, seconds: dict[str, float], rules: dict[str, Guidance]) -> pd.DataFrame:
-    """The matched-accuracy rows as text with intervals, and each rule's cost (network calls, seconds per cell)."""
-    records = [{
-        "rule": row["rule"], "scale (s, or lambda for cfgpp)": f"{row['scale']:g}",
-        "accuracy": with_interval(row, "accuracy") + ("" if row["reached"] else " (below the floor)"),
-        "Fréchet distance": with_interval(row, "frechet_distance", 1),
-        "precision": with_interval(row, "precision"), "recall": with_interval(row, "recall"),
-        "network calls per step": network_calls(rules[row["rule"]]),
-        "seconds per cell": f"{seconds[row['rule']]:.1f}",
-    } for _, row in matched.iterrows()]
+def real_accuracy(results: dict[str, SweepResult]) -> float:
+    """The accuracy of the real test images scored with the same classifier, at the same sample size."""
+    return float(next(iter(results.values())).floor["accuracy"])
+
+
+def matched(results: dict[str, SweepResult], target: float | None = None) -> pd.DataFrame:
+    """Every rule read where its accuracy reaches ``target`` (default: the real images' accuracy): one row per
+    rule with the scale there (``s``; CFG++'s lambda), the interval of scales where its accuracy interval contains
+    the target (``s_low``, ``s_high``) and every matched metric with its interval (08)."""
+    return matched_frame(frames(results), real_accuracy(results) if target is None else target,
+                         tuple(metric for metric, _, _ in MATCHED_COLUMNS))
+
+
+def _where(row, rule: str) -> str:
+    """The scale where a rule reaches the target, with its interval: w for rules that take s, lambda for CFG++."""
+    if not row["reached"]:
+        return "not reached"
+    if rule == "cfgpp":
+        return f"λ = {row['s']:.2f} [{row['s_low']:.2f}, {row['s_high']:.2f}]"
+    high = f"{row['s_high'] - 1:.2f}" + ("+" if row.get("open_high") else "")
+    return f"w = {row['w']:.2f} [{row['s_low'] - 1:.2f}, {high}] (s = {row['s']:.2f})"
+
+
+def matched_table(matched_rows: pd.DataFrame, seconds: dict[str, float] | None = None,
+                  rules: dict[str, Guidance] | None = None) -> pd.DataFrame:
+    """The matched rows as text with 95% intervals, and each rule's cost where ``rules`` and ``seconds`` are given."""
+    records = []
+    for _, row in matched_rows.iterrows():
+        record = {"rule": row["rule"], "where its accuracy reaches the real images'": _where(row, row["rule"])}
+        record.update({label: interval_text(row, metric, digits) if row["reached"] else "" for metric, label, digits
+                       in MATCHED_COLUMNS})
+        if rules is not None:
+            record["network calls per step"] = network_calls(rules[row["rule"]])
+        if seconds is not None:
+            record["seconds per cell"] = f"{seconds[row['rule']]:.1f}"
+        records.append(record)
     return pd.DataFrame(records).set_index("rule")
 
 
-def _matched_cells(matched: pd.DataFrame) -> dict[str, float]:
-    """rule -> the scale of its matched cell, for the rules that reached the accuracy floor."""
-    return {row["rule"]: float(row["scale"]) for _, row in matched[matched["reached"]].iterrows()}
+def band_verdicts(results: dict[str, SweepResult], baseline: str = "cfg") -> dict:
+    """rule -> metric -> :func:`~cfgutils.workflows.frontier.band_verdict` against ``baseline`` along :data:`AXIS`."""
+    found = frames(results)
+    return {name: {metric: band_verdict(frame, found[baseline], metric, True, AXIS) for metric, _ in BAND_METRICS}
+            for name, frame in found.items() if name != baseline}
 
 
-def paired_matched(matched: pd.DataFrame, results: dict[str, SweepResult],
-                   metric: str = "frechet_distance") -> dict | None:
-    """The rule with the lowest KID or Fréchet distance at matched accuracy and every other rule's *paired*
-    difference from it (all rules sample from the same noise and labels, so the cells pair sample by sample) (08).
-
-    None where no rule reached the floor or a result kept no per-sample features. Returns ``best``, ``value`` and
-    ``differences`` (rule -> [other - best, low, high]), ``not_distinguishable`` and ``winner`` as
-    :func:`~cfgutils.workflows.experiments.paired_ranking` does for weights.
-    """
-    cells = _matched_cells(matched)
-    features = {rule: _at_scale(results[rule].features, scale) for rule, scale in cells.items()}
-    if not cells or any(f is None for f in features.values()) or len({f.shape for f in features.values()}) != 1:
-        return None
-    pooled = {rule: _at_scale(results[rule].pooled, scale) for rule, scale in cells.items()}
-    best = min(cells, key=lambda rule: pooled[rule][metric])
-    distances, labels = results[best].reference.distances, results[best].labels
-    differences = {rule: triple(distances.difference(features[rule], features[best], labels), f"{metric}_difference")
-                   for rule in cells if rule != best}
-    return {"metric": metric, **rank_by_differences(best, triple(pooled[best], metric), differences)}
+def band_lines(verdicts: dict, baseline: str = "cfg") -> list[str]:
+    """One sentence per rule and set distance: where its band separates from ``baseline``'s, else not
+    distinguishable over the stretch both cover."""
+    return [verdict_sentence(name, baseline, verdict, label, AXIS_LABEL)
+            for name, by_metric in verdicts.items() for (metric, label) in BAND_METRICS
+            for verdict in [by_metric[metric]]]
 
 
-def paired_recall(matched: pd.DataFrame, results: dict[str, SweepResult]) -> dict | None:
-    """The rule with the highest recall at matched accuracy and every other rule's difference from it, paired by
-    seed (recall is measured per seed, on samples that share each seed's noise): a Student-t interval of the
-    per-seed differences (08). None where fewer than two seeds were shared."""
-    cells = _matched_cells(matched)
-    per_seed = {rule: {row["seed"]: row["recall"] for row in results[rule].rows if abs(row["s"] - scale) < 1e-9}
-                for rule, scale in cells.items()}
-    seeds = sorted(set.intersection(*(set(values) for values in per_seed.values()))) if per_seed else []
-    if len(seeds) < 2:
-        return None
-    best = max(cells, key=lambda rule: sum(per_seed[rule][seed] for seed in seeds))
-    differences = {rule: list(seed_interval([per_seed[rule][seed] - per_seed[best][seed] for seed in seeds]))
-                   for rule in cells if rule != best}
-    return {"metric": "recall", **rank_by_differences(best, list(seed_interval([per_seed[best][s] for s in seeds])),
-                                                      differences)}
-
-
-def matched_conclusions(matched: pd.DataFrame, accuracy_floor: float,
-                        results: dict[str, SweepResult] | None = None) -> dict:
-    """Which rule has the lowest KID and Fréchet distance and the highest recall at matched accuracy (08): with
-    ``results`` (sweeps that kept their samples' features), by paired differences (samples for the distances,
-    seeds for recall); otherwise by the rules' intervals. A winner is named only where every comparison
-    excludes 0."""
-    eligible = matched[matched["reached"]].reset_index(drop=True)
-    never = [str(name) for name in matched.loc[~matched["reached"], "rule"]]
-    paired = {} if results is None else {
-        "kid": paired_matched(matched, results, "kid"), "frechet_distance": paired_matched(matched, results),
-        "recall": paired_recall(matched, results)}
-    found = {"accuracy_floor": accuracy_floor, "never_reached": never, "paired": paired,
-             "paired_frechet": paired.get("frechet_distance"),
-             "frechet": best_or_tied(eligible, "frechet_distance", False, key="rule") if len(eligible) else None,
-             "recall": best_or_tied(eligible, "recall", True, key="rule") if len(eligible) else None}
-    lines = []
-    for metric, label, extreme, digits in (("kid", "the KID", "lowest", 1), ("frechet_distance", "the Fréchet distance",
-                                                                          "lowest", 1), ("recall", "recall", "highest", 3)):
-        if paired.get(metric) is not None:
-            lines.append(f"- At accuracy ≥ {accuracy_floor:g}: "
-                         + ranked_sentence(paired[metric], label, extreme, digits, unit="").replace(
-                             f"is {extreme} at", f"is {extreme} for"))
-    for metric, label, extreme in (("frechet", "Fréchet distance", "lowest"), ("recall", "recall", "highest")):
-        result = found[metric]
-        if result is None or paired.get({"frechet": "frechet_distance"}.get(metric, metric)) is not None:
-            continue
-        value = f"{result['value']:.3g} [{result['low']:.3g}, {result['high']:.3g}]"
-        if result["winner"] is not None:
-            lines.append(f"- At accuracy ≥ {accuracy_floor:g}, {result['winner']} has the {extreme} {label} ({value}); "
-                         "its interval separates from every other rule's.")
-        else:
-            lines.append(f"- At accuracy ≥ {accuracy_floor:g}, the {label} of {', '.join(result['tied'])} is not "
-                         f"distinguishable at this sample size: their 95% intervals overlap (best observed: "
-                         f"{result['best']}, {value}).")
+def conclusions(results: dict[str, SweepResult], baseline: str = "cfg") -> dict:
+    """What the frontier supports: the target, the matched rows, the band verdicts and the sentences (06, 08)."""
+    target = real_accuracy(results)
+    rows = matched(results, target)
+    verdicts = band_verdicts(results, baseline)
+    never = [row["rule"] for _, row in rows.iterrows() if not row["reached"]]
+    floor = next(iter(results.values())).floor
+    lines = [f"- Target: the real test images' accuracy, {target:.3f} [{floor['accuracy_low']:.3f}, "
+             f"{floor['accuracy_high']:.3f}] (same classifier, same sample size); each rule is read where its "
+             f"accuracy curve crosses it, between its two neighbouring weights."]
     if never:
-        lines.append(f"- Never reached accuracy {accuracy_floor:g} on this grid: {', '.join(never)}.")
-    found["lines"] = lines
-    return found
+        lines.append(f"- Never crosses it on this grid: {', '.join(never)}.")
+    lines += band_lines(verdicts, baseline)
+    return {"target": target, "matched": rows, "verdicts": verdicts, "never_reached": never, "lines": lines}
 
 
 def comparison_markdown(table: pd.DataFrame, lines: list[str]) -> str:
-    """The matched-accuracy table and its conclusions as Markdown (08's ``table.md``)."""
+    """The matched table and its conclusions as Markdown (``table.md`` of 06, 08 and ``experiment variants``)."""
     return markdown(table.reset_index()) + "\n\n" + "\n".join(lines)

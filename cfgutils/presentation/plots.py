@@ -249,6 +249,58 @@ def plot_frontier(results: dict[str, SweepResult], ax=None, x: str = "recall", y
     ax.set_title("Fidelity–diversity frontier")
     return ax
 
+def _scale_text(rule: str, row) -> str:
+    return f"λ={row['s']:g}" if rule == "cfgpp" else f"w={row['w']:g}"
+
+
+def plot_rule_bands(results: dict[str, SweepResult], metric: str, ax=None, x: str = "intended_log_probability"):
+    """``metric`` against a fidelity axis ``x``, one line per rule with its 95% band shaded, the real images as a
+    star (06, 08): where one band lies wholly below another, the rules differ there."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(6, 4))[1]
+    for name, result in results.items():
+        frame = sweep_frame(result).sort_values(x)
+        line, = ax.plot(frame[x], frame[metric], "o-", ms=3, lw=1.2, label=name)
+        ax.fill_between(frame[x], frame[f"{metric}_low"], frame[f"{metric}_high"], color=line.get_color(),
+                        alpha=0.15, lw=0)
+    first = next(iter(results.values()))
+    if first.floor.get(x) is not None:
+        ax.plot(first.floor[x], first.floor[metric], "*", ms=12, color="green", label=_real(first))
+    ax.set_xlabel(METRIC_LABELS.get(x, x) + "  (fidelity →)")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric) + "  (↓ better)")
+    return ax
+
+
+def frontier_figure(results: dict[str, SweepResult]):
+    """The rules' frontiers (06, 08): precision against recall with 95% error bars (labelled by w, or CFG++'s
+    lambda), and KID and the Fréchet distance against the intended-class log-probability with 95% bands. Returns
+    the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    for name, result in results.items():
+        frame = sweep_frame(result)
+        axes[0].errorbar(frame["recall"], frame["precision"], xerr=_error_bars(frame, "recall"),
+                         yerr=_error_bars(frame, "precision"), fmt="o-", ms=3, capsize=2, elinewidth=0.7, label=name,
+                         alpha=0.85)
+        for _, row in frame.iloc[[0, -1]].iterrows():
+            axes[0].annotate(_scale_text(name, row), (row["recall"], row["precision"]), fontsize=6, xytext=(3, 3),
+                             textcoords="offset points")
+    first = next(iter(results.values()))
+    axes[0].plot(first.floor["recall"], first.floor["precision"], "*", ms=12, color="green", label=_real(first))
+    axes[0].set_xlabel("recall: real variety covered (diversity →)")
+    axes[0].set_ylabel("precision: samples among real ones (fidelity →)")
+    axes[0].set_title("precision against recall", fontsize=10)
+    for ax, metric in zip(axes[1:], ("kid", "frechet_distance")):
+        plot_rule_bands(results, metric, ax=ax)
+        ax.set_title(f"{METRIC_LABELS.get(metric, metric)} against fidelity, 95% bands", fontsize=10)
+    axes[2].set_yscale("log")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def plot_per_class(result: SweepResult, ax=None):
     """Heatmap of accuracy per class (rows, by name) and w (columns)."""
     import matplotlib.pyplot as plt

@@ -25,6 +25,7 @@ METRIC_LABELS = {
     "inception_score": "IS analogue",
     "diversity": "intra-class diversity",
     "confidence": "mean confidence",
+    "intended_log_probability": "mean log p(intended class)",
     "saturation": "saturated pixels",
     "near_copy_pixels": "near copies (pixels)",
     "near_copy_features": "near copies (features)",

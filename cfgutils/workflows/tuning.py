@@ -89,12 +89,14 @@ def check_tuning_seeds(seeds) -> list[int]:
 def tune(loaded: LoadedModel, classifier: LoadedClassifier, rules=tuple(TUNING_GRIDS), n_per_class: int = 10,
          settings: SamplerSettings | None = None, seeds=VALIDATION_SEEDS, weights=FRONTIER_WEIGHTS,
          validation_split=None, test_source: str | None = None, progress: bool = True,
-         guides=DEFAULT_GUIDES) -> pd.DataFrame:
+         guides=DEFAULT_GUIDES, done: pd.DataFrame | None = None, on_setting=None) -> pd.DataFrame:
     """Score plain CFG and every grid point of ``rules`` on validation images and seeds, each over ``weights``
     (CFG++ over :data:`CFGPP_LAMBDAS`): one row per (rule, setting, scale) (06, 08).
 
     ``test_source`` (the reported tables' reference) must differ from the validation split's source; autoguidance
-    tries every guide model in the folder ``guides``.
+    tries every guide model in the folder ``guides``. Settings whose rows are in ``done`` (an earlier run's
+    tuning.csv with the same seeds and sample count) are kept, not sampled again; ``on_setting(rows)`` is called with
+    the rows so far after every setting (``experiment tune`` writes them there, so an interrupted run resumes).
     """
     unknown = [rule for rule in rules if rule not in TUNING_GRIDS]
     if unknown or not rules:
@@ -110,8 +112,15 @@ def tune(loaded: LoadedModel, classifier: LoadedClassifier, rules=tuple(TUNING_G
 
         candidates = tqdm(candidates, desc="tuning", unit="setting")
     device = next(loaded.model.parameters()).device
-    rows = []
+    settings = settings or SamplerSettings()
+    how = {"seeds": " ".join(map(str, seeds)), "n_per_class": n_per_class, "sampler": settings.sampler,
+           "steps": settings.resolved_steps(), "validation_source": validation.source}
+    rows, kept = [], _reusable(done, how)
     for rule, parameters in candidates:
+        previous = kept.get((rule, _setting_name(parameters)))
+        if previous is not None:
+            rows += previous
+            continue
         start = time.perf_counter()
         guidance = load_guidance(rule, device, **parameters)
         check_guide_fits(guidance, loaded.model, loaded.diffusion, loaded.dataset)
@@ -119,10 +128,21 @@ def tune(loaded: LoadedModel, classifier: LoadedClassifier, rules=tuple(TUNING_G
                                 guidance, progress=False, real_split=validation, neighbours=neighbours)
         seconds = time.perf_counter() - start
         rows += [{"rule": rule, "setting": _setting_name(parameters), **parameters, "s": summary["s"],
-                  "w": summary["w"], "seeds": " ".join(map(str, seeds)), "validation_source": validation.source,
-                  "real_accuracy": result.floor["accuracy"], "seconds": seconds,
+                  "w": summary["w"], **how, "real_accuracy": result.floor["accuracy"], "seconds": seconds,
                   **{k: summary.get(k) for k in _TUNING_COLUMNS}} for summary in scale_summaries(result)]
+        if on_setting is not None:
+            on_setting(pd.DataFrame(rows))
     return pd.DataFrame(rows)
+
+
+def _reusable(done: pd.DataFrame | None, how: dict) -> dict:
+    """(rule, setting) -> its rows of an earlier run sampled the same way (``how``: seeds, samples, sampler, images)."""
+    if done is None or not len(done) or any(key not in done for key in how):
+        return {}
+    same = done[pd.concat([done[key].astype(str) == str(value) for key, value in how.items()], axis=1).all(axis=1)]
+    return {key: [{k: v for k, v in row.items() if not (isinstance(v, float) and v != v)}
+                  for row in part.to_dict(orient="records")]
+            for key, part in same.groupby(["rule", "setting"], sort=False)}
 
 
 def _validation_split(loaded: LoadedModel, validation_split, test_source: str | None):
