@@ -565,8 +565,10 @@ def _run_tuning(args: argparse.Namespace) -> int:
                 guides=args.guides, done=done, on_setting=write_grid)
     chosen = choose(grid)
     write_grid(grid)
-    read_settings(grid).to_csv(outdir / "settings.csv", index=False)
+    read = read_settings(grid)
+    read.to_csv(outdir / "settings.csv", index=False)
     chosen.to_csv(outdir / "choice.csv", index=False)
+    (outdir / "table.md").write_text(_settings_markdown(read, chosen) + "\n")
     meta = {**started, "wall_time_s": round(time.perf_counter() - start, 1), "dataset": dataset,
             "model": str(args.model), "classifier": str(args.classifier), **settings.describe(),
             "n_per_class": args.n_per_class, "seeds": seeds, "validation_source": grid["validation_source"].iloc[0],
@@ -575,8 +577,28 @@ def _run_tuning(args: argparse.Namespace) -> int:
             "objective": TUNE_OBJECTIVE, "chosen": chosen.to_dict(orient="records")}
     (outdir / "choice.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     print(chosen.to_string(index=False))
-    print(f"wrote tuning.csv, settings.csv, choice.csv and choice.json to {outdir}")
+    print(f"wrote tuning.csv, settings.csv, table.md, choice.csv and choice.json to {outdir}")
     return 0
+
+
+def _settings_markdown(read: pd.DataFrame, chosen: pd.DataFrame) -> str:
+    """Every tuned setting read at the real validation accuracy, the chosen one of each rule in bold (table.md)."""
+    picked = set(zip(chosen["rule"], chosen["setting"]))
+
+    def at(row) -> str:
+        if not row["reached"]:
+            return f"not reached (at most {row['max_accuracy']:.3f})"
+        return f"λ = {row['s']:.2f}" if row["rule"] == "cfgpp" else f"w = {row['w']:.2f}"
+
+    records = [{"rule": f"`{row['rule']}`", "setting": (f"**{row['setting']}**" if (row["rule"], row["setting"]) in picked
+                                                        else row["setting"]),
+                "where accuracy reaches the real images'": at(row),
+                "KID there": report.with_interval(row, "kid", 1) if row["reached"] else "",
+                "Fréchet distance there": report.with_interval(row, "frechet_distance", 1) if row["reached"] else ""}
+               for _, row in read.iterrows()]
+    target = read["real_accuracy"].iloc[0]
+    return (f"Real validation images' accuracy: {target:.3f}. Chosen per rule (bold): the lowest KID where the "
+            "accuracy reaches it.\n\n" + report.markdown(pd.DataFrame(records)))
 
 
 def _register_guides(experiments) -> None:

@@ -26,12 +26,13 @@ SITE_FIGURES = "figures"
 HEADLINE_FIGURES = (
     ("readme-digit3-guidance.png", "The digit 3 at increasing guidance scales (notebook 04)."),
     ("05-classifier-eval-accuracy.png", "Accuracy by guidance weight, beside the reference study (notebook 05)."),
-    ("06-guidance-variants-metrics.png", "Accuracy, Fréchet distance and recall by weight for every guidance rule "
-                                         "(notebook 06)."),
+    ("06-guidance-variants-frontier.png", "Four fixes for high guidance weights beside plain CFG, as curves: "
+                                          "precision against recall, KID and Fréchet distance against the intended "
+                                          "class's log-probability (notebook 06)."),
     ("07-ablations-reproduction.png", "The reference study rebuilt: accuracy by weight, its samples scored as "
                                       "published, clamped, and by our classifier (notebook 07)."),
-    ("08-newer-guidance-frontier.png", "Fréchet distance against accuracy for autoguidance, CFG++, ICG, schedules "
-                                       "and CFG-Zero* beside plain CFG (notebook 08)."),
+    ("08-newer-guidance-frontier.png", "Autoguidance, CFG++, ICG, schedules and CFG-Zero* beside plain CFG, as "
+                                       "curves with 95% bands (notebook 08)."),
     ("09-guidance-toy-cfg-vs-tilted.png", "With exact scores, CFG's samples beside the tilted distribution "
                                           "p(x|c)^s p(x)^(1-s) it is often said to sample (notebook 09)."),
 )
