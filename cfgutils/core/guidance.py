@@ -161,7 +161,7 @@ class RescaledGuidance(Guidance):
 
     name = "rescale"
 
-    def __init__(self, phi: float = 0.5):
+    def __init__(self, phi: float = 0.3):
         self.phi = finite_number(phi, "rescale phi", 0.0, 1.0)
 
     def combine(self, x0_cond, x0_uncond, scale, context):
@@ -189,7 +189,7 @@ class IntervalGuidance(Guidance):
 
     name = "interval"
 
-    def __init__(self, sigma_lo: float = 0.5, sigma_hi: float = 2.0):
+    def __init__(self, sigma_lo: float = 1.0, sigma_hi: float = 5.0):
         self.sigma_lo = finite_number(sigma_lo, "interval sigma_lo", 0.0, allow_inf=False)
         self.sigma_hi = finite_number(sigma_hi, "interval sigma_hi", 0.0, allow_inf=True)
         if not self.sigma_lo < self.sigma_hi:
@@ -218,7 +218,7 @@ class ThresholdGuidance(Guidance):
 
     name = "threshold"
 
-    def __init__(self, percentile: float = 0.8):
+    def __init__(self, percentile: float = 0.95):
         self.percentile = finite_number(percentile, "threshold percentile", 0.0, 1.0)
         if self.percentile == 0.0:
             raise UserInputError("threshold percentile must be in (0, 1], got 0")
@@ -246,7 +246,7 @@ class ProjectedGuidance(Guidance):
 
     name = "apg"
 
-    def __init__(self, eta: float = 0.0, norm_threshold: float = 2.5, momentum: float = -0.5):
+    def __init__(self, eta: float = 0.0, norm_threshold: float = 5.0, momentum: float = 0.0):
         self.eta = finite_number(eta, "apg eta", 0.0, 1.0)
         self.norm_threshold = finite_number(norm_threshold, "apg norm threshold", 0.0)
         self.momentum = finite_number(momentum, "apg momentum", -1.0, 1.0)

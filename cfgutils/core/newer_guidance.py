@@ -145,12 +145,13 @@ class ScheduledGuidance(Guidance):
     first steps are close to *unconditional* (s_k near 0) and guidance grows past s as the noise falls.
     ``schedules="w"`` ramps the weight w = s - 1 instead (1 + w f(u_k)): the first steps are close to
     *conditional*. The paper indexes the schedule by the noise level t; here it runs over the sampler's steps,
-    which visit t in order. ``shape="constant"`` is plain CFG in both conventions.
+    which visit t in order. ``shape="constant"`` is plain CFG in both conventions. The default (linear, on w) was
+    chosen on validation data among both shapes and both conventions (``benchmarks/README.md``).
     """
 
     name = "schedule"
 
-    def __init__(self, shape: str = "linear", schedules: str = "s"):
+    def __init__(self, shape: str = "linear", schedules: str = "w"):
         self.shape = one_of(shape, tuple(SCHEDULE_SHAPES), "schedule shape")
         self.schedules = one_of(schedules, ("s", "w"), "what the schedule ramps (s, the paper's; or w)")
 
@@ -178,12 +179,13 @@ class ZeroStarGuidance(Guidance):
     out = alpha* u + s (c - alpha* u), so guidance acts only on what the two outputs do not share; (2) zero-init:
     the first ``zero_steps`` steps output 0 (for a v model, x0 = sqrt(alpha_bar) x_t: the step barely moves
     x_t; for an eps model, x0 = x_t / sqrt(alpha_bar), which clipping then bounds). ``zero_steps = 0`` is plain
-    CFG wherever alpha* = 1, that is <c, u> = ||u||^2.
+    CFG wherever alpha* = 1, that is <c, u> = ||u||^2. The paper zeroes the first step; the default here (none)
+    was chosen on validation data among 0-3 zeroed steps (``benchmarks/README.md``).
     """
 
     name = "zerostar"
 
-    def __init__(self, zero_steps: int = 1):
+    def __init__(self, zero_steps: int = 0):
         self.zero_steps = positive_int(zero_steps, "zerostar zero steps", minimum=0)
 
     def combine(self, x0_cond, x0_uncond, scale, context):

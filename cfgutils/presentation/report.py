@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..core.guidance import s_from_w
 from ..workflows.experiments import REFERENCE_ACCURACY, SweepResult, floor_difference, paired_ranking, scale_summaries
-from ..workflows.metrics import paired_verdict, rank_by_differences, triple
+from ..workflows.metrics import paired_verdict, triple
 
 METRIC_LABELS = {
     "accuracy": "classifier accuracy",
@@ -308,20 +307,6 @@ def paired_difference(result: SweepResult, base: SweepResult, scale: float, metr
     return triple(base.reference.distances.difference(features, baseline, base.labels), f"{metric}_difference")
 
 
-def rule_ranking(results: dict[str, SweepResult], w: float, metric: str) -> dict | None:
-    """The rule with the lowest KID or Fréchet distance at ``w`` and every other rule's *paired* difference from
-    it (the rules share starting noise and labels) (06); None where a rule kept no samples at ``w``."""
-    pooled = {name: _at_scale(result.pooled, s_from_w(w)) for name, result in results.items()}
-    if any(value is None for value in pooled.values()):
-        return None
-    best = min(pooled, key=lambda name: pooled[name][metric])
-    differences = {name: paired_difference(result, results[best], s_from_w(w), metric)
-                   for name, result in results.items() if name != best}
-    if any(difference is None for difference in differences.values()):
-        return None
-    return {"metric": metric, **rank_by_differences(best, triple(pooled[best], metric), differences)}
-
-
 def _at_scale(by_scale: dict, scale: float):
     """The entry of ``by_scale`` at ``scale`` (scales found from w may differ from the keys by rounding)."""
     for key, value in by_scale.items():
@@ -330,90 +315,3 @@ def _at_scale(by_scale: dict, scale: float):
     return None
 
 
-def _against_target(row, target: float) -> str:
-    """"meets" (whole accuracy interval >= target), "misses" (whole interval below) or "undecided"."""
-    if row["accuracy_low"] >= target:
-        return "meets"
-    return "misses" if row["accuracy_high"] < target else "undecided"
-
-
-def variant_conclusions(results: dict[str, SweepResult], baseline: str = "cfg", check_w: float = 10.0,
-                        accuracy_target: float = 0.95, high_w: float = 5.0) -> dict:
-    """Per variant, what its intervals support at ``check_w`` and at every w >= ``high_w`` against ``baseline`` (06).
-
-    ``passing``: the variants whose accuracy interval at ``check_w`` lies at or above ``accuracy_target`` and
-    whose Fréchet distance is lower than the baseline's at every w >= ``high_w`` (by the paired difference
-    where both sweeps kept their samples' features, else by the intervals). ``undecided``: those no comparison
-    rules out. ``lines``: the sentences.
-    """
-    frame = variants_frame(results)
-    base = frame[frame["variant"] == baseline].set_index("w")
-    found = {}
-    for name, group in frame.groupby("variant", sort=False):
-        group = group.set_index("w")
-        high = [w for w in group.index if w >= high_w and w in base.index]
-        differences = {w: paired_difference(results[name], results[baseline], s_from_w(w), "frechet_distance")
-                       for w in high}
-        versus = {w: compare(group.loc[w], base.loc[w], "frechet_distance") if differences[w] is None
-                  else paired_verdict(differences[w]) for w in high}
-        at_check = group.loc[check_w] if check_w in group.index else None
-        found[name] = {
-            "accuracy_at_check_w": None if at_check is None else [float(at_check[k]) for k in
-                                                                  ("accuracy", "accuracy_low", "accuracy_high")],
-            "frechet_at_check_w": None if at_check is None else [float(at_check[k]) for k in
-                                                                 ("frechet_distance", "frechet_distance_low",
-                                                                  "frechet_distance_high")],
-            "accuracy_target": None if at_check is None else _against_target(at_check, accuracy_target),
-            "frechet_vs_baseline": None if name == baseline else {f"{w:g}": v for w, v in versus.items()},
-            "frechet_difference": None if name == baseline else {f"{w:g}": d for w, d in differences.items()},
-        }
-    others = {n: f for n, f in found.items() if n != baseline}
-    passing = [n for n, f in others.items() if f["accuracy_target"] == "meets" and f["frechet_vs_baseline"]
-               and all(v == "lower" for v in f["frechet_vs_baseline"].values())]
-    undecided = [n for n, f in others.items() if n not in passing and f["accuracy_target"] in ("meets", "undecided")
-                 and f["frechet_vs_baseline"]
-                 and all(v in ("lower", "not distinguishable") for v in f["frechet_vs_baseline"].values())]
-    found = {"check_w": check_w, "accuracy_target": accuracy_target, "high_w": high_w, "baseline": baseline,
-             "variants": found, "passing": passing, "undecided": undecided,
-             **{f"{metric}_at_check_w": rule_ranking(results, check_w, metric) for metric in ("kid", "frechet_distance")}}
-    found["lines"] = variant_lines(found)
-    return found
-
-
-def variant_lines(found: dict) -> list[str]:
-    """The sentences of :func:`variant_conclusions`, one Markdown bullet per rule and two summary bullets (06)."""
-    check_w, lines = found["check_w"], []
-    for name, f in found["variants"].items():
-        if f["accuracy_at_check_w"] is None:
-            continue
-        versus, differences = f["frechet_vs_baseline"], f.get("frechet_difference") or {}
-        compared = "" if versus is None else "; Fréchet distance against plain CFG: " + ", ".join(
-            f"{verdict} at w = {w}" + (f" ({_signed(differences[w], 1)}, paired)" if differences.get(w) else "")
-            for w, verdict in versus.items())
-        lines.append(f"- **{name}** at w = {check_w:g}: accuracy {_triple(f['accuracy_at_check_w'])} "
-                     f"({f['accuracy_target']} the {found['accuracy_target']:.0%} target), Fréchet distance "
-                     f"{_triple(f['frechet_at_check_w'], 1)}{compared}.")
-    for metric, what in (("kid", "KID"), ("frechet_distance", "Fréchet distance")):
-        ranked = found.get(f"{metric}_at_check_w")
-        if ranked is not None:
-            lines.append(f"- {ranked_sentence(ranked, what + f' at w = {check_w:g}', 'lowest', 1, unit='')}")
-    lines.append(f"- **Meets the target** (accuracy interval at or above {found['accuracy_target']:.0%} at "
-                 f"w = {check_w:g}, Fréchet distance below plain CFG's at every w >= {found['high_w']:g}, by the "
-                 f"paired difference where the samples were kept, else by the intervals): "
-                 f"{', '.join(found['passing']) or 'none'}"
-                 + (f"; not ruled out by the intervals: {', '.join(found['undecided'])}." if found["undecided"] else "."))
-    return lines
-
-
-def format_variants_table(results: dict[str, SweepResult], weights=(2, 5, 10, 20)) -> str:
-    """Markdown: one row per rule, one column per w, cells "accuracy / KID / Fréchet / recall" with 95% intervals (06)."""
-    frame = variants_frame(results)
-    lines = ["| rule | " + " | ".join(f"w = {w:g} (s = {w + 1:g})" for w in weights) + " |",
-             "|---|" + "---|" * len(weights)]
-    for name, group in frame.groupby("variant", sort=False):
-        group = group.set_index(group["w"].round(6))
-        cells = [" / ".join(with_interval(group.loc[round(float(w), 6)], m, d) for m, d in
-                            (("accuracy", 3), ("kid", 1), ("frechet_distance", 1), ("recall", 2)))
-                 if round(float(w), 6) in group.index else "" for w in weights]
-        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
