@@ -231,7 +231,7 @@ def test_schedules_keep_the_mean_weight_and_ramp_up(shape, num_steps):
     of_w = ScheduledGuidance(shape, schedules="w")
     scales = [of_w.effective_scale(5.0, GuidanceContext(0.5, k, num_steps)) for k in range(num_steps)]
     assert scales == pytest.approx([1.0 + w for w in weights])  # w = 4 ramped: s_k = 1 + w_k
-    of_s = ScheduledGuidance(shape)  # the paper's convention: the scale itself ramps, s_k = s f(u_k)
+    of_s = ScheduledGuidance(shape, schedules="s")  # the scale itself ramps, s_k = s f(u_k)
     scales = [of_s.effective_scale(4.0, GuidanceContext(0.5, k, num_steps)) for k in range(num_steps)]
     assert scales == pytest.approx(weights) and sum(scales) / num_steps == pytest.approx(4.0)
     if shape != "constant":
