@@ -182,55 +182,6 @@ def test_paired_proportion_difference_matches_the_published_example():
         paired_proportion_difference(a, b[:10])
 
 
-def _shifted(result, accuracy_at, frechet_factor):
-    """A copy of ``result`` with accuracy replaced per w and Fréchet distances multiplied, for variant tests."""
-    rows = [{**row, "accuracy": accuracy_at.get(row["w"], row["accuracy"]),
-             "frechet_distance": row["frechet_distance"] * frechet_factor(row["w"])} for row in result.rows]
-    return SweepResult(rows, result.floor)
-
-
-def test_rules_are_ranked_at_the_check_weight_by_paired_differences():
-    # the same noise for every rule; at w = 10 "close" sits 0.2 from the real set, "closer" 0.19, "cfg" 1.2
-    results = {"cfg": _synthetic_result(), "close": _synthetic_result({10.0: 0.2}),
-               "closer": _synthetic_result({10.0: 0.19})}
-    found = report.variant_conclusions(results, check_w=10.0)
-    for metric in ("kid", "frechet_distance"):  # paired, a shift of 0.01 is decided; marginal intervals overlap
-        ranked = found[f"{metric}_at_check_w"]
-        assert ranked["winner"] == "closer"
-        assert all(low > 0 for _, low, _ in ranked["differences"].values())
-    assert "KID at w = 10 is lowest at closer" in "\n".join(found["lines"])
-    results["twin"] = _synthetic_result({10.0: 0.19})  # the very same samples as "closer": nothing to tell apart
-    found = report.variant_conclusions(results, check_w=10.0)
-    ranked = found["frechet_distance_at_check_w"]
-    assert ranked["winner"] is None and ranked["not_distinguishable"] == ["closer", "twin"]
-    text = "\n".join(found["lines"])
-    assert "not distinguishable at this sample size from twin" in text and "overlap" not in text
-
-
-def test_variant_conclusions_follow_the_intervals():
-    synthetic = _synthetic_result()  # w = -1, 0, 2, 5, 10; accuracy at w = 10: .85, Fréchet 30 (per-seed rows)
-    base = SweepResult(synthetic.rows, summarise_seeds(synthetic.floor_rows))
-    results = {
-        "cfg": base,
-        "better": _shifted(base, {10.0: .99}, lambda w: 0.5),  # passes: accurate at w = 10, lower FD for w >= 5
-        "inaccurate": _shifted(base, {10.0: .90}, lambda w: 0.5),  # lower FD, but below 95% at w = 10
-        "worse_at_5": _shifted(base, {10.0: .99}, lambda w: 1.5 if w == 5 else 0.5),  # FD higher at w = 5
-        "tied": _shifted(base, {10.0: .99}, lambda w: 0.98),  # FD within the intervals of plain CFG's
-    }
-    found = report.variant_conclusions(results, check_w=10.0)
-    assert found["passing"] == ["better"] and found["undecided"] == ["tied"]
-    assert found["variants"]["better"]["accuracy_target"] == "meets"
-    assert found["variants"]["inaccurate"]["accuracy_target"] == "misses"
-    assert found["variants"]["worse_at_5"]["frechet_vs_baseline"] == {"5": "higher", "10": "lower"}
-    assert found["variants"]["tied"]["frechet_vs_baseline"] == {"5": "not distinguishable", "10": "not distinguishable"}
-    assert found["variants"]["cfg"]["frechet_vs_baseline"] is None
-    assert found["frechet_distance_at_check_w"] is None  # no samples kept: no paired ranking, and no claim
-    assert "Meets the target** (accuracy interval at or above 95%" in found["lines"][-1]
-    table = report.variants_table(results, weights=(2, 10))
-    assert table.loc[("better", 10.0), "Fréchet distance (classifier features)"].startswith("15.0 [")
-    assert len(table) == 10
-
-
 @pytest.mark.parametrize("kwargs, message", [
     ({"scales": []}, "empty"),
     ({"scales": [1.0, float("nan")]}, "finite"),
@@ -400,18 +351,6 @@ def test_cli_experiment_classifier_with_a_guidance_variant(tiny_checkpoint, tiny
     bad = cli("experiment", "classifier", tiny_checkpoint, tiny_classifier, tmp_path / "bad", "--scales", "6",
               "--guidance", "interval", "--interval-sigma", "2", "1")
     assert bad.returncode == 2 and "sigma_lo < sigma_hi" in bad.stderr and not (tmp_path / "bad").exists()
-
-
-def test_variant_conclusions_pair_the_samples_where_features_were_kept():
-    base = _synthetic_result()  # shifts 0.8 at w = 5, 1.2 at w = 10
-    closer = _synthetic_result({5.0: 0.3, 10.0: 0.3})  # the same noise, shifted less: paired with the baseline
-    same = _synthetic_result()
-    found = report.variant_conclusions({"cfg": base, "closer": closer, "same": same}, check_w=10.0)
-    assert found["variants"]["closer"]["frechet_vs_baseline"] == {"5": "lower", "10": "lower"}
-    assert all(high < 0 for _, _, high in found["variants"]["closer"]["frechet_difference"].values())
-    assert found["variants"]["same"]["frechet_vs_baseline"] == {"5": "not distinguishable", "10": "not distinguishable"}
-    assert found["variants"]["same"]["frechet_difference"]["10"] == [0.0, 0.0, 0.0]
-    assert "(-" in found["lines"][1] and "paired)" in found["lines"][1]
 
 
 def test_interval_widths_compare_a_live_run_with_a_committed_one():

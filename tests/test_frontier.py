@@ -85,14 +85,16 @@ def test_choose_takes_the_lowest_kid_at_the_real_accuracy_and_falls_back_to_the_
         tuning_rows("rescale", "phi=0.3", [0.9, 1.0, 1.0], [1.0, 9.0, 9.0]),  # KID 5 at s = 1.5
         tuning_rows("rescale", "phi=0.7", [0.8, 0.9, 1.0], [0.0, 1.0, 2.0]),  # KID 1.5 at s = 2.5: lower, later
         tuning_rows("apg", "a", [0.5, 0.6, 0.7], [1.0, 1.0, 1.0]),
-        tuning_rows("apg", "b", [0.5, 0.8, 0.9], [1.0, 1.0, 1.0]),  # neither reaches 0.95: the more accurate
+        tuning_rows("apg", "b", [0.5, 0.8, 0.9], [1.0, 1.0, 1.0]),  # neither reaches 0.95
     ], ignore_index=True)
     settings = read_settings(grid)
     assert len(settings) == 5 and settings["reached"].tolist() == [True, True, True, False, False]
     chosen = choose(grid).set_index("rule")
     assert chosen.loc["rescale", "setting"] == "phi=0.7" and chosen.loc["rescale", "s"] == pytest.approx(2.5)
     assert chosen.loc["rescale", "kid"] == pytest.approx(1.5) and chosen.loc["rescale", "candidates"] == 2
-    assert chosen.loc["apg", "setting"] == "b" and not chosen.loc["apg", "reached"]
+    # neither apg setting reaches 0.95: both are read at the highest accuracy either reaches, 0.9 (only b does)
+    assert chosen.loc["apg", "setting"] == "b" and chosen.loc["apg", "target"] == pytest.approx(0.9)
+    assert chosen.loc["apg", "s"] == pytest.approx(3.0) and chosen.loc["rescale", "target"] == pytest.approx(0.95)
 
 
 def test_the_guide_grid_is_the_default_recipe_at_each_size_length_and_average():

@@ -167,15 +167,18 @@ def _setting_name(parameters: dict) -> str:
     return ", ".join(f"{k}={text(k, v)}" for k, v in parameters.items()) or "(none)"
 
 
-def read_settings(grid: pd.DataFrame) -> pd.DataFrame:
-    """Every (rule, setting) of a tuning grid read where its accuracy reaches the real validation images' accuracy
-    (:func:`~cfgutils.workflows.frontier.at_accuracy`): one row per setting, with the scale there and KID and
-    Fréchet distance with their intervals; ``reached`` is False where its accuracy never gets there."""
+def read_settings(grid: pd.DataFrame, target: float | None = None) -> pd.DataFrame:
+    """Every (rule, setting) of a tuning grid read where its accuracy reaches ``target`` (default: the real
+    validation images' accuracy; :func:`~cfgutils.workflows.frontier.at_accuracy`): one row per setting, with the
+    scale there and KID and Fréchet distance with their intervals; ``reached`` is False where its accuracy never
+    gets there."""
     rows = []
     for (rule, setting), frame in grid.groupby(["rule", "setting"], sort=False):
-        reading = at_accuracy(frame, float(frame["real_accuracy"].iloc[0]), ("kid", "frechet_distance"))
-        rows.append({"rule": rule, "setting": setting, "reached": reading["reached"],
-                     "real_accuracy": reading["target"], "max_accuracy": reading["accuracy_range"][1],
+        aim = float(frame["real_accuracy"].iloc[0]) if target is None else float(target)
+        reading = at_accuracy(frame, aim, ("kid", "frechet_distance"))
+        rows.append({"rule": rule, "setting": setting, "reached": reading["reached"], "target": aim,
+                     "real_accuracy": float(frame["real_accuracy"].iloc[0]),
+                     "max_accuracy": reading["accuracy_range"][1],
                      **{key: reading.get(key) for key in ("s", "w", "kid", "kid_low", "kid_high", "frechet_distance",
                                                            "frechet_distance_low", "frechet_distance_high")}})
     return pd.DataFrame(rows)
@@ -183,11 +186,15 @@ def read_settings(grid: pd.DataFrame) -> pd.DataFrame:
 
 def choose(grid: pd.DataFrame) -> pd.DataFrame:
     """Per rule, the setting with the lowest KID where its accuracy reaches the real validation images' accuracy
-    (:func:`read_settings`); a rule none of whose settings gets there keeps its most accurate one. One row per rule,
-    with the scale where it gets there and the number of settings it was chosen from."""
+    (:func:`read_settings`). A rule none of whose settings gets there is read instead at the highest accuracy any
+    of them reaches (its ``target`` says which). One row per rule, with the scale where it gets there and the number
+    of settings it was chosen from."""
     chosen = []
-    for rule, group in read_settings(grid).groupby("rule", sort=False):
-        reached = group[group["reached"]]
-        pick = reached.loc[reached["kid"].idxmin()] if len(reached) else group.loc[group["max_accuracy"].idxmax()]
-        chosen.append({**pick.to_dict(), "candidates": len(group)})
+    for rule, part in grid.groupby("rule", sort=False):
+        read = read_settings(part)
+        if not read["reached"].any():
+            read = read_settings(part, target=float(read["max_accuracy"].max()))
+        reached = read[read["reached"]]
+        pick = reached.loc[reached["kid"].idxmin()] if len(reached) else read.loc[read["max_accuracy"].idxmax()]
+        chosen.append({**pick.to_dict(), "candidates": len(read)})
     return pd.DataFrame(chosen)
