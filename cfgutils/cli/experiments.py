@@ -569,7 +569,10 @@ def _run_tuning(args: argparse.Namespace) -> int:
     read.to_csv(outdir / "settings.csv", index=False)
     chosen.to_csv(outdir / "choice.csv", index=False)
     (outdir / "table.md").write_text(_settings_markdown(read, chosen) + "\n")
-    meta = {**started, "wall_time_s": round(time.perf_counter() - start, 1), "dataset": dataset,
+    per_setting = grid.groupby(["rule", "setting"], sort=False)["seconds"].first()
+    meta = {**started, "wall_time_s": round(time.perf_counter() - start, 1),
+            "sampling_seconds": round(float(per_setting.sum()), 1),  # every setting, this run or the resumed ones
+            "dataset": dataset,
             "model": str(args.model), "classifier": str(args.classifier), **settings.describe(),
             "n_per_class": args.n_per_class, "seeds": seeds, "validation_source": grid["validation_source"].iloc[0],
             "weights_w": list(FRONTIER_WEIGHTS), "cfgpp_lambdas": list(CFGPP_LAMBDAS), "rules": args.rules,
