@@ -70,7 +70,7 @@ def test_a_rule_is_named_better_only_where_its_band_separates_from_plain_cfg():
     assert lower["better"] and not lower["worse"] and 0 < lower["fraction_better"] < 1
     assert found["verdicts"]["same"]["kid"]["better"] == [] and found["verdicts"]["same"]["kid"]["worse"] == []
     text = "\n".join(found["lines"])
-    assert "- lower: lower KID than cfg where the mean log-probability of the intended class is in [" in text
+    assert "- lower: lower KID than cfg where the intended class's mean -log p is in [" in text
     assert "- same: its KID band overlaps cfg's over the whole shared stretch" in text
     assert "not distinguishable at this sample size" in text
     assert "Never crosses it on this grid: weak." in text

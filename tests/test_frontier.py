@@ -65,7 +65,7 @@ def test_band_verdict_names_a_rule_better_only_where_the_bands_separate():
     assert same["better"] == [] and same["worse"] == []
     sentence = verdict_sentence("same", "cfg", same, "KID", "log p")
     assert "not distinguishable" in sentence and "better" not in sentence
-    assert "lower KID than cfg where log p is in [-0.80, -0.10]" in verdict_sentence("lower", "cfg", verdict, "KID", "log p")
+    assert "lower KID than cfg where log p is in [-0.8, -0.1]" in verdict_sentence("lower", "cfg", verdict, "KID", "log p")
     higher_is_better = band_verdict(lower, baseline, "kid", lower_is_better=False)
     assert higher_is_better["worse"] and not higher_is_better["better"]
     apart = sweep([1, 2], [0.9] * 2, [1.0, 2.0], axis=[1.0, 2.0])
@@ -117,3 +117,17 @@ def test_autoguidance_settings_are_the_guide_files_of_a_folder(tmp_path):
         (tmp_path / name).write_bytes(b"")
     assert [Path(s["guide_model"]).name for s in guide_settings(tmp_path)] == ["c16-k250-ema0.pt", "c8-k250-ema0.pt"]
 
+
+
+def test_band_verdict_on_a_log_axis_reports_stretches_in_the_axis_units():
+    surprise = [1e-1, 1e-2, 1e-3, 1e-4]  # decades of -log p: a linear grid would spend itself on the first one
+    baseline = sweep([1, 2, 3, 4], [0.9] * 4, [10.0] * 4).assign(intended_surprise=surprise)
+    lower = sweep([1, 2, 3, 4], [0.9] * 4, [10.0, 10.0, 5.0, 5.0]).assign(intended_surprise=surprise)
+    verdict = band_verdict(lower, baseline, "kid", axis="intended_surprise", log_axis=True)
+    assert verdict["range"] == pytest.approx((1e-4, 1e-1))
+    (start, stop), = verdict["better"]  # the high band 6 + 5 (x + 3) stays below 9 up to x = log10 -log p = -2.4
+    assert start == pytest.approx(1e-4) and stop == pytest.approx(10 ** -2.4, rel=0.05)
+    assert verdict["fraction_better"] == pytest.approx(1.6 / 3, abs=0.01)
+    linear = band_verdict(lower, baseline, "kid", axis="intended_surprise")
+    assert linear["fraction_better"] < 0.1  # the same curves on a linear axis: the separation is squeezed away
+    assert "[0.0001, 0.004]" in verdict_sentence("lower", "cfg", verdict, "KID", "-log p")

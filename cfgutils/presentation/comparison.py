@@ -5,8 +5,8 @@ Every rule is swept over many weights and read two ways (:mod:`cfgutils.workflow
 - at the real data's own accuracy (:func:`matched`): where each rule's accuracy curve crosses the accuracy of
   real test images, every other metric interpolated there with an interval that covers both the metric's and the
   crossing's uncertainty;
-- along the intended-class log-probability (:func:`band_lines`): where one rule's interval band of KID or the
-  Fréchet distance lies wholly on the better side of plain CFG's.
+- along the intended class's mean -log p on a log scale (:func:`band_lines`): where one rule's interval band of
+  KID or the Fréchet distance lies wholly on the better side of plain CFG's.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ MATCHED_COLUMNS = (("kid", "KID", 1), ("frechet_distance", "Fréchet distance", 
                    ("intended_log_probability", "log p(intended)", 3))
 #: the set distances read along the fidelity axis: (metric, label)
 BAND_METRICS = (("kid", "KID"), ("frechet_distance", "Fréchet distance"))
-#: the fidelity axis that does not saturate
-AXIS, AXIS_LABEL = "intended_log_probability", "the mean log-probability of the intended class"
+#: the fidelity axis that does not saturate: the mean -log p of the intended class (0 = certain), read on a log
+#: scale, where accuracy stops at 1 and the log-probability itself crowds against 0
+AXIS, AXIS_LABEL = "intended_surprise", "the intended class's mean -log p"
 
 
 def network_calls(rule: Guidance) -> str:
@@ -34,8 +35,17 @@ def network_calls(rule: Guidance) -> str:
 
 
 def frames(results: dict[str, SweepResult]) -> dict[str, pd.DataFrame]:
-    """rule -> its sweep as a frame (one row per scale, metrics with ``_low``/``_high``)."""
-    return {name: sweep_frame(result) for name, result in results.items()}
+    """rule -> its sweep as a frame (one row per scale, metrics with ``_low``/``_high``, and :data:`AXIS`)."""
+    return {name: with_surprise(sweep_frame(result)) for name, result in results.items()}
+
+
+def with_surprise(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the intended class's mean -log p (and its interval) beside its mean log p."""
+    if "intended_log_probability" not in frame:
+        return frame
+    return frame.assign(intended_surprise=-frame["intended_log_probability"],
+                        intended_surprise_low=-frame["intended_log_probability_high"],
+                        intended_surprise_high=-frame["intended_log_probability_low"])
 
 
 def real_accuracy(results: dict[str, SweepResult]) -> float:
@@ -80,8 +90,8 @@ def matched_table(matched_rows: pd.DataFrame, seconds: dict[str, float] | None =
 def band_verdicts(results: dict[str, SweepResult], baseline: str = "cfg") -> dict:
     """rule -> metric -> :func:`~cfgutils.workflows.frontier.band_verdict` against ``baseline`` along :data:`AXIS`."""
     found = frames(results)
-    return {name: {metric: band_verdict(frame, found[baseline], metric, True, AXIS) for metric, _ in BAND_METRICS}
-            for name, frame in found.items() if name != baseline}
+    return {name: {metric: band_verdict(frame, found[baseline], metric, True, AXIS, log_axis=True)
+                   for metric, _ in BAND_METRICS} for name, frame in found.items() if name != baseline}
 
 
 def band_lines(verdicts: dict, baseline: str = "cfg") -> list[str]:

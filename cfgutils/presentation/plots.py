@@ -253,28 +253,32 @@ def _scale_text(rule: str, row) -> str:
     return f"λ={row['s']:g}" if rule == "cfgpp" else f"w={row['w']:g}"
 
 
-def plot_rule_bands(results: dict[str, SweepResult], metric: str, ax=None, x: str = "intended_log_probability"):
-    """``metric`` against a fidelity axis ``x``, one line per rule with its 95% band shaded, the real images as a
-    star (06, 08): where one band lies wholly below another, the rules differ there."""
+def plot_rule_bands(results: dict[str, SweepResult], metric: str, ax=None):
+    """``metric`` against the intended class's mean -log p (log scale, more faithful to the right), one line per
+    rule with its 95% band shaded, the real images as a star (06, 08): where one band lies wholly below another,
+    the rules differ at that fidelity."""
     import matplotlib.pyplot as plt
 
     ax = ax or plt.subplots(figsize=(6, 4))[1]
     for name, result in results.items():
-        frame = sweep_frame(result).sort_values(x)
-        line, = ax.plot(frame[x], frame[metric], "o-", ms=3, lw=1.2, label=name)
-        ax.fill_between(frame[x], frame[f"{metric}_low"], frame[f"{metric}_high"], color=line.get_color(),
+        frame = sweep_frame(result).assign(surprise=lambda f: -f["intended_log_probability"]).sort_values("surprise")
+        line, = ax.plot(frame["surprise"], frame[metric], "o-", ms=3, lw=1.2, label=name)
+        ax.fill_between(frame["surprise"], frame[f"{metric}_low"], frame[f"{metric}_high"], color=line.get_color(),
                         alpha=0.15, lw=0)
     first = next(iter(results.values()))
-    if first.floor.get(x) is not None:
-        ax.plot(first.floor[x], first.floor[metric], "*", ms=12, color="green", label=_real(first))
-    ax.set_xlabel(METRIC_LABELS.get(x, x) + "  (fidelity →)")
+    if first.floor.get("intended_log_probability") is not None:
+        ax.plot(-first.floor["intended_log_probability"], first.floor[metric], "*", ms=12, color="green",
+                label=_real(first))
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("mean -log p(intended class), log scale  (fidelity →)")
     ax.set_ylabel(METRIC_LABELS.get(metric, metric) + "  (↓ better)")
     return ax
 
 
 def frontier_figure(results: dict[str, SweepResult]):
     """The rules' frontiers (06, 08): precision against recall with 95% error bars (labelled by w, or CFG++'s
-    lambda), and KID and the Fréchet distance against the intended-class log-probability with 95% bands. Returns
+    lambda), and KID and the Fréchet distance against the intended class's mean -log p with 95% bands. Returns
     the figure."""
     import matplotlib.pyplot as plt
 

@@ -102,15 +102,18 @@ def _stretches(grid: np.ndarray, mask: np.ndarray) -> list[tuple[float, float]]:
 
 
 def band_verdict(rule: pd.DataFrame, baseline: pd.DataFrame, metric: str, lower_is_better: bool = True,
-                 axis: str = "intended_log_probability", points: int = 200) -> dict:
+                 axis: str = "intended_log_probability", points: int = 200, log_axis: bool = False) -> dict:
     """Where along ``axis`` one rule's interval band of ``metric`` lies wholly on the better side of the baseline's.
 
-    Both bands are interpolated linearly between cells on a grid over the stretch of ``axis`` both curves cover.
-    Returns ``range`` (that common stretch, or None), ``better`` and ``worse`` (lists of (from, to) stretches) and
-    ``fraction_better``/``fraction_worse`` of the grid. The axis values are point estimates: the verdict is read
-    at the rule's and the baseline's estimated fidelity.
+    Both bands are interpolated linearly between cells on a grid over the stretch of ``axis`` both curves cover
+    (in log10 of the axis with ``log_axis``, for a positive axis whose values span decades). Returns ``range``
+    (that common stretch, or None), ``better`` and ``worse`` (lists of (from, to) stretches, in the axis' own
+    units) and ``fraction_better``/``fraction_worse`` of the grid. The axis values are point estimates: the verdict
+    is read at the rule's and the baseline's estimated fidelity.
     """
     ours, theirs = _band(rule, metric, axis), _band(baseline, metric, axis)
+    if log_axis:
+        ours, theirs = _logged(ours), _logged(theirs)
     if len(ours[0]) < 2 or len(theirs[0]) < 2:
         return {"range": None, "better": [], "worse": [], "fraction_better": 0.0, "fraction_worse": 0.0}
     start, stop = max(ours[0][0], theirs[0][0]), min(ours[0][-1], theirs[0][-1])
@@ -121,20 +124,34 @@ def band_verdict(rule: pd.DataFrame, baseline: pd.DataFrame, metric: str, lower_
     their_low, their_high = np.interp(grid, theirs[0], theirs[2]), np.interp(grid, theirs[0], theirs[3])
     below, above = our_high < their_low, our_low > their_high
     better, worse = (below, above) if lower_is_better else (above, below)
-    return {"range": (float(start), float(stop)), "better": _stretches(grid, better), "worse": _stretches(grid, worse),
+    units = (lambda x: 10.0 ** x) if log_axis else float
+    return {"range": (units(start), units(stop)), "better": [(units(a), units(b)) for a, b in _stretches(grid, better)],
+            "worse": [(units(a), units(b)) for a, b in _stretches(grid, worse)],
             "fraction_better": float(better.mean()), "fraction_worse": float(worse.mean()),
             "lower_is_better": lower_is_better}
 
 
-def _stretch_words(stretches: list[tuple[float, float]], digits: int = 2) -> str:
-    return ", ".join(f"[{a:.{digits}f}, {b:.{digits}f}]" for a, b in stretches)
+def _logged(band):
+    """A band with its axis in log10, its points sorted again along it (the axis must be positive)."""
+    axis, value, low, high = band
+    order = np.argsort(np.log10(np.clip(axis, 1e-12, None)))
+    return np.log10(np.clip(axis, 1e-12, None))[order], value[order], low[order], high[order]
+
+
+def _stretch_words(stretches: list[tuple[float, float]]) -> str:
+    return ", ".join(f"[{_number(a)}, {_number(b)}]" for a, b in stretches)
+
+
+def _number(value: float) -> str:
+    """Two significant digits, without an exponent for values between 0.0001 and 1000."""
+    return f"{value:.2g}" if value == 0 or 1e-4 <= abs(value) < 1e3 else f"{value:.1e}"
 
 
 def verdict_sentence(rule: str, baseline: str, verdict: dict, label: str, axis_label: str) -> str:
     """One line: where ``rule``'s band of the metric is better or worse than ``baseline``'s, in words."""
     if verdict["range"] is None:
         return f"- {rule} and {baseline}: their curves share no stretch of {axis_label}."
-    span = f"[{verdict['range'][0]:.2f}, {verdict['range'][1]:.2f}]"
+    span = _stretch_words([verdict["range"]])
     good, bad = ("lower", "higher") if verdict.get("lower_is_better", True) else ("higher", "lower")
     parts = []
     if verdict["better"]:
