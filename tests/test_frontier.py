@@ -123,11 +123,20 @@ def test_band_verdict_on_a_log_axis_reports_stretches_in_the_axis_units():
     surprise = [1e-1, 1e-2, 1e-3, 1e-4]  # decades of -log p: a linear grid would spend itself on the first one
     baseline = sweep([1, 2, 3, 4], [0.9] * 4, [10.0] * 4).assign(intended_surprise=surprise)
     lower = sweep([1, 2, 3, 4], [0.9] * 4, [10.0, 10.0, 5.0, 5.0]).assign(intended_surprise=surprise)
-    verdict = band_verdict(lower, baseline, "kid", axis="intended_surprise", log_axis=True)
+    verdict = band_verdict(lower, baseline, "kid", axis="intended_surprise", log_axis=True, faithful_high=False)
     assert verdict["range"] == pytest.approx((1e-4, 1e-1))
     (start, stop), = verdict["better"]  # the high band 6 + 5 (x + 3) stays below 9 up to x = log10 -log p = -2.4
     assert start == pytest.approx(1e-4) and stop == pytest.approx(10 ** -2.4, rel=0.05)
     assert verdict["fraction_better"] == pytest.approx(1.6 / 3, abs=0.01)
-    linear = band_verdict(lower, baseline, "kid", axis="intended_surprise")
+    linear = band_verdict(lower, baseline, "kid", axis="intended_surprise", faithful_high=False)
     assert linear["fraction_better"] < 0.1  # the same curves on a linear axis: the separation is squeezed away
     assert "[0.0001, 0.004]" in verdict_sentence("lower", "cfg", verdict, "KID", "-log p")
+
+
+def test_a_curve_that_loses_fidelity_again_ends_at_its_most_faithful_scale():
+    axis = [-2.0, -1.0, -0.5, -1.5]  # fidelity rises to s = 3, then falls back at s = 4
+    baseline = sweep([1, 2, 3, 4], [0.9] * 4, [10.0] * 4, axis=[-2.0, -1.0, -0.5, -0.1])
+    folding = sweep([1, 2, 3, 4], [0.9] * 4, [10.0, 10.0, 10.0, 50.0], axis=axis)
+    verdict = band_verdict(folding, baseline, "kid")
+    assert verdict["range"] == pytest.approx((-2.0, -0.5))  # s = 4's cell does not fold back onto -1.5
+    assert verdict["worse"] == [] and verdict["better"] == []

@@ -90,7 +90,8 @@ def matched_table(matched_rows: pd.DataFrame, seconds: dict[str, float] | None =
 def band_verdicts(results: dict[str, SweepResult], baseline: str = "cfg") -> dict:
     """rule -> metric -> :func:`~cfgutils.workflows.frontier.band_verdict` against ``baseline`` along :data:`AXIS`."""
     found = frames(results)
-    return {name: {metric: band_verdict(frame, found[baseline], metric, True, AXIS, log_axis=True)
+    return {name: {metric: band_verdict(frame, found[baseline], metric, True, AXIS, log_axis=True,
+                                         faithful_high=False)
                    for metric, _ in BAND_METRICS} for name, frame in found.items() if name != baseline}
 
 

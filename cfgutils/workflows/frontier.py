@@ -81,9 +81,18 @@ def matched_frame(frames: dict[str, pd.DataFrame], target: float, metrics=tuple(
     return pd.DataFrame([{"rule": rule, **at_accuracy(frame, target, metrics)} for rule, frame in frames.items()])
 
 
-def _band(frame: pd.DataFrame, metric: str, axis: str):
-    """(axis values ascending, metric, low, high) of one rule's cells, ordered along ``axis``."""
-    part = frame.dropna(subset=[axis, metric, f"{metric}_low", f"{metric}_high"]).sort_values(axis)
+def _band(frame: pd.DataFrame, metric: str, axis: str, faithful_high: bool = True):
+    """(axis values ascending, metric, low, high) of one rule's rising cells, ordered along ``axis``.
+
+    Rising: from the lowest scale up to the scale where the rule is most faithful (the highest ``axis``, or the
+    lowest where ``faithful_high`` is False). A rule that loses fidelity past that scale would fold its curve back
+    over itself; its frontier ends there.
+    """
+    part = frame.dropna(subset=[axis, metric, f"{metric}_low", f"{metric}_high"]).sort_values("s")
+    if len(part):
+        peak = int(np.argmax(part[axis].to_numpy(float) * (1.0 if faithful_high else -1.0)))
+        part = part.iloc[:peak + 1]
+    part = part.sort_values(axis)
     return (part[axis].to_numpy(float), part[metric].to_numpy(float), part[f"{metric}_low"].to_numpy(float),
             part[f"{metric}_high"].to_numpy(float))
 
@@ -102,16 +111,18 @@ def _stretches(grid: np.ndarray, mask: np.ndarray) -> list[tuple[float, float]]:
 
 
 def band_verdict(rule: pd.DataFrame, baseline: pd.DataFrame, metric: str, lower_is_better: bool = True,
-                 axis: str = "intended_log_probability", points: int = 200, log_axis: bool = False) -> dict:
+                 axis: str = "intended_log_probability", points: int = 200, log_axis: bool = False,
+                 faithful_high: bool = True) -> dict:
     """Where along ``axis`` one rule's interval band of ``metric`` lies wholly on the better side of the baseline's.
 
     Both bands are interpolated linearly between cells on a grid over the stretch of ``axis`` both curves cover
-    (in log10 of the axis with ``log_axis``, for a positive axis whose values span decades). Returns ``range``
+    (in log10 of the axis with ``log_axis``, for a positive axis whose values span decades), each curve up to its
+    most faithful scale (``faithful_high``: whether a higher axis value is more faithful). Returns ``range``
     (that common stretch, or None), ``better`` and ``worse`` (lists of (from, to) stretches, in the axis' own
     units) and ``fraction_better``/``fraction_worse`` of the grid. The axis values are point estimates: the verdict
     is read at the rule's and the baseline's estimated fidelity.
     """
-    ours, theirs = _band(rule, metric, axis), _band(baseline, metric, axis)
+    ours, theirs = _band(rule, metric, axis, faithful_high), _band(baseline, metric, axis, faithful_high)
     if log_axis:
         ours, theirs = _logged(ours), _logged(theirs)
     if len(ours[0]) < 2 or len(theirs[0]) < 2:
