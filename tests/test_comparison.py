@@ -53,7 +53,7 @@ def test_the_table_shows_the_crossing_with_its_interval_and_the_cost(tiny_guide)
     table = comparison.matched_table(rows, {name: 1.5 for name in rules}, rules)
     assert table.loc["cfg", "where its accuracy reaches the real images'"].startswith("w = 1.71 [")
     assert "(s = 2.71)" in table.loc["cfg", "where its accuracy reaches the real images'"]
-    assert table.loc["weak", "where its accuracy reaches the real images'"] == "not reached"
+    assert table.loc["weak", "where its accuracy reaches the real images'"] == "not reached (accuracy 0.500 to 0.800)"
     assert table.loc["cfg", "KID"].startswith("10.0 [") and table.loc["weak", "KID"] == ""
     assert table.loc["lower", "network calls per step"] == "1 model + 1 guide"
     assert table.loc["cfg", "seconds per cell"] == "1.5"

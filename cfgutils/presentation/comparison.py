@@ -64,7 +64,7 @@ def matched(results: dict[str, SweepResult], target: float | None = None) -> pd.
 def _where(row, rule: str) -> str:
     """The scale where a rule reaches the target, with its interval: w for rules that take s, lambda for CFG++."""
     if not row["reached"]:
-        return "not reached"
+        return f"not reached (accuracy {row['accuracy_range'][0]:.3f} to {row['accuracy_range'][1]:.3f})"
     if rule == "cfgpp":
         return f"λ = {row['s']:.2f} [{row['s_low']:.2f}, {row['s_high']:.2f}]"
     high = f"{row['s_high'] - 1:.2f}" + ("+" if row.get("open_high") else "")

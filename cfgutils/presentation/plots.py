@@ -255,16 +255,20 @@ def _scale_text(rule: str, row) -> str:
 
 def plot_rule_bands(results: dict[str, SweepResult], metric: str, ax=None):
     """``metric`` against the intended class's mean -log p (log scale, more faithful to the right), one line per
-    rule with its 95% band shaded, the real images as a star (06, 08): where one band lies wholly below another,
-    the rules differ at that fidelity."""
+    rule with its 95% band shaded up to its most faithful weight (dotted beyond, where it loses fidelity again),
+    the real images as a star (06, 08): where one band lies wholly below another, the rules differ there."""
     import matplotlib.pyplot as plt
 
     ax = ax or plt.subplots(figsize=(6, 4))[1]
     for name, result in results.items():
-        frame = sweep_frame(result).assign(surprise=lambda f: -f["intended_log_probability"]).sort_values("surprise")
-        line, = ax.plot(frame["surprise"], frame[metric], "o-", ms=3, lw=1.2, label=name)
-        ax.fill_between(frame["surprise"], frame[f"{metric}_low"], frame[f"{metric}_high"], color=line.get_color(),
+        frame = sweep_frame(result).assign(surprise=lambda f: -f["intended_log_probability"]).sort_values("s")
+        peak = int(np.argmin(frame["surprise"].to_numpy(float)))  # past its most faithful scale a rule folds back
+        rising = frame.iloc[:peak + 1].sort_values("surprise")
+        line, = ax.plot(rising["surprise"], rising[metric], "o-", ms=3, lw=1.2, label=name)
+        ax.fill_between(rising["surprise"], rising[f"{metric}_low"], rising[f"{metric}_high"], color=line.get_color(),
                         alpha=0.15, lw=0)
+        if peak + 1 < len(frame):
+            ax.plot(frame["surprise"].iloc[peak:], frame[metric].iloc[peak:], "o:", ms=3, lw=1, color=line.get_color())
     first = next(iter(results.values()))
     if first.floor.get("intended_log_probability") is not None:
         ax.plot(-first.floor["intended_log_probability"], first.floor[metric], "*", ms=12, color="green",
