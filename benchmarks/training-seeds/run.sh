@@ -39,7 +39,7 @@ evaluate() {  # evaluate P SEED NAME [experiment classifier flags...]
 for seed in 0 1 2; do
     for p in 0.1 0.3 0; do train "$p" "$seed"; done
     evaluate 0.1 "$seed" "p0.1-seed$seed" --scales 0 1 2 11
-    evaluate 0.1 "$seed" "p0.1-seed$seed-interval" --scales 11 --guidance interval
+    evaluate 0.1 "$seed" "p0.1-seed$seed-interval" --scales 11 --guidance interval --interval-sigma 0.5 2  # the default when these runs were made
     evaluate 0.3 "$seed" "p0.3-seed$seed" --scales 0 1 2
     evaluate 0 "$seed" "p0-seed$seed" --scales 1
 done
