@@ -140,9 +140,7 @@ def _reusable(done: pd.DataFrame | None, how: dict) -> dict:
     if done is None or not len(done) or any(key not in done for key in how):
         return {}
     same = done[pd.concat([done[key].astype(str) == str(value) for key, value in how.items()], axis=1).all(axis=1)]
-    return {key: [{k: v for k, v in row.items() if not (isinstance(v, float) and v != v)}
-                  for row in part.to_dict(orient="records")]
-            for key, part in same.groupby(["rule", "setting"], sort=False)}
+    return {key: part.to_dict(orient="records") for key, part in same.groupby(["rule", "setting"], sort=False)}
 
 
 def _validation_split(loaded: LoadedModel, validation_split, test_source: str | None):
