@@ -25,11 +25,11 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser, resume_help: str) 
     parser.add_argument("-l", "--load", metavar="PREV.pt", help=resume_help)
 
 
-def add_dataset_argument(parser: argparse.ArgumentParser) -> None:
+def add_dataset_argument(parser: argparse.ArgumentParser, help_text: str | None = None) -> None:
     """``--dataset mnist|fashion-mnist``: which dataset the model must have been trained on (default: its own)."""
     parser.add_argument("--dataset", choices=list(DATASETS), default=None,
-                        help="the dataset the classes come from (default: the model's); a model or classifier "
-                             "trained on another dataset is refused")
+                        help=help_text or "the dataset the classes come from (default: the model's); a model or "
+                                     "classifier trained on another dataset is refused")
 
 
 def model_dataset(args: argparse.Namespace, loaded: LoadedModel) -> str:

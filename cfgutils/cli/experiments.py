@@ -626,7 +626,7 @@ def _register_guides(experiments) -> None:
                         help=f"nominal EMA decays, 0 = no average (default "
                              f"{' '.join(f'{d:g}' for d in GUIDE_EMA_DECAYS)})")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    add_dataset_argument(parser)
+    add_dataset_argument(parser, "the dataset the guides learn, the main model's (default mnist)")
     parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
     parser.set_defaults(handler=_run_guides)
 

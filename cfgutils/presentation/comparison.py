@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..core.guidance import Guidance
 from ..workflows.experiments import SweepResult
-from ..workflows.frontier import band_verdict, interval_text, matched_frame, verdict_sentence
+from ..workflows.frontier import band_verdict, interval_text, matched_frame, not_reached_text, verdict_sentence
 from .report import markdown, sweep_frame
 
 #: the metrics of the matched table: (column, label, digits)
@@ -57,14 +57,17 @@ def matched(results: dict[str, SweepResult], target: float | None = None) -> pd.
     """Every rule read where its accuracy reaches ``target`` (default: the real images' accuracy): one row per
     rule with the scale there (``s``; CFG++'s lambda), the interval of scales where its accuracy interval contains
     the target (``s_low``, ``s_high``) and every matched metric with its interval (08)."""
-    return matched_frame(frames(results), real_accuracy(results) if target is None else target,
-                         tuple(metric for metric, _, _ in MATCHED_COLUMNS))
+    return _matched(frames(results), real_accuracy(results) if target is None else target)
+
+
+def _matched(found: dict[str, pd.DataFrame], target: float) -> pd.DataFrame:
+    return matched_frame(found, target, tuple(metric for metric, _, _ in MATCHED_COLUMNS))
 
 
 def _where(row, rule: str) -> str:
     """The scale where a rule reaches the target, with its interval: w for rules that take s, lambda for CFG++."""
     if not row["reached"]:
-        return f"not reached (accuracy {row['accuracy_range'][0]:.3f} to {row['accuracy_range'][1]:.3f})"
+        return not_reached_text(row)
     if rule == "cfgpp":
         return f"λ = {row['s']:.2f} [{row['s_low']:.2f}, {row['s_high']:.2f}]"
     high = f"{row['s_high'] - 1:.2f}" + ("+" if row.get("open_high") else "")
@@ -87,9 +90,9 @@ def matched_table(matched_rows: pd.DataFrame, seconds: dict[str, float] | None =
     return pd.DataFrame(records).set_index("rule")
 
 
-def band_verdicts(results: dict[str, SweepResult], baseline: str = "cfg") -> dict:
-    """rule -> metric -> :func:`~cfgutils.workflows.frontier.band_verdict` against ``baseline`` along :data:`AXIS`."""
-    found = frames(results)
+def band_verdicts(found: dict[str, pd.DataFrame], baseline: str = "cfg") -> dict:
+    """rule -> metric -> :func:`~cfgutils.workflows.frontier.band_verdict` against ``baseline`` along :data:`AXIS`,
+    from the rules' :func:`frames`."""
     return {name: {metric: band_verdict(frame, found[baseline], metric, True, AXIS, log_axis=True,
                                          faithful_high=False)
                    for metric, _ in BAND_METRICS} for name, frame in found.items() if name != baseline}
@@ -98,16 +101,15 @@ def band_verdicts(results: dict[str, SweepResult], baseline: str = "cfg") -> dic
 def band_lines(verdicts: dict, baseline: str = "cfg") -> list[str]:
     """One sentence per rule and set distance: where its band separates from ``baseline``'s, else not
     distinguishable over the stretch both cover."""
-    return [verdict_sentence(name, baseline, verdict, label, AXIS_LABEL)
-            for name, by_metric in verdicts.items() for (metric, label) in BAND_METRICS
-            for verdict in [by_metric[metric]]]
+    return [verdict_sentence(name, baseline, by_metric[metric], label, AXIS_LABEL)
+            for name, by_metric in verdicts.items() for metric, label in BAND_METRICS]
 
 
 def conclusions(results: dict[str, SweepResult], baseline: str = "cfg") -> dict:
     """What the frontier supports: the target, the matched rows, the band verdicts and the sentences (06, 08)."""
-    target = real_accuracy(results)
-    rows = matched(results, target)
-    verdicts = band_verdicts(results, baseline)
+    target, found = real_accuracy(results), frames(results)
+    rows = _matched(found, target)
+    verdicts = band_verdicts(found, baseline)
     never = [row["rule"] for _, row in rows.iterrows() if not row["reached"]]
     floor = next(iter(results.values())).floor
     lines = [f"- Target: the real test images' accuracy, {target:.3f} [{floor['accuracy_low']:.3f}, "

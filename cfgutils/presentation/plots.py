@@ -18,6 +18,7 @@ from ..errors import UserInputError
 from ..plumbing import paths
 from ..plumbing.data import dataset_info, to_uint8
 from ..workflows.experiments import REFERENCE_ACCURACY, SweepResult
+from ..workflows.frontier import most_faithful
 from .report import METRIC_LABELS, sweep_frame, variants_frame
 
 #: every saved figure uses this resolution, so re-running a notebook gives the same pixels
@@ -262,7 +263,7 @@ def plot_rule_bands(results: dict[str, SweepResult], metric: str, ax=None):
     ax = ax or plt.subplots(figsize=(6, 4))[1]
     for name, result in results.items():
         frame = sweep_frame(result).assign(surprise=lambda f: -f["intended_log_probability"]).sort_values("s")
-        peak = int(np.argmin(frame["surprise"].to_numpy(float)))  # past its most faithful scale a rule folds back
+        peak = most_faithful(frame, "surprise", faithful_high=False)  # past it the rule folds back
         rising = frame.iloc[:peak + 1].sort_values("surprise")
         line, = ax.plot(rising["surprise"], rising[metric], "o-", ms=3, lw=1.2, label=name)
         ax.fill_between(rising["surprise"], rising[f"{metric}_low"], rising[f"{metric}_high"], color=line.get_color(),

@@ -6,9 +6,10 @@ A rule swept over its weights traces a curve of fidelity against variety. Two re
   interpolation between its two neighbouring weights, and every other metric there. Its interval is honest about
   both uncertainties: the weights where the accuracy's 95% interval contains the target, and over those weights the
   widest extent of each metric's interpolated 95% band.
-- :func:`band_verdict`: a rule against a baseline along a fidelity axis that does not saturate (the mean
-  log-probability of the intended class): the stretches of that axis where the rule's interval band lies wholly
-  below (or above) the baseline's. Only there is one rule named better; elsewhere the two are not distinguishable.
+- :func:`band_verdict`: a rule against a baseline along a fidelity axis that does not saturate (the notebooks use
+  the intended class's mean -log p on a log scale): the stretches of that axis where the rule's interval band lies
+  wholly below (or above) the baseline's. Only there is one rule named better; elsewhere the two are not
+  distinguishable.
 
 Both take one rule's sweep as a frame with a row per weight (``s``, ``w``, metrics with ``_low``/``_high``), as
 :func:`cfgutils.presentation.report.sweep_frame` returns it.
@@ -21,9 +22,8 @@ import math
 import numpy as np
 import pandas as pd
 
-#: the metrics read at matched accuracy, and whether lower is better
-MATCHED_METRICS = {"kid": True, "frechet_distance": True, "precision": False, "recall": False,
-                   "intended_log_probability": False}
+#: the metrics read at matched accuracy
+MATCHED_METRICS = ("kid", "frechet_distance", "precision", "recall", "intended_log_probability")
 
 
 def crossing(scales, values, target: float) -> float | None:
@@ -46,7 +46,7 @@ def _envelope(scales, low, high, start: float, stop: float) -> tuple[float, floa
     return float(np.min(np.interp(points, scales, low))), float(np.max(np.interp(points, scales, high)))
 
 
-def at_accuracy(frame: pd.DataFrame, target: float, metrics=tuple(MATCHED_METRICS)) -> dict:
+def at_accuracy(frame: pd.DataFrame, target: float, metrics=MATCHED_METRICS) -> dict:
     """One rule read where its accuracy reaches ``target`` (see the module's docstring).
 
     Returns ``reached`` (False where the accuracy starts above the target or never gets there: then only
@@ -76,22 +76,25 @@ def at_accuracy(frame: pd.DataFrame, target: float, metrics=tuple(MATCHED_METRIC
     return found
 
 
-def matched_frame(frames: dict[str, pd.DataFrame], target: float, metrics=tuple(MATCHED_METRICS)) -> pd.DataFrame:
+def matched_frame(frames: dict[str, pd.DataFrame], target: float, metrics=MATCHED_METRICS) -> pd.DataFrame:
     """:func:`at_accuracy` for every rule: one row per rule, in the order given."""
     return pd.DataFrame([{"rule": rule, **at_accuracy(frame, target, metrics)} for rule, frame in frames.items()])
 
 
-def _band(frame: pd.DataFrame, metric: str, axis: str, faithful_high: bool = True):
-    """(axis values ascending, metric, low, high) of one rule's rising cells, ordered along ``axis``.
+def most_faithful(frame: pd.DataFrame, axis: str, faithful_high: bool = True) -> int:
+    """The position, in ``frame``'s row order (sorted by s), of the scale where a rule is most faithful along
+    ``axis`` (its highest value, or its lowest where ``faithful_high`` is False). A rule that loses fidelity past
+    that scale would fold its curve back over itself: its frontier ends there."""
+    values = frame[axis].to_numpy(float)
+    return int(np.argmax(values) if faithful_high else np.argmin(values))
 
-    Rising: from the lowest scale up to the scale where the rule is most faithful (the highest ``axis``, or the
-    lowest where ``faithful_high`` is False). A rule that loses fidelity past that scale would fold its curve back
-    over itself; its frontier ends there.
-    """
+
+def _band(frame: pd.DataFrame, metric: str, axis: str, faithful_high: bool = True):
+    """(axis values ascending, metric, low, high) of one rule's rising cells (up to :func:`most_faithful`),
+    ordered along ``axis``."""
     part = frame.dropna(subset=[axis, metric, f"{metric}_low", f"{metric}_high"]).sort_values("s")
     if len(part):
-        peak = int(np.argmax(part[axis].to_numpy(float) * (1.0 if faithful_high else -1.0)))
-        part = part.iloc[:peak + 1]
+        part = part.iloc[:most_faithful(part, axis, faithful_high) + 1]
     part = part.sort_values(axis)
     return (part[axis].to_numpy(float), part[metric].to_numpy(float), part[f"{metric}_low"].to_numpy(float),
             part[f"{metric}_high"].to_numpy(float))
@@ -125,11 +128,12 @@ def band_verdict(rule: pd.DataFrame, baseline: pd.DataFrame, metric: str, lower_
     ours, theirs = _band(rule, metric, axis, faithful_high), _band(baseline, metric, axis, faithful_high)
     if log_axis:
         ours, theirs = _logged(ours), _logged(theirs)
+    apart = {"range": None, "better": [], "worse": [], "fraction_better": 0.0, "fraction_worse": 0.0}
     if len(ours[0]) < 2 or len(theirs[0]) < 2:
-        return {"range": None, "better": [], "worse": [], "fraction_better": 0.0, "fraction_worse": 0.0}
+        return apart
     start, stop = max(ours[0][0], theirs[0][0]), min(ours[0][-1], theirs[0][-1])
     if not start < stop:
-        return {"range": None, "better": [], "worse": [], "fraction_better": 0.0, "fraction_worse": 0.0}
+        return apart
     grid = np.linspace(start, stop, points)
     our_low, our_high = np.interp(grid, ours[0], ours[2]), np.interp(grid, ours[0], ours[3])
     their_low, their_high = np.interp(grid, theirs[0], theirs[2]), np.interp(grid, theirs[0], theirs[3])
@@ -145,8 +149,9 @@ def band_verdict(rule: pd.DataFrame, baseline: pd.DataFrame, metric: str, lower_
 def _logged(band):
     """A band with its axis in log10, its points sorted again along it (the axis must be positive)."""
     axis, value, low, high = band
-    order = np.argsort(np.log10(np.clip(axis, 1e-12, None)))
-    return np.log10(np.clip(axis, 1e-12, None))[order], value[order], low[order], high[order]
+    logged = np.log10(np.clip(axis, 1e-12, None))
+    order = np.argsort(logged)
+    return logged[order], value[order], low[order], high[order]
 
 
 def _stretch_words(stretches: list[tuple[float, float]]) -> str:
@@ -177,11 +182,16 @@ def verdict_sentence(rule: str, baseline: str, verdict: dict, label: str, axis_l
             f"{100 * rest:.0f}% of the shared stretch {span}.")
 
 
+def not_reached_text(row) -> str:
+    """What a matched row says where its rule never reached the target accuracy: how far its accuracy got."""
+    low, high = row["accuracy_range"]
+    return f"not reached (accuracy {low:.3f} to {high:.3f})"
+
+
 def interval_text(row, metric: str, digits: int = 3) -> str:
     """``value [low, high]`` of a matched row, or an explanation where the rule never reached the target."""
     if not row.get("reached", False):
-        low, high = row["accuracy_range"]
-        return f"not reached (accuracy {low:.3f} to {high:.3f})"
+        return not_reached_text(row)
     value, low, high = (row.get(key) for key in (metric, f"{metric}_low", f"{metric}_high"))
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"

@@ -95,7 +95,8 @@ def tune(loaded: LoadedModel, classifier: LoadedClassifier, rules=tuple(TUNING_G
 
     ``test_source`` (the reported tables' reference) must differ from the validation split's source; autoguidance
     tries every guide model in the folder ``guides``. Settings whose rows are in ``done`` (an earlier run's
-    tuning.csv with the same seeds and sample count) are kept, not sampled again; ``on_setting(rows)`` is called with
+    tuning.csv with the same seeds, samples per class, sampler, steps and validation images) are kept, not sampled
+    again; ``on_setting(rows)`` is called with
     the rows so far after every setting (``experiment tune`` writes them there, so an interrupted run resumes).
     """
     unknown = [rule for rule in rules if rule not in TUNING_GRIDS]
