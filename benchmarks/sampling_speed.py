@@ -20,7 +20,7 @@ from cfgutils.core.samplers import (
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
     SamplerSettings,
-    digit_labels,
+    class_labels,
     generate,
 )
 from cfgutils.plumbing.checkpoint import find_model, load_model
@@ -47,7 +47,7 @@ def main() -> None:
     if path is None:
         raise SystemExit("no checkpoint: train one (notebook 03) or pass --model")
     loaded = load_model(path, "cpu")
-    labels = digit_labels("all", 1)
+    labels = class_labels("all", 1)
     big_labels = torch.arange(args.big_batch) % 10
     print(f"model {path} ({loaded.metadata.get('step')} steps), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; guided at s = 3 (w = 2)")

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cfgutils.core.samplers import SamplerSettings, digit_labels, generate
+from cfgutils.core.samplers import SamplerSettings, class_labels, generate
 from cfgutils.plumbing.checkpoint import find_classifier, load_model
 from cfgutils.plumbing.config import resolve_config
 from cfgutils.plumbing.data import DATASETS, load_dataset
@@ -47,7 +47,7 @@ def main() -> None:
     total = config["train"]["steps"]
     stops = sorted({round(total * (i + 1) / args.points) for i in range(args.points)})
     split = load_dataset(args.dataset, "train")
-    labels = digit_labels("all", args.n_per_class)
+    labels = class_labels("all", args.n_per_class)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         path = Path(args.keep) if args.keep else Path(folder) / "model.pt"

@@ -1,4 +1,4 @@
-"""The MNIST classifier: shapes, determinism, bit-exact resume, checkpoints, batched inference, CLI errors."""
+"""The image classifier: shapes, determinism, bit-exact resume, checkpoints, batched inference, CLI errors."""
 
 import math
 import os
@@ -13,7 +13,7 @@ import torch
 from cfgutils.cli import build_parser
 from cfgutils.errors import UserInputError
 from cfgutils.plumbing import checkpoint as ckpt
-from cfgutils.plumbing.data import MnistSplit, load_mnist
+from cfgutils.plumbing.data import ImageSplit, load_mnist
 from cfgutils.workflows import classifier as clf
 
 # one thread per subprocess: a dozen of them start at once on a small machine
@@ -36,12 +36,12 @@ def small_split():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         full = load_mnist("train", download=False)
-    return MnistSplit(full.images[:96], full.labels[:96], full.source + " [first 96]", "train")
+    return ImageSplit(full.images[:96], full.labels[:96], full.source + " [first 96]", "train")
 
 
 @pytest.fixture(scope="module")
 def eval_split(small_split):
-    return MnistSplit(small_split.images[:40], small_split.labels[:40], "held-out stand-in", "test")
+    return ImageSplit(small_split.images[:40], small_split.labels[:40], "held-out stand-in", "test")
 
 
 def weights(model):
@@ -130,7 +130,7 @@ def test_resume_is_bit_exact(tmp_path, small_split):
     assert resumed.data_source == small_split.source
     with pytest.raises(UserInputError, match="already at step 4"):
         tiny_run(small_split, 4, resume_from=path)
-    other = MnistSplit(small_split.images, small_split.labels, "other digits", "train")
+    other = ImageSplit(small_split.images, small_split.labels, "other digits", "train")
     assert tiny_run(other, 6, resume_from=path).data_source == f"{small_split.source} (steps 1-4), then other digits"
 
 
@@ -146,9 +146,20 @@ def test_checkpoint_round_trip(tmp_path, small_split, eval_split):
     assert meta["test_accuracy"] == result.test_accuracy and meta["test_source"] == "held-out stand-in"
     assert loaded.config == {"model": {**TINY, "architecture": "cnn"}, "train": loaded.config["train"]}
     assert loaded.config["train"]["steps"] == 3 and loaded.config["train"]["batch_size"] == 16
-    payload = ckpt.load_checkpoint(path, "mnist-classifier")
+    payload = ckpt.load_checkpoint(path, "image-classifier")
     assert set(payload["state"]) == {"model", "optimizer", "generator"}
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_classifier_saved_under_the_old_kind_still_loads(tmp_path, small_split):
+    """Classifiers written before the kind was "image-classifier" (the shipped ones) carry "mnist-classifier"."""
+    result = tiny_run(small_split, 2)
+    path = clf.save_classifier(tmp_path / "c.pt", result)
+    payload = torch.load(path, weights_only=True)
+    payload["kind"] = "mnist-classifier"
+    torch.save(payload, path)
+    assert_identical(weights(clf.load_classifier(path, "cpu").model), weights(result.model))
+    assert ckpt.load_checkpoint(path, "image-classifier")["kind"] == "image-classifier"
 
 
 def test_wrong_kind_and_corrupt_checkpoints(tmp_path):
@@ -163,7 +174,7 @@ def test_wrong_kind_and_corrupt_checkpoints(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="does not exist"):
         clf.load_classifier(tmp_path / "missing.pt", "cpu")
     mismatched = tmp_path / "mismatched.pt"
-    ckpt.save_checkpoint(mismatched, "mnist-classifier", {"model": TINY}, {"model": {"fc.weight": torch.zeros(1)}},
+    ckpt.save_checkpoint(mismatched, "image-classifier", {"model": TINY}, {"model": {"fc.weight": torch.zeros(1)}},
                          ckpt.base_metadata("test", 1))
     with pytest.raises(ckpt.CheckpointError, match="does not fit"):
         clf.load_classifier(mismatched, "cpu")
@@ -190,7 +201,7 @@ def test_batched_inference_matches_and_restores_mode(small_split):
     assert features.shape == (30, 16)
     assert torch.allclose(features, model.features(images).detach(), atol=1e-6)
     assert model.training  # left as it was
-    split = MnistSplit(images, small_split.labels[:30], "x", "test")
+    split = ImageSplit(images, small_split.labels[:30], "x", "test")
     expected = float((probs.argmax(1) == split.labels).double().mean())
     assert clf.accuracy(model, split, batch_size=8) == pytest.approx(expected)
     with pytest.raises(UserInputError, match="N x 1 x 28 x 28"):

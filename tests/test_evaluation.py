@@ -16,7 +16,7 @@ from cfgutils.core.guidance import ProjectedGuidance
 from cfgutils.core.samplers import SamplerSettings
 from cfgutils.errors import UserInputError
 from cfgutils.plumbing.checkpoint import load_model
-from cfgutils.plumbing.data import MnistSplit, load_mnist
+from cfgutils.plumbing.data import ImageSplit, load_mnist
 from cfgutils.presentation import report
 from cfgutils.workflows.evaluation import summarise_seeds
 from cfgutils.workflows.metrics import proportion_interval, seed_interval
@@ -47,7 +47,7 @@ def real_test_split():
         warnings.simplefilter("ignore")
         test = load_mnist("test", download=False)
     keep = torch.cat([torch.nonzero(test.labels == d).flatten()[:100] for d in range(10)])
-    return MnistSplit(test.images[keep], test.labels[keep], test.source + " [100 per class]", "test")
+    return ImageSplit(test.images[keep], test.labels[keep], test.source + " [100 per class]", "test")
 
 
 @pytest.fixture(scope="module")

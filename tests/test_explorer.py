@@ -71,8 +71,8 @@ def test_nearest_scale(loaded):
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda e: e.key(10), "digit must be 0-9"),
-    (lambda e: e.key("x"), "digit must be 0-9"),
+    (lambda e: e.key(10), "class must be an index 0-9"),
+    (lambda e: e.key("x"), "class must be an index 0-9"),
     (lambda e: e.key(3, sampler="euler"), "unknown sampler"),
     (lambda e: e.key(3, guidance="nope"), "unknown guidance"),
     (lambda e: e.nearest_scale(math.nan), "finite"),
@@ -89,7 +89,7 @@ def test_bad_input_raises_user_input_error(explorer, call, message):
 
 
 def test_widget_slider_shows_cached_pngs(explorer):
-    ui = explorer.widget(digit=7, sampler="dpmpp", steps=STEPS, seed=0)
+    ui = explorer.widget(label=7, sampler="dpmpp", steps=STEPS, seed=0)
     key = explorer.key(7, "dpmpp", STEPS, 0)
     assert ui.slider.value == 3.0 and ui.image.value == explorer.cache[(key, 3.0)]
     assert [value for _, value in ui.slider.options] == list(SCALES)
@@ -104,11 +104,11 @@ def test_widget_slider_shows_cached_pngs(explorer):
     assert len(explorer.timings["precompute_s"]) == computed  # slider moves never sample
 
 
-def test_widget_new_digit_or_steps_computes_a_new_setting(explorer):
-    ui = explorer.widget(digit=7, sampler="dpmpp", steps=STEPS, seed=0)
+def test_widget_new_class_or_steps_computes_a_new_setting(explorer):
+    ui = explorer.widget(label=7, sampler="dpmpp", steps=STEPS, seed=0)
     ui.slider.value = 1.0
     computed = len(explorer.timings["precompute_s"])
-    ui.digit.value = 2
+    ui.label.value = 2
     assert len(explorer.timings["precompute_s"]) == computed + 1
     new_key = explorer.key(2, "dpmpp", STEPS, 0)
     assert all((new_key, s) in explorer.cache for s in SCALES)

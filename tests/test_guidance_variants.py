@@ -22,7 +22,7 @@ from cfgutils.core.guidance import (
 from cfgutils.core.rules import VARIANTS_06, make_guidance
 from cfgutils.core.samplers import (
     SamplerSettings,
-    digit_labels,
+    class_labels,
     generate,
     guidance_norms,
 )
@@ -30,7 +30,7 @@ from cfgutils.core.unet import ConditionalUNet
 from cfgutils.errors import UserInputError
 
 SAMPLERS = [SamplerSettings("ddpm", 6), SamplerSettings("ddim", 5, eta=0.5), SamplerSettings("dpmpp", 5)]
-LABELS = digit_labels("all", 1)
+LABELS = class_labels("all", 1)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cfgutils.errors import UserInputError
-from cfgutils.plumbing.data import MnistSplit
+from cfgutils.plumbing.data import ImageSplit
 from cfgutils.workflows import evaluation, metrics
 from cfgutils.workflows.classifier import build_classifier
 
@@ -205,7 +205,7 @@ def fake_test_split():
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(10).repeat_interleave(40)
     images = (torch.rand(400, 1, 28, 28, generator=generator) * 2 - 1) * 0.5 + labels.view(-1, 1, 1, 1) / 10
-    return MnistSplit(images.clamp(-1, 1), labels, "fake test split", "test")
+    return ImageSplit(images.clamp(-1, 1), labels, "fake test split", "test")
 
 
 def test_stratified_indices_are_balanced_disjoint_and_seeded(fake_test_split):
@@ -229,18 +229,18 @@ def test_evaluate_generated_and_real_floor(fake_test_split):
     assert same["precision"] == 1.0 and same["recall"] == 1.0
     expected = {"n", "n_reference", "accuracy", "accuracy_low", "accuracy_high", "confidence", "intended_probability",
                 "intended_log_probability", "inception_score", "frechet_distance", "precision", "recall", "diversity", "saturation",
-                "saturation_high"} | {f"accuracy_digit_{d}" for d in range(10)}
+                "saturation_high"} | {f"accuracy_class_{d}" for d in range(10)}
     assert set(same) == expected and all(isinstance(v, (int, float)) for v in same.values())
     floor = evaluation.real_data_floor(model, fake_test_split, reference, n_per_class=20, seed=1)
     assert floor["n"] == 200 and floor["frechet_distance"] > 0
     assert floor == evaluation.real_data_floor(model, fake_test_split, reference, n_per_class=20, seed=1)
     with pytest.raises(UserInputError, match="unused"):
         evaluation.real_data_floor(model, fake_test_split, reference, n_per_class=21)
-    other = MnistSplit(fake_test_split.images, fake_test_split.labels, "another split", "test")
+    other = ImageSplit(fake_test_split.images, fake_test_split.labels, "another split", "test")
     with pytest.raises(UserInputError, match="reference was built from"):
         evaluation.real_data_floor(model, other, reference, n_per_class=5)
     with pytest.raises(UserInputError, match="held-out"):
-        evaluation.build_reference(model, MnistSplit(images, labels, "x", "train"), n_per_class=5)
+        evaluation.build_reference(model, ImageSplit(images, labels, "x", "train"), n_per_class=5)
 
 
 def test_floor_sets_are_disjoint_balanced_and_outside_the_reference(fake_test_split):

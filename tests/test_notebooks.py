@@ -82,7 +82,7 @@ def check_04(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
     assert gifs[0].parent == (run_dir.parent / "figures").resolve() and gifs[0].read_bytes()[:4] == b"GIF8"
     pngs = {**summary, "figures": [path for path in summary["figures"] if not path.endswith(".gif")]}
     assert_figures(pngs, run_dir.parent / "figures", {
-        "04-cfg-sampling-formula.png", "04-cfg-sampling-digit-control.png", "04-cfg-sampling-one-digit.png",
+        "04-cfg-sampling-formula.png", "04-cfg-sampling-class-control.png", "04-cfg-sampling-one-class.png",
         "04-cfg-sampling-class-scale-grid.png", "04-cfg-sampling-trajectory.png", "04-cfg-sampling-samplers.png",
         "04-cfg-sampling-slider.png"})
 
@@ -335,8 +335,8 @@ def test_01_and_04_on_fashion_mnist(tmp_path):
         "train": [6000] * 10, "test": [1000] * 10}
     assert all("Fashion-MNIST official" in recorded["source"] for recorded in data["splits"].values())
     assert_figures(data, tmp_path / "figures", {"01-data-fashion-mnist-examples.png"})
-    _, sampling = run_and_load("04-cfg-sampling", tmp_path, dataset="fashion-mnist", slider_digit="Sneaker")
-    assert sampling["dataset"] == "fashion-mnist" and sampling["slider_digit"] == 7
+    _, sampling = run_and_load("04-cfg-sampling", tmp_path, dataset="fashion-mnist", slider_class="Sneaker")
+    assert sampling["dataset"] == "fashion-mnist" and sampling["slider_class"] == 7
     assert "fashion-mnist" in sampling["checkpoint"] and "autoguidance" not in sampling["slider_variants"]
     written = {Path(path).name for path in sampling["figures"]}
     assert {"04-cfg-sampling-fashion-mnist-slider.png", "04-cfg-sampling-fashion-mnist-trajectory.gif"} <= written

@@ -84,7 +84,7 @@ def test_sample_rejects_bad_checkpoints_and_outdirs(tiny_checkpoint, tmp_path):
     result = cli("sample", truncated, "3", tmp_path / "o")
     assert result.returncode == 2 and "corrupt" in result.stderr
     classifier = tmp_path / "classifier.pt"
-    ckpt.save_checkpoint(classifier, "mnist-classifier", {}, {"model": {}}, ckpt.base_metadata("test", 0))
+    ckpt.save_checkpoint(classifier, "image-classifier", {}, {"model": {}}, ckpt.base_metadata("test", 0))
     result = cli("sample", classifier, "3", tmp_path / "o")
     assert result.returncode == 2 and "classifier" in result.stderr
     result = cli("sample", tiny_checkpoint, "3", tmp_path / "sampler", "--sampler", "euler")
@@ -92,10 +92,13 @@ def test_sample_rejects_bad_checkpoints_and_outdirs(tiny_checkpoint, tmp_path):
     assert not (tmp_path / "o").exists() and not (tmp_path / "sampler").exists()
 
 
-def test_experiments_digit_control_and_guidance(tiny_checkpoint, tmp_path):
-    result = cli("experiment", "digit-control", tiny_checkpoint, tmp_path / "e1", "--n", "2", "--steps", "3")
+def test_experiments_class_control_and_guidance(tiny_checkpoint, tmp_path):
+    result = cli("experiment", "class-control", tiny_checkpoint, tmp_path / "e1", "--n", "2", "--steps", "3")
     assert result.returncode == 0, result.stderr
     assert np.load(tmp_path / "e1" / "samples.npz")["images"].shape == (20, 28, 28)
+    old_name = cli("experiment", "digit-control", tiny_checkpoint, tmp_path / "e0", "--n", "1", "--steps", "2")
+    assert old_name.returncode == 0 and "now `experiment class-control`" in old_name.stderr
+    assert np.load(tmp_path / "e0" / "samples.npz")["images"].shape == (10, 28, 28)
     result = cli("experiment", "guidance", tiny_checkpoint, "3", tmp_path / "e2", "--scales", "0", "1", "4",
                  "--n", "2", "--steps", "3")
     assert result.returncode == 0, result.stderr

@@ -16,7 +16,7 @@ from cfgutils.core.samplers import (
     chunk_generator,
     ddim_step,
     ddpm_step,
-    digit_labels,
+    class_labels,
     dpmpp_2m_step,
     generate,
     sampling_timesteps,
@@ -96,7 +96,7 @@ def test_guidance_formula_in_eps(tiny_model, diffusion):
 @pytest.mark.parametrize("sampler, steps", [("ddpm", 20), ("ddim", 10), ("dpmpp", 8)])
 def test_samplers_are_deterministic_for_a_seed(tiny_model, diffusion, sampler, steps):
     settings = SamplerSettings(sampler, steps, eta=0.5 if sampler == "ddim" else 0.0)
-    labels = digit_labels("all", 1)
+    labels = class_labels("all", 1)
     a = generate(tiny_model, diffusion, labels, 3.0, settings, seed=7)
     b = generate(tiny_model, diffusion, labels, 3.0, settings, seed=7)
     c = generate(tiny_model, diffusion, labels, 3.0, settings, seed=8)
@@ -105,7 +105,7 @@ def test_samplers_are_deterministic_for_a_seed(tiny_model, diffusion, sampler, s
 
 
 def test_chunks_do_not_depend_on_what_follows(tiny_model, diffusion):
-    labels = digit_labels("all", 2)
+    labels = class_labels("all", 2)
     settings = SamplerSettings("ddpm", 10)
     all_of_them = generate(tiny_model, diffusion, labels, 2.0, settings, seed=3, batch_size=6)
     first_chunk = generate(tiny_model, diffusion, labels[:6], 2.0, settings, seed=3, batch_size=6)
@@ -147,14 +147,14 @@ def test_timestep_spacings():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda m, d: generate(m, d, digit_labels(3, 2), float("nan")), "finite"),
-    (lambda m, d: generate(m, d, digit_labels(3, 2), float("inf")), "finite"),
-    (lambda m, d: generate(m, d, digit_labels(3, 2), 1.0, SamplerSettings("ddim", 0)), "positive"),
-    (lambda m, d: generate(m, d, digit_labels(3, 2), 1.0, SamplerSettings("ddim", 5, eta=-1)), "eta"),
-    (lambda m, d: generate(m, d, digit_labels(3, 2), 1.0, SamplerSettings("euler")), "unknown sampler"),
-    (lambda m, d: digit_labels(10, 2), "digit"),
-    (lambda m, d: digit_labels("x", 2), "digit"),
-    (lambda m, d: digit_labels(3, 0), "positive"),
+    (lambda m, d: generate(m, d, class_labels(3, 2), float("nan")), "finite"),
+    (lambda m, d: generate(m, d, class_labels(3, 2), float("inf")), "finite"),
+    (lambda m, d: generate(m, d, class_labels(3, 2), 1.0, SamplerSettings("ddim", 0)), "positive"),
+    (lambda m, d: generate(m, d, class_labels(3, 2), 1.0, SamplerSettings("ddim", 5, eta=-1)), "eta"),
+    (lambda m, d: generate(m, d, class_labels(3, 2), 1.0, SamplerSettings("euler")), "unknown sampler"),
+    (lambda m, d: class_labels(10, 2), "class must be"),
+    (lambda m, d: class_labels("x", 2), "class must be"),
+    (lambda m, d: class_labels(3, 0), "positive"),
 ])
 def test_bad_sampling_input(tiny_model, diffusion, call, message):
     with pytest.raises(UserInputError, match=message):

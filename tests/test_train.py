@@ -14,7 +14,7 @@ from cfgutils.errors import UserInputError
 from cfgutils.plumbing import checkpoint as ckpt
 from cfgutils.plumbing.checkpoint import load_model
 from cfgutils.plumbing.config import TrainConfig, default_config, resolve_config
-from cfgutils.plumbing.data import MnistSplit, load_mnist
+from cfgutils.plumbing.data import ImageSplit, load_mnist
 from cfgutils.plumbing.device import keep_freed_memory
 from cfgutils.workflows.optim import make_optimizer
 from cfgutils.workflows.train import (
@@ -44,7 +44,7 @@ def small_split():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         full = load_mnist("train", download=False)
-    return MnistSplit(full.images[:64], full.labels[:64], full.source + " [first 64]", "train")
+    return ImageSplit(full.images[:64], full.labels[:64], full.source + " [first 64]", "train")
 
 
 def weights(model):
@@ -271,7 +271,7 @@ def test_cli_rejects_bad_paths_and_wrong_checkpoints(tmp_path):
     assert result.returncode == 2 and "corrupt" in result.stderr
     assert corrupt.read_bytes() == b"not a checkpoint at all"
     classifier = tmp_path / "classifier.pt"
-    ckpt.save_checkpoint(classifier, "mnist-classifier", {}, {"model": {}}, ckpt.base_metadata("test", 0))
+    ckpt.save_checkpoint(classifier, "image-classifier", {}, {"model": {}}, ckpt.base_metadata("test", 0))
     result = cli("train", tmp_path / "out.pt", "-l", classifier)
     assert result.returncode == 2 and "classifier" in result.stderr and "diffusion" in result.stderr
     assert not (tmp_path / "out.pt").exists()

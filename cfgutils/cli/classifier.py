@@ -1,4 +1,4 @@
-"""``python -m cfgutils train-classifier``: train the classifier that scores generated digits (notebook 05)."""
+"""``python -m cfgutils train-classifier``: train the classifier that scores generated images (notebook 05)."""
 
 from __future__ import annotations
 

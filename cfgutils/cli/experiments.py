@@ -1,4 +1,4 @@
-"""``python -m cfgutils experiment digit-control | guidance | classifier | tune | collapse | label-dropout``: the
+"""``python -m cfgutils experiment class-control | guidance | classifier | tune | collapse | label-dropout``: the
 reference study's experiments 1-3, the tuning of guidance rules on validation data (notebook 06), and the two
 ablation studies (why the reference study's accuracy collapsed; how much label dropout is enough)."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +16,7 @@ import pandas as pd
 import torch
 
 from ..core.guidance import s_from_w, w_from_s
-from ..core.samplers import REFERENCE_SAMPLER, digit_labels, generate
+from ..core.samplers import REFERENCE_SAMPLER, class_labels, generate
 from ..errors import UserInputError, finite_number, positive_int
 from ..plumbing import paths
 from ..plumbing.cells import CellStore
@@ -55,7 +56,7 @@ from ..workflows.experiments import (
     check_sweep_arguments,
     guidance_sweep,
     save_strips,
-    scale_sweep_one_digit,
+    scale_sweep_one_class,
     training_neighbours_for,
     write_results,
 )
@@ -94,27 +95,31 @@ from .common import (
 
 
 def register(subparsers) -> None:
-    """Add ``experiment digit-control | guidance | classifier``."""
+    """Add ``experiment class-control | guidance | classifier``."""
     parser = subparsers.add_parser("experiment", help="the reference study's experiments 1-3",
                                    description="Reproduce (and extend) the reference study's experiments.")
     experiments = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
 
-    control = experiments.add_parser("digit-control", help="experiment 1: every digit at one guidance scale",
-                                     description="Sample every digit at one guidance scale; writes grid.png "
-                                                 "(rows = digits), per-sample PNGs, samples.npz and meta.json.")
-    control.add_argument("model", metavar="MODEL.pt")
-    control.add_argument("outdir", metavar="OUTDIR")
-    control.add_argument("-n", "--n", type=int, default=8, help="samples per digit (default 8)")
-    add_dataset_argument(control)
-    add_sampler_arguments(control)
-    control.set_defaults(handler=_run_digit_control)
+    description = ("Sample every class at one guidance scale; writes grid.png (rows = classes), per-sample PNGs, "
+                   "samples.npz and meta.json.")
+    control = experiments.add_parser("class-control", help="experiment 1: every class at one guidance scale",
+                                     description=description)
+    # the previous release's name, kept for one more release: not listed, warns when used
+    old_name = experiments.add_parser("digit-control", description=f"{description} Renamed class-control.")
+    for parser_, handler in ((control, _run_class_control), (old_name, _run_old_class_control)):
+        parser_.add_argument("model", metavar="MODEL.pt")
+        parser_.add_argument("outdir", metavar="OUTDIR")
+        parser_.add_argument("-n", "--n", type=int, default=8, help="samples per class (default 8)")
+        add_dataset_argument(parser_)
+        add_sampler_arguments(parser_)
+        parser_.set_defaults(handler=handler)
 
-    guidance = experiments.add_parser("guidance", help="experiment 2: one digit across guidance scales",
-                                      description="Sample one digit at several guidance scales from the same "
+    guidance = experiments.add_parser("guidance", help="experiment 2: one class across guidance scales",
+                                      description="Sample one class at several guidance scales from the same "
                                                   "starting noise; writes guidance.png (columns = scales), "
                                                   "samples.npz and meta.json.")
     guidance.add_argument("model", metavar="MODEL.pt")
-    guidance.add_argument("digit", metavar="CLASS", help="a class index 0-9 or name (Fashion-MNIST: e.g. Sneaker)")
+    guidance.add_argument("label", metavar="CLASS", help="a class index 0-9 or name (Fashion-MNIST: e.g. Sneaker)")
     guidance.add_argument("outdir", metavar="OUTDIR")
     guidance.add_argument("--scales", type=float, nargs="+", default=list(FIGURE_SCALES), metavar="S",
                           help=f"guidance scales s (w = s - 1); default {' '.join(f'{s:g}' for s in FIGURE_SCALES)}")
@@ -367,11 +372,11 @@ def _run_across_networks(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_digit_control(args: argparse.Namespace) -> int:
+def _run_class_control(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    labels = digit_labels("all", args.n)
+    labels = class_labels("all", args.n)
     settings = settings_from_args(args)
     guidance = guidance_from_args(args)
     scale = guidance.validate_scale(args.guidance_scale)
@@ -381,10 +386,16 @@ def _run_digit_control(args: argparse.Namespace) -> int:
     check_guide_fits(guidance, loaded.model, loaded.diffusion, dataset)
     images = generate(loaded.model, loaded.diffusion, labels, scale, settings, args.seed, args.batch_size,
                       guidance, progress=True).cpu()
-    meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, experiment="digit-control")
+    meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, experiment="class-control")
     write_samples(outdir, images, labels, meta, nrow=args.n)
     print(f"wrote {len(labels)} samples (s = {scale:g}, w = {w_from_s(scale):g}) to {outdir}")
     return 0
+
+
+def _run_old_class_control(args: argparse.Namespace) -> int:
+    print("warning: `experiment digit-control` is now `experiment class-control`; the old name will be removed in "
+          "the next release", file=sys.stderr)
+    return _run_class_control(args)
 
 
 def _run_guidance(args: argparse.Namespace) -> int:
@@ -401,38 +412,38 @@ def _run_guidance(args: argparse.Namespace) -> int:
     outdir = check_output_dir(args.outdir)
     loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
     dataset = model_dataset(args, loaded)
-    digit = class_index(args.digit, dataset)
+    label = class_index(args.label, dataset)
     check_guide_fits(guidance, loaded.model, loaded.diffusion, dataset)
-    images = scale_sweep_one_digit(loaded, digit, scales, args.n, settings, args.seed, guidance)
+    images = scale_sweep_one_class(loaded, label, scales, args.n, settings, args.seed, guidance)
     outdir.mkdir(parents=True, exist_ok=True)
     info = dataset_info(dataset)
-    name = f"The digit {digit}" if dataset == "mnist" else f"{info.class_names[digit]} ({info.title} class {digit})"
+    name = f"The {info.item} {label}" if dataset == "mnist" else f"{info.class_names[label]} ({info.title} class {label})"
     fig = plots.plot_scale_grid(images.transpose(0, 1), scales,
                                 title=f"{name} at various guidance scales ({settings.sampler})")
     fig.savefig(outdir / "guidance.png", dpi=120, metadata={"Software": None})
     plt.close(fig)
     np.savez_compressed(outdir / "samples.npz", images=to_uint8(images).squeeze(2).numpy(),
-                        scales=np.array(scales), digit=digit)
+                        scales=np.array(scales), label=label)
     meta = sample_meta(loaded, scales[0], settings, args.seed, args.n, guidance, experiment="guidance",
-                       digit=digit, class_name=info.class_names[digit])
+                       label=label, class_name=info.class_names[label])
     meta.pop("guidance_scale_s")
     meta.pop("guidance_weight_w")
     meta.update({"scales_s": scales, "weights_w": [w_from_s(s) for s in scales], "n_per_scale": args.n})
     (outdir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"wrote {outdir / 'guidance.png'} ({len(scales)} scales x {args.n} samples of class {digit}, "
-          f"{info.class_names[digit]})")
+    print(f"wrote {outdir / 'guidance.png'} ({len(scales)} scales x {args.n} samples of class {label}, "
+          f"{info.class_names[label]})")
     return 0
 
 
 #: what ``experiment classifier --help`` says the command does
-CLASSIFIER_DESCRIPTION = ("Sample N of every digit at each guidance scale s (w = s - 1) and seed, score them with "
-                          "CLASSIFIER against held-out real test digits (accuracy, per-class accuracy, confidence, "
+CLASSIFIER_DESCRIPTION = ("Sample N of every class at each guidance scale s (w = s - 1) and seed, score them with "
+                          "CLASSIFIER against held-out real test images (accuracy, per-class accuracy, confidence, "
                           "KID and Frechet distance in classifier features, IS analogue, k-NN precision/recall, diversity, "
-                          "saturated pixels, near copies of training digits), and write results.csv (one row per "
+                          "saturated pixels, near copies of training images), and write results.csv (one row per "
                           "scale and seed, plus one real-data floor row per seed), summary.csv (one row per scale and "
                           "a last one for the real-data floor, every metric with its 95% interval: exact for "
                           "proportions of samples; a bootstrap over the pooled samples of all seeds for KID and "
-                          "the Frechet distance, the floor measured on as many real digits; Student t over seeds "
+                          "the Frechet distance, the floor measured on as many real images; Student t over seeds "
                           "otherwise), table.md (the table and the conclusions its paired comparisons support), "
                           "meta.json, strips.npz and figures. Sampled cells are kept in OUTDIR/cells: the same "
                           "command resumes an interrupted run.")
@@ -446,12 +457,12 @@ def _add_model_classifier_outdir(parser) -> None:
 
 
 def _register_classifier_experiment(experiments) -> None:
-    help_line = "experiment 3: classifier metrics of generated digits by guidance scale"
+    help_line = "experiment 3: classifier metrics of generated images by guidance scale"
     parser = experiments.add_parser("classifier", help=help_line, description=CLASSIFIER_DESCRIPTION)
     _add_model_classifier_outdir(parser)
     parser.add_argument("--scales", type=float, nargs="+", default=list(SWEEP_SCALES), metavar="S",
                         help="guidance scales s (default: 0 and the reference study's w grid + 1)")
-    parser.add_argument("--n-per-class", type=int, default=10, help="samples per digit, scale and seed (default 10)")
+    parser.add_argument("--n-per-class", type=int, default=10, help="samples per class, scale and seed (default 10)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(REPORT_SEEDS),
                         help=f"sampling seeds, two or more for intervals of set statistics "
                              f"(default {' '.join(map(str, REPORT_SEEDS))})")
@@ -520,12 +531,12 @@ TUNE_OBJECTIVE = ("per rule, the setting with the lowest KID where its validatio
 
 
 def _register_tuning(experiments) -> None:
-    parser = experiments.add_parser("tune", help="choose guidance-rule parameters on validation digits and seeds",
+    parser = experiments.add_parser("tune", help="choose guidance-rule parameters on validation images and seeds",
                                     description=TUNE_DESCRIPTION)
     _add_model_classifier_outdir(parser)
     parser.add_argument("--rules", nargs="+", default=list(TUNING_GRIDS), choices=list(TUNING_GRIDS),
                         help="rules to tune (default: all)")
-    parser.add_argument("--n-per-class", type=int, default=10, help="samples per digit, setting, w and seed "
+    parser.add_argument("--n-per-class", type=int, default=10, help="samples per class, setting, w and seed "
                                                                       "(default 10)")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(VALIDATION_SEEDS),
                         help=f"validation seeds (default {' '.join(map(str, VALIDATION_SEEDS))}; "
@@ -672,10 +683,10 @@ def _register_studies(experiments) -> None:
                                 help=f"label-dropout rates (default {' '.join(f'{p:g}' for p in DROPOUT_RATES)})")
         parser.add_argument("--weights", type=float, nargs="*", default=list(default_weights), metavar="W",
                             help=f"guidance weights w (default {' '.join(f'{w:g}' for w in default_weights)})")
-        parser.add_argument("--n-per-class", type=int, default=10, help="samples per digit, w and seed (default 10)")
+        parser.add_argument("--n-per-class", type=int, default=10, help="samples per class, w and seed (default 10)")
         if name == "collapse":
             parser.add_argument("--ddpm-n-per-class", type=int, default=7,
-                                help="samples per digit, w and seed for the 1,000-step cells (DDPM and the reference "
+                                help="samples per class, w and seed for the 1,000-step cells (DDPM and the reference "
                                      "study's sampler; default 7: 210 samples per w over three seeds)")
         parser.add_argument("--seeds", type=int, nargs="+", default=list(REPORT_SEEDS), help="sampling seeds")
         parser.add_argument("--train-seeds", type=int, nargs="+", default=[0],
@@ -822,10 +833,10 @@ REPRODUCE_DESCRIPTION = (
     "Sample each reference network (the reference study's UNet, preset `reference`; any diffusion model may be "
     "given) with the reference study's sampler (ancestral steps t = 999 .. 1, eps = (1 + w) eps_c - w eps_u, "
     "nothing clipped, samples unclamped; --sampler ddpm: cfgutils' DDPM steps, also unclipped) at "
-    "every weight, N of every digit from the same noise, and score the same samples three ways: the reference "
+    "every weight, N of every class from the same noise, and score the same samples three ways: the reference "
     "classifier on the raw samples (as published), on samples clamped to [-1, 1], and cfgutils' classifier on "
     "clamped samples. Each (network, w) cell is appended to OUTDIR/results.csv as it completes; a rerun skips the "
-    "cells already there. Then writes mechanism.csv (the noise-prediction error by t on held-out test digits, for "
+    "cells already there. Then writes mechanism.csv (the noise-prediction error by t on held-out test images, for "
     "the reference networks and the --compare models), table.md, accuracy.png, strips.png and meta.json.")
 
 
@@ -848,7 +859,7 @@ def _register_reproduction(experiments) -> None:
                                              "the reference recipe, data/pretrained/reference-recipe.pt)")
     parser.add_argument("--weights", type=float, nargs="*", default=list(REFERENCE_WEIGHTS), metavar="W",
                         help="guidance weights w (default: the reference study's 18, 0 .. 20)")
-    parser.add_argument("--n-per-class", type=int, default=20, help="samples per digit, w and network (default 20)")
+    parser.add_argument("--n-per-class", type=int, default=20, help="samples per class, w and network (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed, the same for every cell (default 0)")
     parser.add_argument("--sampler", choices=["ancestral", "ddpm"], default="ancestral",
                         help="ancestral (default): the study's sampler; ddpm: cfgutils' DDPM posterior steps (t = 999 "
@@ -890,7 +901,7 @@ def _write_reproduction_report(outdir: Path, results: pd.DataFrame, mechanism: l
         report.markdown(reproduction_markdown_table(pooled)),
         "## The norm of x_t along the reference sampler (mean over samples and networks)",
         report.markdown(trajectory_table(results)),
-        "## Noise-prediction error by t on held-out test digits (mean squared error, 95% interval)",
+        "## Noise-prediction error by t on held-out test images (mean squared error, 95% interval)",
         report.markdown(mechanism_table(mechanism))])
     (outdir / "table.md").write_text(table + "\n")
     figures = {"accuracy.png": plots.plot_reproduction(pooled, results)}

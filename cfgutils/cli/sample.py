@@ -1,4 +1,4 @@
-"""``python -m cfgutils sample``: guided samples of one digit (or all) written as PNGs, a grid, npz and meta.json.
+"""``python -m cfgutils sample``: guided samples of one class (or all) written as PNGs, a grid, npz and meta.json.
 
 Under ``torchrun --nproc_per_node N -m cfgutils sample ...`` the chunks of ``--batch-size`` samples are
 dealt round-robin to the processes and gathered in order on rank 0, which writes the files: the
@@ -12,7 +12,7 @@ import argparse
 import torch
 
 from ..core.guidance import Guidance, w_from_s
-from ..core.samplers import SamplerSettings, chunk_count, digit_labels, generate
+from ..core.samplers import SamplerSettings, chunk_count, class_labels, generate
 from ..plumbing.checkpoint import LoadedModel, check_guide_fits, load_model
 from ..plumbing.data import class_index
 from ..plumbing.distributed import DistributedContext, distributed, gather_chunks, my_chunks
@@ -33,29 +33,29 @@ def distributed_generate(loaded: LoadedModel, labels: torch.Tensor, scale: float
 def register(subparsers) -> None:
     """Add the ``sample`` command."""
     parser = subparsers.add_parser(
-        "sample", help="sample a digit or garment (or all classes) with classifier-free guidance",
+        "sample", help="sample a class or garment (or all classes) with classifier-free guidance",
         description="Sample CLASS from MODEL with guidance scale s and write one PNG per sample, grid.png, "
                     "samples.npz (images uint8 Nx28x28, labels) and meta.json into OUTDIR.")
     parser.add_argument("model", metavar="MODEL.pt", help="diffusion checkpoint (from `train`)")
-    parser.add_argument("digit", metavar="CLASS", help="a class index 0-9 or name (Fashion-MNIST: e.g. Sneaker, "
+    parser.add_argument("label", metavar="CLASS", help="a class index 0-9 or name (Fashion-MNIST: e.g. Sneaker, "
                                                        "'Ankle boot'), or 'all' for N of every class")
     parser.add_argument("outdir", metavar="OUTDIR", help="output folder (created)")
     parser.add_argument("-n", "--n", type=int, default=16,
-                        help="samples (per digit with 'all'); default 16 (under torchrun write -n: torchrun claims --n)")
+                        help="samples (per class with 'all'); default 16 (under torchrun write -n: torchrun claims --n)")
     add_dataset_argument(parser)
     add_sampler_arguments(parser)
     parser.set_defaults(handler=_run)
 
 
-def class_labels(spec: str, n: int, dataset: str) -> torch.Tensor:
+def labels_for(spec: str, n: int, dataset: str) -> torch.Tensor:
     """Labels for ``n`` samples of one class given by index or name, or of every class for ``"all"`` (04)."""
     if str(spec).strip() == "all":
-        return digit_labels("all", n)
-    return digit_labels(class_index(spec, dataset), n)
+        return class_labels("all", n)
+    return class_labels(class_index(spec, dataset), n)
 
 
 def _run(args: argparse.Namespace) -> int:
-    digit_labels("all", args.n)  # validates n; the class is checked against the model's dataset below
+    class_labels("all", args.n)  # validates n; the class is checked against the model's dataset below
     settings = settings_from_args(args)
     guidance = guidance_from_args(args)
     scale = guidance.validate_scale(args.guidance_scale)
@@ -63,13 +63,13 @@ def _run(args: argparse.Namespace) -> int:
     with distributed(args.device) as (context, device):
         loaded = load_model(args.model, device, raw_weights=args.raw_weights)
         dataset = model_dataset(args, loaded)
-        labels = class_labels(args.digit, args.n, dataset)
+        labels = labels_for(args.label, args.n, dataset)
         check_guide_fits(guidance, loaded.model, loaded.diffusion, dataset)
         images = distributed_generate(loaded, labels, scale, settings, args.seed, args.batch_size, guidance, context)
         if not context.is_main:
             return 0
-        meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, digit=str(args.digit))
-        write_samples(outdir, images, labels, meta, nrow=args.n if str(args.digit) == "all" else min(args.n, 16))
+        meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, label=str(args.label))
+        write_samples(outdir, images, labels, meta, nrow=args.n if str(args.label) == "all" else min(args.n, 16))
     print(f"wrote {len(labels)} samples (s = {scale:g}, w = {w_from_s(scale):g}, {settings.sampler}, "
           f"{settings.resolved_steps()} steps, guidance {guidance!r}) to {outdir}")
     return 0

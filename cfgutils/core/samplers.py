@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import UserInputError, finite_number, one_of, positive_int
+from ..errors import UserInputError, finite_number, one_of, positive_int, renamed_attribute
 from .diffusion import GaussianDiffusion, half_log_snr
 from .guidance import Guidance, GuidanceContext, WrappedGuidance, guided_prediction, per_sample_norm
 from .seeding import derived_generator
@@ -236,14 +236,14 @@ def chunk_generator(seed: int, chunk_index: int) -> torch.Generator:
     return derived_generator(seed, chunk_index)
 
 
-def digit_labels(digit: int | str, n: int) -> torch.Tensor:
-    """Labels for ``n`` samples of one digit 0-9, or for ``"all"``: n of each digit, grouped by digit."""
+def class_labels(label: int | str, n: int) -> torch.Tensor:
+    """Labels for ``n`` samples of one class index 0-9, or for ``"all"``: n of each class, grouped by class."""
     positive_int(n, "n")
-    if isinstance(digit, str) and digit.strip() == "all":
+    if isinstance(label, str) and label.strip() == "all":
         return torch.arange(10).repeat_interleave(n)
-    text = str(digit).strip() if isinstance(digit, (str, int)) and not isinstance(digit, bool) else ""
+    text = str(label).strip() if isinstance(label, (str, int)) and not isinstance(label, bool) else ""
     if len(text) != 1 or text not in "0123456789":
-        raise UserInputError(f"digit must be 0-9 or 'all', got {digit!r}")
+        raise UserInputError(f"class must be an index 0-9 or 'all', got {label!r}")
     return torch.full((n,), int(text), dtype=torch.long)
 
 
@@ -338,3 +338,8 @@ def guidance_norms(model, diffusion: GaussianDiffusion, labels: torch.Tensor, sc
     rows = [recorder.rows.get(index, (0.0, 0.0, 0.0)) for index in range(len(recorder.sigmas))]
     return {"edm_sigma": recorder.sigmas, "difference_norm": [r[0] for r in rows], "update_norm": [r[1] for r in rows],
             "outside_fraction": [r[2] for r in rows]}
+
+
+def __getattr__(name: str):
+    """Names of the previous release, kept for one more with a DeprecationWarning."""
+    return renamed_attribute(__name__, name, {"digit_labels": "class_labels"}, globals())

@@ -2,7 +2,7 @@
 
 Every checkpoint is a plain dict::
 
-    {"kind": "cfg-unet" | "mnist-classifier", "format": 1,
+    {"kind": "cfg-unet" | "image-classifier", "format": 1,
      "config": {...}, "state": {"model": ..., ...}, "metadata": {...}}
 
 ``metadata`` always holds ``data_source`` (which data trained it), ``step``, ``cfgutils_version``,
@@ -33,7 +33,9 @@ from .device import pick_device
 
 FORMAT_VERSION = 1
 MODEL_KIND = "cfg-unet"
-KINDS = {"cfg-unet": "a CFG diffusion model (UNet)", "mnist-classifier": "an MNIST classifier"}
+KINDS = {"cfg-unet": "a CFG diffusion model (UNet)", "image-classifier": "an image classifier"}
+#: kinds earlier releases wrote, read as the kind they became (the shipped classifiers carry "mnist-classifier")
+OLD_KINDS = {"mnist-classifier": "image-classifier"}
 
 
 class CheckpointError(UserInputError):
@@ -100,6 +102,8 @@ def load_checkpoint(path: str | Path, kind: str, map_location: str | torch.devic
     except Exception as error:  # noqa: BLE001 - torch raises many types for a damaged file
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"checkpoint {path} is corrupt or not a cfgutils checkpoint ({first_line[:120]}).") from error
+    if isinstance(payload, dict) and payload.get("kind") in OLD_KINDS:
+        payload["kind"] = OLD_KINDS[payload["kind"]]
     if not isinstance(payload, dict) or payload.get("kind") not in KINDS or "state" not in payload:
         raise CheckpointError(f"{path} is not a cfgutils checkpoint (no 'kind'/'state' entries).")
     if payload["kind"] != kind:

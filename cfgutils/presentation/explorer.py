@@ -1,7 +1,7 @@
 """The guidance-scale slider of notebook 04: cached samples so that every slider move is instant.
 
-:class:`GuidanceExplorer` samples a digit at every scale of the slider in one go (the cache), then a
-slider move only looks up a ready-made PNG. Anything that must compute (another digit, sampler, step
+:class:`GuidanceExplorer` samples a class at every scale of the slider in one go (the cache), then a
+slider move only looks up a ready-made PNG. Anything that must compute (another class, sampler, step
 count, seed or guidance variant) fills the cache for that setting first; those widgets use
 ``continuous_update=False``. The class works without a browser too (``render``, ``precompute``), which is
 how the notebook's headless run and the tests measure its latency.
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..core.guidance import Guidance, check_scale, w_from_s
-from ..core.samplers import DEFAULT_STEPS, SAMPLERS, SamplerSettings, digit_labels, generate
+from ..core.samplers import DEFAULT_STEPS, SAMPLERS, SamplerSettings, class_labels, generate
 from ..errors import UserInputError
 from ..plumbing.checkpoint import LoadedModel, find_model, load_model
 from ..plumbing.data import dataset_info, to_uint8
@@ -32,7 +32,7 @@ SLIDER_SCALES = (0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 11.0, 16.0, 2
 class ViewKey:
     """Everything that determines one cached picture except the scale."""
 
-    digit: int
+    label: int  # the class index
     sampler: str
     steps: int
     seed: int
@@ -56,24 +56,24 @@ class GuidanceExplorer:
         if not self.scales:
             raise UserInputError("the slider needs at least one scale")
 
-    def key(self, digit: int, sampler: str = "dpmpp", steps: int | None = None, seed: int = 0,
+    def key(self, label: int | str, sampler: str = "dpmpp", steps: int | None = None, seed: int = 0,
             guidance: str = "cfg") -> ViewKey:
         """Validated cache key for a setting."""
-        digit_value = int(digit_labels(digit, 1)[0])
+        label_value = int(class_labels(label, 1)[0])
         if sampler not in SAMPLERS:
             raise UserInputError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
         if guidance not in self.guidances:
             raise UserInputError(f"unknown guidance {guidance!r}: use one of {', '.join(self.guidances)}")
         steps = DEFAULT_STEPS[sampler] if steps is None else int(steps)
-        return ViewKey(digit_value, sampler, steps, int(seed), guidance)
+        return ViewKey(label_value, sampler, steps, int(seed), guidance)
 
     def precompute(self, key: ViewKey) -> float:
-        """Sample ``n_samples`` of the digit at every slider scale (same noise per column); returns seconds."""
+        """Sample ``n_samples`` of the class at every slider scale (same noise per column); returns seconds."""
         if all((key, s) in self.cache for s in self.scales):
             return 0.0
         start = time.perf_counter()
         settings = SamplerSettings(key.sampler, key.steps)
-        labels = digit_labels(key.digit, self.n_samples)
+        labels = class_labels(key.label, self.n_samples)
         for scale in self.scales:
             samples = generate(self.loaded.model, self.loaded.diffusion, labels, self.rule_scale(key.guidance, scale),
                                settings, key.seed, batch_size=self.n_samples, guidance=self.guidances[key.guidance])
@@ -111,19 +111,19 @@ class GuidanceExplorer:
         self.precompute(key)
         return np.stack([self.images[(key, s)] for s in self.scales])
 
-    def widget(self, digit: int = 3, sampler: str = "dpmpp", steps: int | None = None, seed: int = 0):
-        """The interactive UI: a scale slider (both conventions), digit, sampler, steps, seed and guidance."""
+    def widget(self, label: int = 3, sampler: str = "dpmpp", steps: int | None = None, seed: int = 0):
+        """The interactive UI: a scale slider (both conventions), class, sampler, steps, seed and guidance."""
         import ipywidgets as widgets
 
-        initial = self.key(digit, sampler, steps, seed)
+        initial = self.key(label, sampler, steps, seed)
         self.precompute(initial)
         options = [(f"s={s:g}  (w={w_from_s(s):g})", s) for s in self.scales]
         start_scale = 3.0 if 3.0 in self.scales else self.scales[len(self.scales) // 2]
         slider = widgets.SelectionSlider(options=options, value=start_scale, description="guidance",
                                          continuous_update=True, layout=widgets.Layout(width="520px"))
         info = dataset_info(self.loaded.dataset)  # MNIST: "0".."9"; Fashion-MNIST: "T-shirt/top".."Ankle boot"
-        digit_box = widgets.Dropdown(options=[(name, i) for i, name in enumerate(info.class_names)],
-                                     value=initial.digit, description="digit" if info.name == "mnist" else "class")
+        class_box = widgets.Dropdown(options=[(name, i) for i, name in enumerate(info.class_names)],
+                                     value=initial.label, description="digit" if info.name == "mnist" else "class")
         sampler_box = widgets.Dropdown(options=list(SAMPLERS), value=initial.sampler, description="sampler")
         steps_box = widgets.BoundedIntText(value=initial.steps, min=1, max=1000, description="steps",
                                            continuous_update=False)
@@ -135,7 +135,7 @@ class GuidanceExplorer:
         status = widgets.HTML()
 
         def current_key() -> ViewKey:
-            return self.key(digit_box.value, sampler_box.value, steps_box.value, seed_box.value, guidance_box.value)
+            return self.key(class_box.value, sampler_box.value, steps_box.value, seed_box.value, guidance_box.value)
 
         def show(_change=None) -> None:
             started = time.perf_counter()
@@ -157,16 +157,16 @@ class GuidanceExplorer:
             show()
 
         slider.observe(show, names="value")
-        for box in (digit_box, steps_box, seed_box, guidance_box):
+        for box in (class_box, steps_box, seed_box, guidance_box):
             box.observe(show, names="value")
         sampler_box.observe(sampler_changed, names="value")
         show()
-        controls = [digit_box, sampler_box, steps_box, seed_box]
+        controls = [class_box, sampler_box, steps_box, seed_box]
         if len(self.guidances) > 1:
             controls.append(guidance_box)
         ui = widgets.VBox([slider, widgets.HBox(controls[:2]), widgets.HBox(controls[2:]), image, status])
         ui.slider, ui.image, ui.status = slider, image, status  # handles for scripted use and tests
-        ui.digit, ui.sampler, ui.steps, ui.seed, ui.guidance = digit_box, sampler_box, steps_box, seed_box, guidance_box
+        ui.label, ui.sampler, ui.steps, ui.seed, ui.guidance = class_box, sampler_box, steps_box, seed_box, guidance_box
         return ui
 
 
@@ -238,7 +238,7 @@ def static_slider_html(explorer: GuidanceExplorer, key: ViewKey, start: float = 
     labels = [f"s = {scale:g} (w = {w_from_s(scale):g})" for scale in explorer.scales]
     first = explorer.scales.index(explorer.nearest_scale(start))
     uid = "cfg-slider-" + hashlib.sha1(repr((key, explorer.scales)).encode()).hexdigest()[:12]
-    name = dataset_info(explorer.loaded.dataset).class_names[key.digit]
+    name = dataset_info(explorer.loaded.dataset).class_names[key.label]
     alt = html.escape(f"{explorer.n_samples} samples of class {name} ({key.sampler}, {key.steps} steps, seed "
                       f"{key.seed}, {key.guidance})")
     return (f'<div class="cfg-static-slider" id="{uid}" style="font-family: sans-serif">'
@@ -255,7 +255,7 @@ def static_slider_html(explorer: GuidanceExplorer, key: ViewKey, start: float = 
             f' }}); }})();</script></div>')
 
 
-def render_slider_strip(digit: int = 3, n_samples: int = 4, sampler: str = "dpmpp", steps: int = 12,
+def render_slider_strip(label: int = 3, n_samples: int = 4, sampler: str = "dpmpp", steps: int = 12,
                         seed: int = 0) -> bytes:
     """The slider strip sampled afresh with the model ``find_model`` finds (default SLIDER_SCALES), as PNG bytes."""
     checkpoint = find_model()
@@ -263,7 +263,7 @@ def render_slider_strip(digit: int = 3, n_samples: int = 4, sampler: str = "dpmp
         raise UserInputError("no diffusion model to draw the slider strip with: run notebook 03-train "
                              "or restore data/pretrained/cfg-unet.pt")
     explorer = GuidanceExplorer(load_model(checkpoint), n_samples=n_samples)
-    return slider_strip(explorer, explorer.key(digit, sampler, steps, seed))
+    return slider_strip(explorer, explorer.key(label, sampler, steps, seed))
 
 
 def torch_threads() -> int:

@@ -133,7 +133,7 @@ def _item(result: SweepResult) -> str:
 
 
 def _real(result: SweepResult) -> str:
-    """The real-data floor's label: "real test digits" or "real test garments"."""
+    """The real-data floor's label: "real test images" or "real test garments"."""
     return f"real test {_item(result)}s"
 
 
@@ -326,16 +326,16 @@ def plot_per_class(result: SweepResult, ax=None):
     ax.set_title(f"Accuracy per {_item(result)} and guidance weight")
     return ax
 
-def plot_strips(result: SweepResult, weights=(0, 2, 5, 10, 20), digits=range(10), per_digit: int = 1):
-    """Sample strips at chosen w: rows = w, columns = digits (``per_digit`` each); returns the figure."""
+def plot_strips(result: SweepResult, weights=(0, 2, 5, 10, 20), digits=range(10), n_per_class: int = 1):
+    """Sample strips at chosen w: rows = w, columns = digits (``n_per_class`` each); returns the figure."""
     import matplotlib.pyplot as plt
 
     available = sorted(result.strips)
     chosen = [min(available, key=lambda s: abs(s - (w + 1))) for w in weights]
     chosen = list(dict.fromkeys(chosen))
-    rows = [result.strips[s][list(digits), :per_digit].reshape(-1, 1, 28, 28) for s in chosen]
-    fig, ax = plt.subplots(figsize=(0.42 * len(list(digits)) * per_digit + 1.4, 0.5 * len(chosen) + 0.8))
-    image_grid(np.concatenate([r.numpy() for r in rows]), nrow=len(list(digits)) * per_digit, ax=ax,
+    rows = [result.strips[s][list(digits), :n_per_class].reshape(-1, 1, 28, 28) for s in chosen]
+    fig, ax = plt.subplots(figsize=(0.42 * len(list(digits)) * n_per_class + 1.4, 0.5 * len(chosen) + 0.8))
+    image_grid(np.concatenate([r.numpy() for r in rows]), nrow=len(list(digits)) * n_per_class, ax=ax,
                row_labels=[f"w={s - 1:g}" for s in chosen], title="Samples at chosen guidance weights")
     fig.tight_layout()
     return fig
@@ -361,7 +361,7 @@ def save_sweep_figures(result: SweepResult, figures_dir: str | Path, prefix: str
     return paths
 
 def plot_near_copies(result: SweepResult, ax=None):
-    """Fraction of near copies of training digits by w (pixels and features), 95% intervals, real floor (05)."""
+    """Fraction of near copies of training images by w (pixels and features), 95% intervals, real floor (05)."""
     import matplotlib.pyplot as plt
 
     frame = sweep_frame(result)
@@ -463,22 +463,22 @@ def plot_study(rows: list[dict], metric: str = "accuracy", reference_curve: bool
 
 def plot_unguidable(strips: dict, class_names: Sequence[str] | None = None):
     """One row per scale: a model trained without label dropout, guided anyway (experiment label-dropout)."""
-    return _digit_rows(list(strips.values()), [f"s={s:g} (w={s - 1:g})" for s in strips],
+    return _class_rows(list(strips.values()), [f"s={s:g} (w={s - 1:g})" for s in strips],
                        "Trained without label dropout: the null label was never seen", class_names)
 
 
 def plot_study_strips(extras: dict, weight: float, class_names: Sequence[str] | None = None):
-    """One row per configuration: the first sample of every digit at ``weight`` (the nearest weight sampled)."""
+    """One row per configuration: the first sample of every class at ``weight`` (the nearest weight sampled)."""
     rows, labels = [], []
     for name, extra in extras.items():
         available = sorted(extra["strips"])
         scale = min(available, key=lambda s: abs(s - (weight + 1)))
         rows.append(extra["strips"][scale][:, 0])
         labels.append(f"{name}, w={scale - 1:g}")
-    return _digit_rows(rows, labels, f"The same noise through every configuration, w = {weight:g}", class_names)
+    return _class_rows(rows, labels, f"The same noise through every configuration, w = {weight:g}", class_names)
 
 
-def _digit_rows(rows: list, labels: list[str], title: str, class_names: Sequence[str] | None = None):
+def _class_rows(rows: list, labels: list[str], title: str, class_names: Sequence[str] | None = None):
     """A figure of labelled rows of the ten classes (columns "0".."9" or the class names), one row per tensor."""
     import matplotlib.pyplot as plt
 
@@ -521,5 +521,5 @@ def plot_reproduction_strips(strips: dict[float, torch.Tensor], class_names: Seq
     """One row per weight: the first sample of every class from the first network, clamped for display (07)."""
     weights = sorted(strips)
     rows = [strips[w].float().clamp(-1, 1) for w in weights]
-    return _digit_rows(rows, [f"w={w:g} (s={w + 1:g})" for w in weights],
+    return _class_rows(rows, [f"w={w:g} (s={w + 1:g})" for w in weights],
                        "The reference network, sampled as the study sampled it", class_names)

@@ -44,7 +44,7 @@ def sweep_frame(result: SweepResult) -> pd.DataFrame:
 def summary_frame(result: SweepResult) -> pd.DataFrame:
     """:func:`sweep_frame` and a last row for the real-data floor (``set`` says which is which) (05, the CLI).
 
-    The floor's KID and Fréchet distance are measured on as many real digits as each scale has samples.
+    The floor's KID and Fréchet distance are measured on as many real images as each scale has samples.
     """
     frame = sweep_frame(result).assign(set="generated")
     floor = pd.DataFrame([{**result.floor, "set": "real data floor"}])

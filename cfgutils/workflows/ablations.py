@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..core.guidance import s_from_w
-from ..core.samplers import REFERENCE_SAMPLER, SamplerSettings, digit_labels, generate
+from ..core.samplers import REFERENCE_SAMPLER, SamplerSettings, class_labels, generate
 from ..errors import UserInputError
 from ..plumbing import paths
 from ..plumbing.checkpoint import MODEL_KIND, load_checkpoint, load_model
@@ -252,6 +252,6 @@ UNGUIDABLE_SCALES = (0.0, 1.0, 3.0, 11.0)
 
 
 def unguidable_strips(loaded, settings: SamplerSettings, seed: int) -> dict:
-    """One sample of every digit at each of :data:`UNGUIDABLE_SCALES` (for a model without an unconditional branch)."""
-    labels = digit_labels("all", 1)
+    """One sample of every class at each of :data:`UNGUIDABLE_SCALES` (for a model without an unconditional branch)."""
+    labels = class_labels("all", 1)
     return {s: generate(loaded.model, loaded.diffusion, labels, s, settings, seed).cpu() for s in UNGUIDABLE_SCALES}

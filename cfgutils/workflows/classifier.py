@@ -1,6 +1,6 @@
 """A small CNN that reads MNIST digits, used to score generated samples (notebook 05-classifier-eval).
 
-Library: :class:`MnistClassifier`, :func:`train_classifier`, :func:`save_classifier`, :func:`load_classifier`,
+Library: :class:`ImageClassifier`, :func:`train_classifier`, :func:`save_classifier`, :func:`load_classifier`,
 :func:`accuracy`, :func:`predict_proba`, :func:`extract_features`. The command-line twin is
 ``python -m cfgutils train-classifier`` (:mod:`cfgutils.cli.classifier`).
 
@@ -26,16 +26,16 @@ from torch import nn
 from ..core.reference import ReferenceClassifier
 from ..core.seeding import batch_indices
 from ..core.unet import count_parameters
-from ..errors import UserInputError, config_from_dict, finite_number, one_of, positive_int
+from ..errors import UserInputError, config_from_dict, finite_number, one_of, positive_int, renamed_attribute
 from ..plumbing import checkpoint as ckpt
 from ..plumbing.data import ImageSplit, dataset_info
 from ..plumbing.device import pick_device
 from .optim import make_optimizer, scheduled_lr, set_learning_rate
 from .runlog import RunLogger
 
-KIND = "mnist-classifier"
+KIND = "image-classifier"
 NUM_CLASSES = 10
-#: the classifier networks: cfgutils' CNN (:class:`MnistClassifier`) or the reference study's (8,118 parameters)
+#: the classifier networks: cfgutils' CNN (:class:`ImageClassifier`) or the reference study's (8,118 parameters)
 CLASSIFIER_ARCHITECTURES = ("cnn", "reference")
 #: the training losses: cross-entropy on the logits, or the reference study's squared error of the softmax
 CLASSIFIER_LOSSES = ("cross-entropy", "softmax-mse")
@@ -44,7 +44,7 @@ CLASSIFIER_LOSSES = ("cross-entropy", "softmax-mse")
 # --------------------------------------------------------------------------------------------- model
 @dataclass(frozen=True)
 class ClassifierConfig:
-    """Widths of :class:`MnistClassifier`; saved with every checkpoint (05-classifier-eval)."""
+    """Widths of :class:`ImageClassifier`; saved with every checkpoint (05-classifier-eval)."""
 
     channels1: int = 32  # 3x3 conv at 28x28, then 2x2 max-pool to 14x14
     channels2: int = 64  # 3x3 conv at 14x14, then 2x2 max-pool to 7x7
@@ -68,7 +68,7 @@ class ClassifierConfig:
         return asdict(self)
 
 
-class MnistClassifier(nn.Module):
+class ImageClassifier(nn.Module):
     """Three conv-ReLU-maxpool stages (28 -> 14 -> 7 -> 3), a ReLU feature layer, a linear head (05-classifier-eval).
 
     Input: images in [-1, 1], N x 1 x 28 x 28. No normalisation layers and no dropout.
@@ -98,11 +98,11 @@ class MnistClassifier(nn.Module):
 
 
 def classifier_network(config: ClassifierConfig | dict | None = None) -> nn.Module:
-    """The network a classifier config describes: :class:`MnistClassifier` or the reference study's (05, 07)."""
+    """The network a classifier config describes: :class:`ImageClassifier` or the reference study's (05, 07)."""
     if not isinstance(config, ClassifierConfig):
         config = ClassifierConfig.from_dict(config)
     if config.architecture == "cnn":
-        return MnistClassifier(config)
+        return ImageClassifier(config)
     network = ReferenceClassifier(NUM_CLASSES, config.feature_dim)
     network.config = config
     return network
@@ -197,7 +197,7 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator, max_rotation
 class TrainedClassifier:
     """What :func:`train_classifier` returns: the model and all it takes to save and resume it (05-classifier-eval)."""
 
-    model: MnistClassifier
+    model: ImageClassifier
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
     config: dict  # {"model": ..., "train": ...}
@@ -329,7 +329,7 @@ def start_classifier(settings: ClassifierTrainConfig, model_config: ClassifierCo
 
 
 def save_classifier(path: str | Path, result: TrainedClassifier, **extra_metadata: Any) -> Path:
-    """Write a "mnist-classifier" checkpoint: weights, optimizer, generator, config, metadata (05-classifier-eval)."""
+    """Write an "image-classifier" checkpoint: weights, optimizer, generator, config, metadata (05-classifier-eval)."""
     state = {"model": result.model.state_dict(), "optimizer": result.optimizer.state_dict(),
              "generator": result.generator.get_state()}
     extra = {"wall_time_s": round(result.wall_time_s, 2), "parameters": count_parameters(result.model)}
@@ -345,7 +345,7 @@ def save_classifier(path: str | Path, result: TrainedClassifier, **extra_metadat
 class LoadedClassifier:
     """A classifier ready to score digits (eval mode, no gradients), its config and metadata (05-classifier-eval)."""
 
-    model: MnistClassifier
+    model: ImageClassifier
     config: dict
     metadata: dict
     path: Path
@@ -357,7 +357,7 @@ class LoadedClassifier:
 
 
 def load_classifier(path: str | Path, device: str | torch.device | None = "auto") -> LoadedClassifier:
-    """Load a "mnist-classifier" checkpoint in eval mode with gradients off (05-classifier-eval)."""
+    """Load an "image-classifier" checkpoint in eval mode with gradients off (05-classifier-eval)."""
     payload = ckpt.load_checkpoint(path, KIND)
     device = device if isinstance(device, torch.device) else pick_device(device)
     try:
@@ -371,7 +371,7 @@ def load_classifier(path: str | Path, device: str | torch.device | None = "auto"
 
 
 # --------------------------------------------------------------------------------------------- inference
-def _batched(model: MnistClassifier, images: torch.Tensor, batch_size: int, fn) -> list[torch.Tensor]:
+def _batched(model: ImageClassifier, images: torch.Tensor, batch_size: int, fn) -> list[torch.Tensor]:
     positive_int(batch_size, "batch size")
     if images.ndim != 4 or tuple(images.shape[1:]) != (1, 28, 28):
         raise UserInputError(f"expected images of shape N x 1 x 28 x 28, got {tuple(images.shape)}")
@@ -389,7 +389,7 @@ def _batched(model: MnistClassifier, images: torch.Tensor, batch_size: int, fn) 
     return outputs
 
 
-def predict_logits_and_features(model: MnistClassifier, images: torch.Tensor, batch_size: int = 500
+def predict_logits_and_features(model: ImageClassifier, images: torch.Tensor, batch_size: int = 500
                                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and penultimate features in one batched pass, on the CPU (05-classifier-eval)."""
     def both(batch):
@@ -401,20 +401,25 @@ def predict_logits_and_features(model: MnistClassifier, images: torch.Tensor, ba
     return joined[:, :NUM_CLASSES], joined[:, NUM_CLASSES:]
 
 
-def predict_proba(model: MnistClassifier, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+def predict_proba(model: ImageClassifier, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Softmax class probabilities (N x 10, on the CPU) of images in [-1, 1] (05-classifier-eval)."""
     logits, _ = predict_logits_and_features(model, images, batch_size)
     return logits.softmax(1)
 
 
-def extract_features(model: MnistClassifier, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+def extract_features(model: ImageClassifier, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """Penultimate-layer features (N x feature_dim, on the CPU) of images in [-1, 1] (05-classifier-eval)."""
     out = _batched(model, images, batch_size, lambda batch: model.features(batch).cpu())
     return torch.cat(out) if out else torch.empty(0, model.config.feature_dim)
 
 
-def accuracy(model: MnistClassifier, split: ImageSplit, batch_size: int = 500) -> float:
+def accuracy(model: ImageClassifier, split: ImageSplit, batch_size: int = 500) -> float:
     """Fraction of ``split`` the model labels correctly (05-classifier-eval)."""
     _check_split(split, "the split")
     logits, _ = predict_logits_and_features(model, split.images, batch_size)
     return float((logits.argmax(1) == split.labels.cpu()).double().mean())
+
+
+def __getattr__(name: str):
+    """Names of the previous release, kept for one more with a DeprecationWarning."""
+    return renamed_attribute(__name__, name, {"MnistClassifier": "ImageClassifier"}, globals())

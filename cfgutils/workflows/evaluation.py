@@ -1,7 +1,7 @@
-"""Scoring digits with the classifier: every metric of :mod:`cfgutils.workflows.metrics` against real digits (05).
+"""Scoring digits with the classifier: every metric of :mod:`cfgutils.workflows.metrics` against real images (05).
 
-:func:`build_reference` (features of held-out real test digits, once), :func:`evaluate_generated`
-(every metric in one flat dict), :func:`real_data_floor` (a *different* set of held-out real digits
+:func:`build_reference` (features of held-out real test images, once), :func:`evaluate_generated`
+(every metric in one flat dict), :func:`real_data_floor` (a *different* set of held-out real images
 scored as if generated: what each metric reads for real data), :func:`summarise_seeds` (one cell measured
 with several seeds -> every metric with its 95% interval) and the memorisation check
 (:func:`build_training_neighbours`, :func:`memorisation`, :func:`closest_pairs`: how close samples come to
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import UserInputError, positive_int
-from ..plumbing.data import MnistSplit
+from ..plumbing.data import ImageSplit
 from .classifier import extract_features, predict_logits_and_features
 from .metrics import (NEAR_COPY_QUANTILE, NUM_CLASSES, SATURATION_TOL, accuracy_with_ci, as_labels, as_probs,
                       frechet_distance_from_stats, gaussian_stats, inception_score, intra_class_diversity, knn_radii,
@@ -28,7 +28,7 @@ from .metrics import (NEAR_COPY_QUANTILE, NUM_CLASSES, SATURATION_TOL, accuracy_
 
 @dataclass(frozen=True)
 class RealReference:
-    """Classifier features of held-out real digits, computed once, to compare samples with (05-classifier-eval)."""
+    """Classifier features of held-out real images, computed once, to compare samples with (05-classifier-eval)."""
 
     features: torch.Tensor  # N x D float32 on the CPU
     labels: torch.Tensor  # N int64
@@ -53,7 +53,7 @@ class RealReference:
 
 def stratified_indices(labels: torch.Tensor, n_per_class: int, seed: int,
                        exclude: torch.Tensor | None = None) -> torch.Tensor:
-    """``n_per_class`` random row indices of each digit (sorted), avoiding ``exclude``, seeded (05-classifier-eval)."""
+    """``n_per_class`` random row indices of each class (sorted), avoiding ``exclude``, seeded (05-classifier-eval)."""
     labels = torch.as_tensor(labels).to("cpu", torch.int64)
     positive_int(n_per_class, "n_per_class")
     available = torch.ones(labels.shape[0], dtype=torch.bool)
@@ -74,11 +74,11 @@ def _model(classifier):
     return getattr(classifier, "model", classifier)  # a LoadedClassifier or the module itself
 
 
-def build_reference(classifier, real_split: MnistSplit, n_per_class: int = 400, seed: int = 0, k: int = 3,
+def build_reference(classifier, real_split: ImageSplit, n_per_class: int = 400, seed: int = 0, k: int = 3,
                     batch_size: int = 500) -> RealReference:
-    """Features of ``n_per_class`` held-out real digits per class (test split; validation for tuning) (05)."""
+    """Features of ``n_per_class`` held-out real images per class (test split; validation for tuning) (05)."""
     if real_split.split not in ("test", "validation"):
-        raise UserInputError(f"the reference must come from held-out digits (the test or validation split), got "
+        raise UserInputError(f"the reference must come from held-out images (the test or validation split), got "
                              f"the {real_split.split} split, which the classifier may have trained on")
     indices = stratified_indices(real_split.labels, n_per_class, seed)
     features = extract_features(_model(classifier), real_split.images[indices], batch_size)
@@ -89,11 +89,11 @@ def build_reference(classifier, real_split: MnistSplit, n_per_class: int = 400, 
 
 @dataclass(frozen=True)
 class TrainingNeighbours:
-    """The digits the models trained on, and the near-copy thresholds set by held-out real digits (05)."""
+    """The digits the models trained on, and the near-copy thresholds set by held-out real images (05)."""
 
     pixels: torch.Tensor  # N x 784 float32, images in [-1, 1]
     features: torch.Tensor  # N x D float32 classifier features
-    threshold_pixels: float  # only NEAR_COPY_QUANTILE of held-out real digits are closer than this to a training digit
+    threshold_pixels: float  # only NEAR_COPY_QUANTILE of held-out real images are closer than this to a training digit
     threshold_features: float
     source: str  # the training split's source
     quantile: float
@@ -103,9 +103,9 @@ class TrainingNeighbours:
         return self.pixels[rows].reshape(-1, 1, 28, 28)
 
 
-def build_training_neighbours(classifier, train_split: MnistSplit, held_out_images: torch.Tensor,
+def build_training_neighbours(classifier, train_split: ImageSplit, held_out_images: torch.Tensor,
                               quantile: float = NEAR_COPY_QUANTILE, batch_size: int = 500) -> TrainingNeighbours:
-    """Index the training digits and set the near-copy thresholds from ``held_out_images`` (real, unseen) (05)."""
+    """Index the training images and set the near-copy thresholds from ``held_out_images`` (real, unseen) (05)."""
     if train_split.split != "train":
         raise UserInputError(f"near copies are measured against the training split, got the {train_split.split} split")
     pixels = train_split.images.reshape(len(train_split), -1).float()
@@ -161,7 +161,7 @@ def score(probs: torch.Tensor, features: torch.Tensor, images: torch.Tensor, lab
     if neighbours is not None:
         result.update(memorisation(images, features, neighbours))
     for digit, value in enumerate(per_class_accuracy(probs, labels).tolist()):
-        result[f"accuracy_digit_{digit}"] = value
+        result[f"accuracy_class_{digit}"] = value
     return result
 
 
@@ -184,7 +184,7 @@ def evaluate_generated(classifier, images: torch.Tensor, labels: torch.Tensor, r
     intended_probability (mean p(intended class)), intended_log_probability (mean log p, each p floored at 1e-6),
     inception_score, frechet_distance (vs the reference),
     precision, recall (k-NN, vs the reference), diversity (intra-class), saturation (|x| within tol of 1),
-    saturation_high (x within tol of +1), accuracy_digit_0 ... accuracy_digit_9; with ``neighbours`` also
+    saturation_high (x within tol of +1), accuracy_class_0 ... accuracy_class_9; with ``neighbours`` also
     nearest_training_pixels/features (mean distance to the nearest training digit) and near_copy_pixels/features.
     Frechet distance is biased upwards for small N: compare against :func:`real_data_floor` with the same N.
     """
@@ -192,16 +192,16 @@ def evaluate_generated(classifier, images: torch.Tensor, labels: torch.Tensor, r
     return score(probs, features, images, labels, reference, saturation_tol, neighbours)
 
 
-def _check_same_split(real_split: MnistSplit, reference: RealReference) -> None:
+def _check_same_split(real_split: ImageSplit, reference: RealReference) -> None:
     if real_split.source != reference.source or len(real_split) != reference.split_size:
         raise UserInputError(f"the reference was built from {reference.source!r} ({reference.split_size} images), "
                              f"not from {real_split.source!r} ({len(real_split)} images)")
 
 
-def real_data_floor(classifier, real_split: MnistSplit, reference: RealReference, n_per_class: int = 100,
+def real_data_floor(classifier, real_split: ImageSplit, reference: RealReference, n_per_class: int = 100,
                     seed: int = 1, batch_size: int = 500, saturation_tol: float = SATURATION_TOL,
                     neighbours: TrainingNeighbours | None = None) -> dict[str, float]:
-    """Score held-out real digits *not* in ``reference`` as if generated: real-data values (05-classifier-eval).
+    """Score held-out real images *not* in ``reference`` as if generated: real-data values (05-classifier-eval).
 
     Use the same ``n_per_class`` as the generated set, since Frechet distance and recall depend on N.
     """
@@ -211,12 +211,12 @@ def real_data_floor(classifier, real_split: MnistSplit, reference: RealReference
                               batch_size, saturation_tol, neighbours)
 
 
-def floor_sets(real_split: MnistSplit, reference: RealReference, n_per_class: int, n_sets: int,
+def floor_sets(real_split: ImageSplit, reference: RealReference, n_per_class: int, n_sets: int,
                seed: int = 1) -> list[torch.Tensor]:
-    """``n_sets`` disjoint draws of ``n_per_class`` held-out real digits per class, none in ``reference`` (05).
+    """``n_sets`` disjoint draws of ``n_per_class`` held-out real images per class, none in ``reference`` (05).
 
     One real-data set per sampling seed, disjoint so that pooled they are ``n_sets * n_per_class`` distinct
-    digits per class: the real-data floor at the same N as the pooled generated samples. Each set lists its
+    classes per class: the real-data floor at the same N as the pooled generated samples. Each set lists its
     digits grouped by class (class 0 first), the layout of the samples of one seed.
     """
     _check_same_split(real_split, reference)

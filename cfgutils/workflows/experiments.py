@@ -1,14 +1,14 @@
 """The reference study's three experiments, as functions (notebooks 04 and 05).
 
-1. :func:`digit_control`: every digit at one guidance scale (04-cfg-sampling).
-2. :func:`scale_sweep_one_digit` / :func:`class_scale_grid`: one digit (or every digit) across guidance
+1. :func:`class_control`: every class at one guidance scale (04-cfg-sampling).
+2. :func:`scale_sweep_one_class` / :func:`class_scale_grid`: one class (or every class) across guidance
    scales, the same starting noise in every column (04-cfg-sampling).
-3. :func:`guidance_sweep`: classifier metrics of generated digits over a sweep of scales, each beside
-   the same metric for real held-out digits (05-classifier-eval).
+3. :func:`guidance_sweep`: classifier metrics of generated images over a sweep of scales, each beside
+   the same metric for real held-out images (05-classifier-eval).
 
 The reference study is Matt McWilliams's "Guidance Scale Effects in Classifier-Free Diffusion Models"
 (github.com/matt-mcwilliams/mnist-diffusion-cfg-analysis). The command-line twin is
-``python -m cfgutils experiment digit-control | guidance | classifier`` (:mod:`cfgutils.cli.experiments`).
+``python -m cfgutils experiment class-control | guidance | classifier`` (:mod:`cfgutils.cli.experiments`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from ..core.guidance import Guidance, OvershootMeter, check_scale, w_from_s
-from ..core.samplers import SamplerSettings, digit_labels, generate
-from ..errors import UserInputError
+from ..core.samplers import SamplerSettings, class_labels, generate
+from ..errors import UserInputError, renamed_attribute
 from ..plumbing import paths
 from ..plumbing.checkpoint import LoadedModel, check_dataset
 from ..plumbing.data import dataset_info, load_dataset, to_uint8
@@ -35,7 +35,7 @@ from .classifier import NUM_CLASSES, LoadedClassifier
 #: the reference study's grid of w, plus the unconditional model (s = 0)
 REFERENCE_WEIGHTS = (0, .25, .5, .75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 3.5, 4, 5, 7.5, 10, 15, 20)
 SWEEP_SCALES = (0.0,) + tuple(w + 1.0 for w in REFERENCE_WEIGHTS)
-#: scales for the one-digit figure (experiment 2)
+#: scales for the one-class figure (experiment 2)
 FIGURE_SCALES = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 11.0, 21.0)
 
 
@@ -48,30 +48,30 @@ def check_scales(scales) -> list[float]:
     return scales
 
 
-def digit_control(loaded: LoadedModel, scale: float = 3.0, n_per_digit: int = 8,
+def class_control(loaded: LoadedModel, scale: float = 3.0, n_per_class: int = 8,
                   settings: SamplerSettings | None = None, seed: int = 0, batch_size: int = 500,
                   guidance: Guidance | None = None) -> torch.Tensor:
-    """Experiment 1: ``n_per_digit`` samples of each digit at scale s; returns (10, n, 1, 28, 28) (04-cfg-sampling)."""
-    labels = digit_labels("all", n_per_digit)
+    """Experiment 1: ``n_per_class`` samples of each class at scale s; returns (10, n, 1, 28, 28) (04-cfg-sampling)."""
+    labels = class_labels("all", n_per_class)
     images = generate(loaded.model, loaded.diffusion, labels, scale, settings, seed, batch_size, guidance)
-    return images.cpu().reshape(10, n_per_digit, 1, 28, 28)
+    return images.cpu().reshape(10, n_per_class, 1, 28, 28)
 
 
-def scale_sweep_one_digit(loaded: LoadedModel, digit: int, scales, n: int = 8,
+def scale_sweep_one_class(loaded: LoadedModel, label: int, scales, n: int = 8,
                           settings: SamplerSettings | None = None, seed: int = 0,
                           guidance: Guidance | None = None) -> torch.Tensor:
-    """Experiment 2: ``n`` samples of ``digit`` per scale, the same noise per row; (len(scales), n, 1, 28, 28)."""
+    """Experiment 2: ``n`` samples of class ``label`` per scale, the same noise per row; (len(scales), n, 1, 28, 28)."""
     scales = check_scales(scales)
-    labels = digit_labels(digit, n)
+    labels = class_labels(label, n)
     return torch.stack([generate(loaded.model, loaded.diffusion, labels, s, settings, seed, max(n, 1), guidance).cpu()
                         for s in scales])
 
 
 def class_scale_grid(loaded: LoadedModel, scales, settings: SamplerSettings | None = None, seed: int = 0,
                      guidance: Guidance | None = None) -> torch.Tensor:
-    """One sample per digit (rows) and scale (columns), the same noise per row; (10, len(scales), 1, 28, 28)."""
+    """One sample per class (rows) and scale (columns), the same noise per row; (10, len(scales), 1, 28, 28)."""
     scales = check_scales(scales)
-    labels = digit_labels("all", 1)
+    labels = class_labels("all", 1)
     columns = [generate(loaded.model, loaded.diffusion, labels, s, settings, seed, 10, guidance).cpu() for s in scales]
     return torch.stack(columns, dim=1)
 
@@ -92,7 +92,7 @@ class SweepResult:
     rows: list[dict]
     floor: dict  # the real-data floor over the seeds: every metric with its interval (evaluation.summarise_seeds)
     strips: dict[float, torch.Tensor] = field(default_factory=dict)  # scale -> (10, k, 1, 28, 28) of the first seed
-    per_class: dict[float, list[float]] = field(default_factory=dict)  # scale -> accuracy per digit (seed-mean)
+    per_class: dict[float, list[float]] = field(default_factory=dict)  # scale -> accuracy per class (seed-mean)
     reference_source: str = ""
     wall_time_s: float = 0.0
     floor_rows: list[dict] = field(default_factory=list)  # the floor, one row per seed
@@ -105,7 +105,7 @@ class SweepResult:
     labels: torch.Tensor | None = None  # the intended class of every pooled sample (the same at every scale)
     pooled: dict[float, dict] = field(default_factory=dict)  # scale -> KID and Fréchet distance of the pooled samples
     floor_features: torch.Tensor | None = None  # the real-data floor's features, seeds pooled
-    reference: evaluation.RealReference | None = None  # the real digits every set distance is measured against
+    reference: evaluation.RealReference | None = None  # the real images every set distance is measured against
 
 
 def check_sweep_arguments(scales, n_per_class: int, seeds) -> tuple[list[float], list[int]]:
@@ -143,7 +143,7 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
     real_split = real_split if real_split is not None else load_dataset(loaded.dataset, "test")
     reference = reference if reference is not None else build_reference_for(classifier, real_split)
     neighbours = neighbours if neighbours is not None else training_neighbours_for(classifier, real_split, reference)
-    labels = digit_labels("all", n_per_class)
+    labels = class_labels("all", n_per_class)
     result = SweepResult([], {}, reference_source=reference.source, training_source=neighbours.source,
                          dataset=loaded.dataset)
     jobs = [(scale, seed) for scale in scales for seed in seeds]
@@ -176,7 +176,7 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
             result.strips[scale] = images.reshape(10, n_per_class, 1, 28, 28)[:, :strip_size]
             result.closest[scale] = evaluation.closest_pairs(images, neighbours)
     result.labels = labels.repeat(len(seeds))
-    result.per_class = {scale: [float(np.mean([row[f"accuracy_digit_{d}"] for row in result.rows if row["s"] == scale]))
+    result.per_class = {scale: [float(np.mean([row[f"accuracy_class_{d}"] for row in result.rows if row["s"] == scale]))
                                 for d in range(10)] for scale in scales}
     score_floor(result, classifier, real_split, reference, n_per_class, seeds, batch_size, neighbours)
     set_distances(result, reference)
@@ -187,7 +187,7 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
 def score_floor(result: SweepResult, classifier: LoadedClassifier, real_split, reference: evaluation.RealReference,
                 n_per_class: int, seeds, batch_size: int = 500,
                 neighbours: evaluation.TrainingNeighbours | None = None) -> None:
-    """The real-data floor of a sweep: one disjoint set of held-out real digits per seed, as many per class as
+    """The real-data floor of a sweep: one disjoint set of held-out real images per seed, as many per class as
     the samples, scored like them (``result.floor_rows``, ``result.floor_features``) (05-classifier-eval)."""
     floor_features = []
     for seed, indices in zip(seeds, evaluation.floor_sets(real_split, reference, n_per_class, len(seeds))):
@@ -210,7 +210,7 @@ def keep(result: SweepResult, scale: float, features: torch.Tensor, correct: tor
 def set_distances(result: SweepResult, reference: evaluation.RealReference) -> None:
     """KID and Fréchet distance (bootstrap intervals) of each scale's pooled samples and of the pooled floor (05).
 
-    The floor is as many held-out real digits as each scale has samples, in the same class layout: the same N,
+    The floor is as many held-out real images as each scale has samples, in the same class layout: the same N,
     so the Fréchet distance's small-sample bias is the same on both sides. Resamples keep the class counts.
     """
     result.reference = reference
@@ -294,14 +294,14 @@ def scale_summaries(result: SweepResult) -> list[dict]:
 
 
 def build_reference_for(classifier: LoadedClassifier, real_split) -> evaluation.RealReference:
-    """The real reference set: up to 400 test digits per class, leaving at least half of each class for the floor."""
+    """The real reference set: up to 400 test images per class, leaving at least half of each class for the floor."""
     smallest_class = int(torch.bincount(real_split.labels, minlength=10).min())
     return evaluation.build_reference(classifier.model, real_split, n_per_class=min(400, smallest_class // 2))
 
 
 def training_neighbours_for(classifier: LoadedClassifier, real_split, reference: evaluation.RealReference,
                             training_split=None) -> evaluation.TrainingNeighbours:
-    """The training digits (default: the train split) and near-copy thresholds set by the reference's real digits."""
+    """The training images (default: the train split) and near-copy thresholds set by the reference's real images."""
     training_split = training_split if training_split is not None else load_dataset(real_split.dataset, "train")
     return evaluation.build_training_neighbours(classifier.model, training_split, real_split.images[reference.indices])
 
@@ -326,9 +326,14 @@ def write_results(outdir: Path, result: SweepResult, meta: dict) -> Path:
 
 
 def save_strips(outdir: Path, result: SweepResult) -> Path:
-    """Save the sample strips (uint8, scale x digit x k x 28 x 28) to strips.npz."""
+    """Save the sample strips (uint8, scale x class x k x 28 x 28) to strips.npz."""
     scales = sorted(result.strips)
     path = outdir / "strips.npz"
     np.savez_compressed(path, scales=np.array(scales),
                         images=np.stack([to_uint8(result.strips[s]).squeeze(2).numpy() for s in scales]))
     return path
+
+
+def __getattr__(name: str):
+    """Names of the previous release, kept for one more with a DeprecationWarning."""
+    return renamed_attribute(__name__, name, {"digit_control": "class_control", "scale_sweep_one_digit": "scale_sweep_one_class"}, globals())

@@ -1,4 +1,4 @@
-"""How good are generated digits? Classifier-based metrics, each with a real-data reference point (05-classifier-eval).
+"""How good are generated images? Classifier-based metrics, each with a real-data reference point (05-classifier-eval).
 
 Pure functions on tensors (unit-testable without a model):
 
@@ -20,7 +20,7 @@ Pure functions on tensors (unit-testable without a model):
 * :func:`intra_class_diversity` - mean pairwise feature distance within each intended class, averaged over classes;
 * :func:`saturation_fraction` - the fraction of pixels within ``tol`` of -1 or +1 after clamping to [-1, 1];
 * :func:`nearest_distances`, :func:`near_copy_threshold`, :func:`near_copy_fraction` - memorisation: how close
-  samples come to a training digit, against how close real held-out digits come.
+  samples come to a training digit, against how close real held-out images come.
 
 The classifier-based scoring that combines them lives in :mod:`cfgutils.workflows.evaluation`.
 Every computation runs in batches; distances and covariances use float64.
@@ -321,7 +321,7 @@ def saturation_fraction(images: torch.Tensor, tol: float = SATURATION_TOL, side:
 
 
 # --------------------------------------------------------------------------------------------- memorisation
-#: a sample is a near copy when it is closer to a training digit than this fraction of real held-out digits is
+#: a sample is a near copy when it is closer to a training digit than this fraction of real held-out images is
 NEAR_COPY_QUANTILE = 0.01
 
 
@@ -336,7 +336,7 @@ def nearest_distances(queries: torch.Tensor, bank: torch.Tensor) -> tuple[torch.
 
 
 def near_copy_threshold(real_distances: torch.Tensor, quantile: float = NEAR_COPY_QUANTILE) -> float:
-    """The distance to the training set that only ``quantile`` of real held-out digits undercut (05)."""
+    """The distance to the training set that only ``quantile`` of real held-out images undercut (05)."""
     real_distances = torch.as_tensor(real_distances, dtype=torch.float64).reshape(-1)
     if real_distances.shape[0] == 0:
         raise UserInputError("no real distances to take a quantile of")

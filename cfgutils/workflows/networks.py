@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..core.guidance import s_from_w
-from ..core.samplers import digit_labels
+from ..core.samplers import class_labels
 from ..errors import UserInputError
 from ..plumbing.cells import CellStore
 from . import evaluation
@@ -58,7 +58,7 @@ class Run:
     @property
     def labels(self) -> torch.Tensor:
         """The intended class of every pooled sample (the same in every run of one ``n_per_class`` and seeds)."""
-        return digit_labels("all", int(self.meta["n_per_class"])).repeat(len(self.meta["seeds"]))
+        return class_labels("all", int(self.meta["n_per_class"])).repeat(len(self.meta["seeds"]))
 
 
 def read_run(folder: str | Path) -> Run:

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..core.guidance import s_from_w
-from ..core.samplers import REFERENCE_SAMPLER, SamplerSettings, digit_labels, generate
+from ..core.samplers import REFERENCE_SAMPLER, SamplerSettings, class_labels, generate
 from ..errors import UserInputError
 from ..plumbing.checkpoint import LoadedModel
 from ..plumbing.data import ImageSplit
@@ -96,7 +96,7 @@ def reproduce_cell(loaded: LoadedModel, w: float, scorers: Scorers, n_per_class:
         if index < TRAJECTORY_STEPS:
             norms.setdefault(index, []).extend(x_t.flatten(1).norm(dim=1).tolist())
 
-    labels = digit_labels("all", n_per_class)
+    labels = class_labels("all", n_per_class)
     start = time.perf_counter()
     samples = generate(loaded.model, loaded.diffusion, labels, s_from_w(w), settings, seed, batch_size,
                        progress=progress, callback=record).cpu()

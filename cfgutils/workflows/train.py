@@ -135,12 +135,12 @@ def save_run(path: Path, run: TrainingRun, config: dict, data_source: str, wall_
 
 
 def write_preview(run_dir: Path, run: TrainingRun) -> Path:
-    """Two EMA samples of each digit at s = 3 (w = 2), saved as ``preview-stepNNNNNN.png`` in the run dir."""
+    """Two EMA samples of each class at s = 3 (w = 2), saved as ``preview-stepNNNNNN.png`` in the run dir."""
     from torchvision.utils import save_image
 
-    from ..core.samplers import SamplerSettings, digit_labels, generate
+    from ..core.samplers import SamplerSettings, class_labels, generate
 
-    images = generate(run.ema_model, run.diffusion, digit_labels("all", 2), 3.0, SamplerSettings("dpmpp"),
+    images = generate(run.ema_model, run.diffusion, class_labels("all", 2), 3.0, SamplerSettings("dpmpp"),
                       seed=run.settings.seed)
     grid = images.reshape(10, 2, 1, 28, 28).transpose(0, 1).reshape(20, 1, 28, 28)  # row 1: 0-9, row 2: 0-9
     path = run_dir / f"preview-step{run.step:06d}.png"

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserInputError
-from ..plumbing.data import MnistSplit
+from ..plumbing.data import ImageSplit
 from .classifier import extract_features
 from .evaluation import RealReference, _model, floor_sets
 from .metrics import SetDistances, centred_interval
@@ -104,7 +104,7 @@ def corrupt(kind: str, level, images: torch.Tensor, labels: torch.Tensor, spare_
 
 
 # --------------------------------------------------------------------------------------------- check 1
-def corruption_study(classifier, real_split: MnistSplit, reference: RealReference, n_per_class: int = 50,
+def corruption_study(classifier, real_split: ImageSplit, reference: RealReference, n_per_class: int = 50,
                      corruptions: dict | None = None, seed: int = 1) -> list[dict]:
     """KID and Fréchet distance of real held-out images at every corruption level, against ``reference`` (05).
 
@@ -160,7 +160,7 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (ra * rb).sum(1) / (ra.square().sum(1) * rb.square().sum(1)).sqrt()
 
 
-def second_opinion(result, other_classifier, real_split: MnistSplit, metric: str = "kid",
+def second_opinion(result, other_classifier, real_split: ImageSplit, metric: str = "kid",
                    level: float = 0.95) -> dict:
     """Do the features of ``other_classifier`` rank the weights of a guidance sweep as the sweep's did? (05)
 
