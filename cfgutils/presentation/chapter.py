@@ -1,0 +1,135 @@
+"""One call that prepares a notebook: dataset, device, models, output folders and figure saving.
+
+Every notebook of the series starts with ``chapter = setup("04-cfg-sampling", dataset, model=checkpoint)``
+and then uses ``chapter.loaded``, ``chapter.names`` and ``chapter.save(fig, "grid")``. What the notebook
+measured for its tests goes to ``chapter.write_summary(...)`` in a hidden last cell, so the pages carry the
+idea and none of the plumbing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..plumbing import paths
+from ..plumbing.checkpoint import LoadedModel, check_model_dataset, find_classifier, find_model, load_model
+from ..plumbing.data import DatasetInfo, dataset_info
+from ..plumbing.device import pick_device
+from .plots import save_figure
+
+
+@dataclass
+class Chapter:
+    """What a notebook resolved in its setup call, and where it writes."""
+
+    name: str  # the notebook, e.g. "04-cfg-sampling"
+    dataset: str
+    info: DatasetInfo
+    device: torch.device
+    output_dir: Path  # summary.json and anything the notebook writes besides figures
+    figures_dir: Path | None  # None: out/figures/
+    loaded: LoadedModel | None = None  # the diffusion model (EMA weights), when the setup asked for one
+    classifier: Any = None  # the classifier (cfgutils.workflows.classifier.LoadedClassifier), when asked for
+    figures: list[Path] = field(default_factory=list)  # every figure written, in order
+
+    @property
+    def names(self) -> list[str]:
+        """The class names as figures show them: "0".."9", or "T-shirt/top".."Ankle boot"."""
+        return list(self.info.class_names)
+
+    @property
+    def item(self) -> str:
+        """One example of the dataset in prose: "digit" or "garment"."""
+        return self.info.item
+
+    @property
+    def prefix(self) -> str:
+        """The file-name prefix of this notebook's figures: the notebook, plus the dataset unless MNIST."""
+        return self.name if self.dataset == "mnist" else f"{self.name}-{self.dataset}"
+
+    def save(self, figure, stem: str) -> Path:
+        """Write ``figure`` (a matplotlib figure or axes) as ``<prefix>-<stem>.png`` and remember it."""
+        figure = getattr(figure, "figure", figure)
+        path = save_figure(figure, f"{self.prefix}-{stem}.png", self.figures_dir)
+        self.figures.append(path)
+        return path
+
+    def figure_path(self, stem: str, suffix: str) -> Path:
+        """Where a figure of another format (a GIF) goes; remembered like a saved figure."""
+        path = paths.figure_path(f"{self.prefix}-{stem}{suffix}", self.figures_dir).resolve()
+        self.figures.append(path)
+        return path
+
+    def write_summary(self, **values) -> Path:
+        """Write ``summary.json``: the setup, every figure, and ``values`` (what the notebook's tests check)."""
+        summary = {"notebook": self.name, "dataset": self.dataset}
+        if self.loaded is not None:
+            summary.update(checkpoint=str(self.loaded.path), model_data_source=self.loaded.metadata["data_source"],
+                           model_step=int(self.loaded.metadata["step"]))
+        summary.update(values)
+        summary["figures"] = [str(path) for path in self.figures]
+        path = self.output_dir / "summary.json"
+        path.write_text(json.dumps(summary, indent=2, default=_plain) + "\n")
+        return path
+
+
+def setup(name: str, dataset: str = "mnist", *, model: bool | str | Path | None = False,
+          classifier: bool | str | Path | None = False, output_dir: str | Path | None = None,
+          figures_dir: str | Path | None = None, seed: int | None = 0, device: str | None = "auto") -> Chapter:
+    """Resolve a notebook's dataset, device, models and folders; print one line saying what was resolved.
+
+    ``model`` / ``classifier``: False for none, None (or True) for the default one (notebook 03's, else the
+    shipped one), or a path, which must exist. ``seed`` seeds torch's global generator (None: leave it).
+    """
+    info = dataset_info(dataset)
+    chapter = Chapter(name, dataset, info, pick_device(device), Path(), None)
+    chapter.output_dir = Path(output_dir) if output_dir is not None else paths.OUTPUT_DIR / chapter.prefix
+    chapter.output_dir.mkdir(parents=True, exist_ok=True)
+    chapter.figures_dir = Path(figures_dir) if figures_dir is not None else None
+    if seed is not None:
+        torch.manual_seed(seed)
+    said = [info.title, f"device {chapter.device}"]
+    if model is not False:
+        chapter.loaded = load_model(_checkpoint(model, dataset, find_model, "diffusion model"), chapter.device)
+        check_model_dataset(chapter.loaded, dataset)
+        said.append(f"model {_shown(chapter.loaded.path)} (step {chapter.loaded.metadata['step']})")
+    if classifier is not False:
+        from ..workflows.classifier import load_classifier
+
+        path = _checkpoint(classifier, dataset, find_classifier, "classifier")
+        chapter.classifier = load_classifier(path, chapter.device)
+        said.append(f"classifier {_shown(path)}")
+    said.append(f"writing to {_shown(chapter.output_dir)}")
+    print(" · ".join(said))
+    return chapter
+
+
+def _checkpoint(requested, dataset: str, find, what: str) -> Path:
+    """The checkpoint a setup call names, or the default one; a one-line error saying how to make one."""
+    requested = None if requested is True else requested
+    if requested is not None and not Path(requested).is_absolute():
+        requested = paths.REPO_ROOT / requested
+    found = find(requested, dataset)
+    if found is None:
+        flag = "" if dataset == "mnist" else f" --dataset {dataset}"
+        command, kind = ("train", "cfg-unet") if what == "diffusion model" else ("train-classifier", "classifier")
+        raise FileNotFoundError(f"no {dataset_info(dataset).title} {what}: run notebook 03 (or `python -m cfgutils "
+                                f"{command} data/models/{kind}.pt{flag}`) first, or name a checkpoint")
+    return Path(found)
+
+
+def _shown(path) -> str:
+    """A path relative to the repository when it is inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(paths.REPO_ROOT)) if path.is_relative_to(paths.REPO_ROOT) else str(path)
+
+
+def _plain(value):
+    """JSON for the values notebooks record: tensors and numpy numbers as plain numbers, paths as text."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
