@@ -16,8 +16,9 @@ from typing import Any
 import torch
 
 from ..plumbing import paths
+from ..core.samplers import SamplerSettings
 from ..plumbing.checkpoint import LoadedModel, check_model_dataset, find_classifier, find_model, load_model
-from ..plumbing.data import DatasetInfo, dataset_info
+from ..plumbing.data import DatasetInfo, class_index, dataset_info
 from ..plumbing.device import pick_device
 from .plots import save_figure
 
@@ -34,6 +35,7 @@ class Chapter:
     figures_dir: Path | None  # None: out/figures/
     loaded: LoadedModel | None = None  # the diffusion model (EMA weights), when the setup asked for one
     classifier: Any = None  # the classifier (cfgutils.workflows.classifier.LoadedClassifier), when asked for
+    settings: SamplerSettings | None = None  # the sampler and its steps, when the setup named a sampler
     figures: list[Path] = field(default_factory=list)  # every figure written, in order
 
     @property
@@ -45,6 +47,15 @@ class Chapter:
     def item(self) -> str:
         """One example of the dataset in prose: "digit" or "garment"."""
         return self.info.item
+
+    @property
+    def steps(self) -> int | None:
+        """The sampler's steps, its default resolved (dpmpp 12, ddim 50, ddpm 1000)."""
+        return self.settings.resolved_steps() if self.settings is not None else None
+
+    def class_index(self, label: int | str) -> int:
+        """A class given by index or name ("Sneaker") as its index."""
+        return class_index(label, self.dataset)
 
     @property
     def prefix(self) -> str:
@@ -79,11 +90,13 @@ class Chapter:
 
 def setup(name: str, dataset: str = "mnist", *, model: bool | str | Path | None = False,
           classifier: bool | str | Path | None = False, output_dir: str | Path | None = None,
-          figures_dir: str | Path | None = None, seed: int | None = 0, device: str | None = "auto") -> Chapter:
+          figures_dir: str | Path | None = None, seed: int | None = 0, device: str | None = "auto",
+          sampler: str | None = None, steps: int | None = None) -> Chapter:
     """Resolve a notebook's dataset, device, models and folders; print one line saying what was resolved.
 
     ``model`` / ``classifier``: False for none, None (or True) for the default one (notebook 03's, else the
     shipped one), or a path, which must exist. ``seed`` seeds torch's global generator (None: leave it).
+    ``sampler`` / ``steps``: the notebook's sampler settings, validated (``chapter.settings``).
     """
     info = dataset_info(dataset)
     chapter = Chapter(name, dataset, info, pick_device(device), Path(), None)
@@ -93,6 +106,9 @@ def setup(name: str, dataset: str = "mnist", *, model: bool | str | Path | None 
     if seed is not None:
         torch.manual_seed(seed)
     said = [info.title, f"device {chapter.device}"]
+    if sampler is not None:
+        chapter.settings = SamplerSettings(sampler, steps).validate()
+        said.append(f"{sampler}, {chapter.steps} steps")
     if model is not False:
         chapter.loaded = load_model(_checkpoint(model, dataset, find_model, "diffusion model"), chapter.device)
         check_model_dataset(chapter.loaded, dataset)
