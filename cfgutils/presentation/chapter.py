@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -20,6 +19,7 @@ from ..core.samplers import SamplerSettings
 from ..plumbing.checkpoint import LoadedModel, check_model_dataset, find_classifier, find_model, load_model
 from ..plumbing.data import DatasetInfo, class_index, dataset_info
 from ..plumbing.device import pick_device
+from ..workflows.classifier import LoadedClassifier, load_classifier
 from .plots import save_figure
 
 
@@ -34,7 +34,7 @@ class Chapter:
     output_dir: Path  # summary.json and anything the notebook writes besides figures
     figures_dir: Path | None  # None: out/figures/
     loaded: LoadedModel | None = None  # the diffusion model (EMA weights), when the setup asked for one
-    classifier: Any = None  # the classifier (cfgutils.workflows.classifier.LoadedClassifier), when asked for
+    classifier: LoadedClassifier | None = None  # the classifier, when the setup asked for one
     settings: SamplerSettings | None = None  # the sampler and its steps, when the setup named a sampler
     figures: list[Path] = field(default_factory=list)  # every figure written, in order
 
@@ -101,10 +101,7 @@ def setup(name: str, dataset: str = "mnist", *, model: bool | str | Path | None 
     info = dataset_info(dataset)
     chapter = Chapter(name, dataset, info, pick_device(device), Path(), None)
     chapter.output_dir = Path(output_dir) if output_dir is not None else paths.OUTPUT_DIR / chapter.prefix
-    chapter.output_dir.mkdir(parents=True, exist_ok=True)
     chapter.figures_dir = Path(figures_dir) if figures_dir is not None else None
-    if seed is not None:
-        torch.manual_seed(seed)
     said = [info.title, f"device {chapter.device}"]
     if sampler is not None:
         chapter.settings = SamplerSettings(sampler, steps).validate()
@@ -114,11 +111,12 @@ def setup(name: str, dataset: str = "mnist", *, model: bool | str | Path | None 
         check_model_dataset(chapter.loaded, dataset)
         said.append(f"model {_shown(chapter.loaded.path)} (step {chapter.loaded.metadata['step']})")
     if classifier is not False:
-        from ..workflows.classifier import load_classifier
-
         path = _checkpoint(classifier, dataset, find_classifier, "classifier")
         chapter.classifier = load_classifier(path, chapter.device)
         said.append(f"classifier {_shown(path)}")
+    chapter.output_dir.mkdir(parents=True, exist_ok=True)  # only once everything above was found
+    if seed is not None:
+        torch.manual_seed(seed)
     said.append(f"writing to {_shown(chapter.output_dir)}")
     print(" · ".join(said))
     return chapter
