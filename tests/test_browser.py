@@ -4,7 +4,7 @@ The test starts a private JupyterLab on 127.0.0.1 (a free port, a random token, 
 settings and workspaces), opens a copy of ``notebooks/04-cfg-sampling.ipynb`` with the CI parameters
 injected, runs every cell from the Run menu, moves the guidance slider with the keyboard and checks that
 the picture and the status line follow, with no error anywhere in the notebook. When all of that holds it
-saves a screenshot of the widget to ``out/figures/04-slider-browser.png`` (the README shows the copy in figures/).
+saves a screenshot of the widget to ``out/figures/04-slider-browser.png`` (docs/usage.md shows the copy in figures/).
 
 It skips without ``/usr/bin/chromium`` (``apt-get install chromium``; Playwright cannot download its own
 browsers here) or without the ``playwright`` package. Everything stays on this machine: the page may only
@@ -35,7 +35,7 @@ from cfgutils.plumbing import paths
 pytestmark = pytest.mark.slow
 
 NOTEBOOK = "04-cfg-sampling"
-SCREENSHOT = paths.OUTPUT_FIGURES_DIR / "04-slider-browser.png"  # copy to figures/ to update the README
+SCREENSHOT = paths.OUTPUT_FIGURES_DIR / "04-slider-browser.png"  # copy to figures/ to update docs/usage.md
 SCREENSHOT_MAX_BYTES = 300_000
 SLIDER_PRESSES = 3  # arrow-key presses on the slider handle, one option each
 
@@ -311,7 +311,7 @@ def test_guidance_slider_in_the_browser(tmp_path):
             assert not errors, "errors after moving the slider:\n" + "\n---\n".join(errors)
             assert not elsewhere, f"the page tried to reach other addresses: {elsewhere}"
 
-            # all checks passed: the screenshot for the README, the widget with a small margin (none below it:
+            # all checks passed: the screenshot for docs/usage.md, the widget with a small margin (none below it:
             # the notebook's next figure starts right there)
             box = ui.bounding_box()
             margin = 4

@@ -173,17 +173,27 @@ def document_text(path) -> str:
     return path.read_text()
 
 
-DOCUMENTS = [paths.REPO_ROOT / name for name in ("README.md", "benchmarks/README.md", "data/pretrained/README.md")] \
-    + NOTEBOOK_FILES
+README = paths.REPO_ROOT / "README.md"
+DOCUMENTS = [paths.REPO_ROOT / name for name in ("README.md", "RESULTS.md", "benchmarks/README.md",
+                                                 "data/pretrained/README.md")] \
+    + sorted((paths.REPO_ROOT / "docs").glob("*.md")) + NOTEBOOK_FILES
+
+
+def relative_links(text: str) -> list[str]:
+    """The targets of a document's Markdown links and images, ``[text](target)``, and of its HTML ``<img src>``."""
+    import re
+
+    return re.findall(r"\]\(([^)\s]+)\)", text) + re.findall(r"<img\b[^>]*\bsrc=\"([^\"]+)\"", text)
 
 
 @pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: str(p.relative_to(paths.REPO_ROOT)))
 def test_every_relative_link_resolves(path):
-    """Every relative link of the READMEs and notebooks names a file that exists, and its #anchor a heading there."""
+    """Every relative link of the READMEs, RESULTS.md, docs/ and the notebooks names a file that exists, and its
+    #anchor a heading there."""
     import re
 
     broken = []
-    for target in re.findall(r"\]\(([^)\s]+)\)", document_text(path)):
+    for target in relative_links(document_text(path)):
         if re.match(r"[a-z]+:", target):
             continue  # a web address
         name, _, anchor = target.partition("#")
@@ -202,3 +212,27 @@ def test_github_anchor():
     assert github_anchor("A second dataset: Fashion-MNIST") == "a-second-dataset-fashion-mnist"
     assert github_anchor("Why the reference study's accuracy collapsed (notebook 07)") == \
         "why-the-reference-studys-accuracy-collapsed-notebook-07"
+
+
+def test_relative_links_include_html_images():
+    assert relative_links('![a](x.png) [b](y.md#z) <img src="f.png" width="49%" alt="c">') == ["x.png", "y.md#z", "f.png"]
+
+
+def test_readme_is_a_landing_page():
+    """The README fits on one or two screens, opens the notebooks in JupyterLab before it mentions headless runs,
+    and leaves the result tables to RESULTS.md."""
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 150, f"README.md has {len(text.splitlines())} lines; results go to RESULTS.md"
+    assert "jupyter lab" in text and "papermill" in text
+    assert text.index("jupyter lab") < text.index("papermill"), "JupyterLab is the main way in: it comes first"
+    assert "](RESULTS.md" in text
+
+
+def test_readme_describes_every_notebook_for_the_site():
+    """The site's index takes each notebook's one-line description from the README's notebook table."""
+    from cfgutils.presentation.site import readme_descriptions
+    from cfgutils.workflows.notebooks import NOTEBOOKS
+
+    descriptions = readme_descriptions(README)
+    assert sorted(descriptions) == sorted(NOTEBOOKS)
+    assert all(descriptions.values())

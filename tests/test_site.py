@@ -3,7 +3,7 @@
 The site is built with ``--reuse`` from the series that ``ci_series`` (conftest.py) ran once for this session, then
 served on 127.0.0.1 and opened in Debian's Chromium through Playwright: every link on the index and on every page
 leads somewhere (HTTP 200), every image loads, and no page asks for anything but the local server. A screenshot
-of the index goes to ``out/figures/site-index.png`` (the README shows the copy in figures/). The browser test skips
+of the index goes to ``out/figures/site-index.png`` (docs/usage.md shows the copy in figures/). The browser test skips
 without ``/usr/bin/chromium`` (``apt-get install -y chromium``) or the ``playwright`` package.
 """
 
@@ -32,7 +32,7 @@ from cfgutils.workflows.notebooks import available_notebooks
 
 pytestmark = pytest.mark.slow
 
-SCREENSHOT = paths.OUTPUT_FIGURES_DIR / "site-index.png"  # copy to figures/ to update the README
+SCREENSHOT = paths.OUTPUT_FIGURES_DIR / "site-index.png"  # copy to figures/ to update docs/usage.md
 SCREENSHOT_MAX_BYTES = 300_000
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PAGE_LOAD_S = 60
