@@ -1,4 +1,4 @@
-"""``python -m cfgutils notebooks``: execute the notebook series headlessly (the README's main command)."""
+"""``python -m cfgutils notebooks``: execute the notebook series headlessly (the headless way to run the series)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def register(subparsers) -> None:
                              "names, the notebooks that take one")
     parser.add_argument("--figures-dir", default=None, help="where figures go (default: OUT/figures/)")
     parser.add_argument("--update-figures", action="store_true",
-                        help="write the figures into the committed gallery figures/ (what the README shows)")
+                        help="write the figures into the committed gallery figures/ (what the notebooks and documents show)")
     parser.set_defaults(handler=_run)
 
 

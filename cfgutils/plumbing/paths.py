@@ -13,7 +13,7 @@ from pathlib import Path
 #: ``CFGUTILS_ROOT`` overrides it, e.g. for a non-editable install.
 REPO_ROOT = Path(os.environ.get("CFGUTILS_ROOT", Path(__file__).resolve().parents[2])).resolve()
 DATA_DIR = REPO_ROOT / "data"
-#: the committed gallery that the README and the notebooks' markdown show; rewritten only on request
+#: the committed gallery that the documents and the notebooks' markdown show; rewritten only on request
 #: (``python -m cfgutils notebooks --update-figures``)
 FIGURES_DIR = REPO_ROOT / "figures"
 #: where runs write: executed notebooks, recorded results and figures (git-ignored)

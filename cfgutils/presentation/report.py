@@ -135,7 +135,7 @@ def results_table(result: SweepResult) -> pd.DataFrame:
 
 
 def format_table(result: SweepResult) -> str:
-    """The headline table as Markdown (for the README and the CLI)."""
+    """The headline table as Markdown (for RESULTS.md and the CLI)."""
     return markdown(results_table(result))
 
 

@@ -352,7 +352,7 @@ class LoadedClassifier:
 
     @property
     def dataset(self) -> str:
-        """The dataset it was trained on ("mnist" for files from before datasets were a setting)."""
+        """The dataset it was trained on ("mnist" when its config names none)."""
         return self.config.get("train", {}).get("dataset", "mnist")
 
 

@@ -1,4 +1,4 @@
-"""Run the notebook series headlessly with papermill (the README's main command and the notebook tests)."""
+"""Run the notebook series headlessly with papermill (the headless run and the notebook tests)."""
 
 from __future__ import annotations
 
