@@ -126,8 +126,16 @@ class Guidance:
     #: itself (autoguidance sets a weaker model here)
     guide = None
 
-    #: whether the sampler re-noises with the negative branch's noise instead of the guided one (CFG++)
+    #: whether the eps returned with the guided x0 is the negative branch's noise instead of the guided one (CFG++)
     renoise_with_negative = False
+
+    def step_from(self, x_t: torch.Tensor, eps: torch.Tensor, x0: torch.Tensor,
+                  context: GuidanceContext) -> torch.Tensor:
+        """The x_t the sampler takes its step from (plain CFG: x_t itself)."""
+        return x_t
+
+    def after_step(self, run, context: GuidanceContext) -> None:
+        """Adjust the sampler run's state after its step (plain CFG: nothing)."""
 
     #: the (lowest, highest) scale the rule accepts, or None for any finite s (CFG++: lambda in [0, 1])
     scale_range = None
@@ -303,6 +311,12 @@ class WrappedGuidance(Guidance):
     @property
     def renoise_with_negative(self):
         return self.inner.renoise_with_negative
+
+    def step_from(self, x_t, eps, x0, context):
+        return self.inner.step_from(x_t, eps, x0, context)
+
+    def after_step(self, run, context):
+        self.inner.after_step(run, context)
 
     @property
     def scale_range(self):

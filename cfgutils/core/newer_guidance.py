@@ -64,8 +64,8 @@ class CFGPlusPlus(Guidance):
     plain CFG step at s_k = lambda / (1 - exp(-h_k)), h_k the step's gain in half-log-SNR
     (:func:`cfgpp_scale_factors`): 1 x lambda at the first and last step, several times lambda in between,
     and more the more steps the sampler takes. lambda = 0 is unconditional sampling (plain CFG at s = 0).
-    DDPM and DPM-Solver++ take their step from x0_lambda re-noised with eps_u (``samplers.sample_chunk``),
-    which is DDIM's rule applied to them. DPM-Solver++(2M)'s second-order term follows the official CFG++ solver
+    DDPM and DPM-Solver++ take their step from x0_lambda re-noised with eps_u (:meth:`step_from`), which is
+    DDIM's rule applied to them. DPM-Solver++(2M)'s second-order term follows the official CFG++ solver
     (``sample_dpmpp_2m_cfg_pp``): it extrapolates from the current guided x0 and the *previous unconditional*
     x0, (1 - e^-h) / (2 r) (x0_lambda - x0_u,prev), not from the previous guided x0.
     """
@@ -79,6 +79,17 @@ class CFGPlusPlus(Guidance):
 
     def needs_both(self, scale, context):
         return scale != 0.0  # lambda = 1 still re-noises with eps_u
+
+    def step_from(self, x_t, eps, x0, context):
+        """x0_lambda re-noised with eps_u; remembers x0_u, the x0 that eps_u implies, for :meth:`after_step`."""
+        signal = math.sqrt(context.alpha_bar)
+        context.state["x0_negative"] = (x_t - context.noise_std * eps) / signal
+        return signal * x0 + context.noise_std * eps
+
+    def after_step(self, run, context):
+        """DPM-Solver++(2M) as the official CFG++ solver: the next step extrapolates from the negative x0."""
+        if getattr(run, "history", None) is not None:
+            run.history = (context.state.pop("x0_negative"), run.history[1])
 
 
 def cfgpp_scale_factors(diffusion, timesteps: list[int]) -> list[float]:

@@ -217,12 +217,8 @@ def sample_chunk(model, diffusion: GaussianDiffusion, labels: torch.Tensor, scal
         eps, x0 = guided_prediction(model, diffusion, x, t, labels, scale, guidance, context, settings.clip_x0)
         if callback is not None:
             callback(index, t, x, x0)
-        if guidance.renoise_with_negative:  # CFG++: step from x0 re-noised with the negative branch's noise
-            x0_negative = (x - context.noise_std * eps) / math.sqrt(context.alpha_bar)
-            x = math.sqrt(context.alpha_bar) * x0 + context.noise_std * eps
-        x = step(run, x, eps, x0, t, t_prev)
-        if guidance.renoise_with_negative and run.history is not None:  # CFG++(2M), as the official solver:
-            run.history = (x0_negative, run.history[1])  # the next step extrapolates from the negative x0
+        x = step(run, guidance.step_from(x, eps, x0, context), eps, x0, t, t_prev)  # CFG++ steps from its own x_t
+        guidance.after_step(run, context)  # ... and keeps its negative x0 in DPM-Solver++'s history
     return x.clamp(-1.0, 1.0) if tuple(sample_shape) == IMAGE_SHAPE and settings.clamp_output else x
 
 
