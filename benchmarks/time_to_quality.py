@@ -21,7 +21,7 @@ from cfgutils.core.samplers import SamplerSettings, class_labels, generate
 from cfgutils.plumbing.checkpoint import find_classifier, load_model
 from cfgutils.plumbing.config import resolve_config
 from cfgutils.plumbing.data import DATASETS, load_dataset
-from cfgutils.workflows import metrics
+from cfgutils.core import metrics
 from cfgutils.workflows.classifier import load_classifier, predict_proba
 from cfgutils.workflows.experiments import check_classifier_dataset
 from cfgutils.workflows.train import train

@@ -30,7 +30,7 @@ from cfgutils.core.diffusion import DiffusionConfig, GaussianDiffusion
 from cfgutils.core.unet import count_parameters, forward_flops
 from cfgutils.plumbing.config import TrainConfig, resolve_config
 from cfgutils.plumbing.device import keep_freed_memory
-from cfgutils.workflows.optim import make_optimizer
+from cfgutils.core.optim import make_optimizer
 from cfgutils.workflows.train import (
     TrainingRun,
     build_model,

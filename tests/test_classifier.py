@@ -14,7 +14,10 @@ from cfgutils.cli import build_parser
 from cfgutils.errors import UserInputError
 from cfgutils.plumbing import checkpoint as ckpt
 from cfgutils.plumbing.data import ImageSplit, load_mnist
+from cfgutils.core import classifier as net
+from cfgutils.core.unet import count_parameters
 from cfgutils.workflows import classifier as clf
+from cfgutils.workflows import classifier_training as training
 
 # one thread per subprocess: a dozen of them start at once on a small machine
 ENV = {**os.environ, "CFGUTILS_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -57,52 +60,52 @@ def assert_identical(a, b):
 def tiny_run(split, steps, **kwargs):
     kwargs = {"batch_size": 16, "lr": 2e-3, "seed": 0, "device": "cpu", "progress": False,
               "model_config": TINY, **kwargs}
-    return clf.train_classifier(split, steps, **kwargs)
+    return training.train_classifier(split, steps, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------ model
 def test_shapes_size_and_no_global_rng_change():
     state = torch.random.get_rng_state()
-    model = clf.build_classifier(seed=0)
+    model = net.build_classifier(seed=0)
     assert torch.equal(state, torch.random.get_rng_state())
-    assert clf.count_parameters(model) < 300_000
+    assert count_parameters(model) < 300_000
     x = torch.rand(5, 1, 28, 28) * 2 - 1
     assert model(x).shape == (5, 10)
     assert model.features(x).shape == (5, model.config.feature_dim)
     assert (model.features(x) >= 0).all()  # after ReLU
     assert torch.allclose(model.head(model.features(x)), model(x))
-    assert_identical(weights(model), weights(clf.build_classifier(seed=0)))
-    assert not torch.equal(model.fc.weight, clf.build_classifier(seed=1).fc.weight)
+    assert_identical(weights(model), weights(net.build_classifier(seed=0)))
+    assert not torch.equal(model.fc.weight, net.build_classifier(seed=1).fc.weight)
 
 
 def test_config_round_trip_and_validation():
-    config = clf.ClassifierConfig.from_dict(TINY)
-    assert clf.ClassifierConfig.from_dict(config.to_dict()) == config
+    config = net.ClassifierConfig.from_dict(TINY)
+    assert net.ClassifierConfig.from_dict(config.to_dict()) == config
     with pytest.raises(UserInputError, match="unknown classifier config"):
-        clf.ClassifierConfig.from_dict({"width": 3})
+        net.ClassifierConfig.from_dict({"width": 3})
     with pytest.raises(UserInputError, match="positive integer"):
-        clf.ClassifierConfig(channels1=0)
+        net.ClassifierConfig(channels1=0)
 
 
 def test_augmentation_is_seeded_and_keeps_the_background():
     images = torch.full((6, 1, 28, 28), -1.0)
     images[:, :, 10:18, 12:16] = 1.0
-    first = clf.augment_batch(images, torch.Generator().manual_seed(0))
-    again = clf.augment_batch(images, torch.Generator().manual_seed(0))
+    first = training.augment_batch(images, torch.Generator().manual_seed(0))
+    again = training.augment_batch(images, torch.Generator().manual_seed(0))
     assert torch.equal(first, again) and first.shape == images.shape
     assert not torch.equal(first, images)
     assert first.min() >= -1 - 1e-6 and first.max() <= 1 + 1e-6
-    assert torch.equal(clf.augment_batch(torch.full((3, 1, 28, 28), -1.0), torch.Generator().manual_seed(1)),
+    assert torch.equal(training.augment_batch(torch.full((3, 1, 28, 28), -1.0), torch.Generator().manual_seed(1)),
                        torch.full((3, 1, 28, 28), -1.0))
 
 
 def test_learning_rate_depends_on_the_step_only():
-    config = clf.ClassifierTrainConfig(lr=1.0, warmup_steps=10, lr_decay_steps=100)
-    assert clf.classifier_learning_rate(0, config) == pytest.approx(0.1)
-    assert clf.classifier_learning_rate(10, config) == pytest.approx(1.0)
-    assert clf.classifier_learning_rate(110, config) == pytest.approx(0.1)
-    longer = clf.ClassifierTrainConfig(lr=1.0, warmup_steps=10, lr_decay_steps=100, steps=10_000)
-    assert clf.classifier_learning_rate(55, longer) == clf.classifier_learning_rate(55, config)
+    config = training.ClassifierTrainConfig(lr=1.0, warmup_steps=10, lr_decay_steps=100)
+    assert training.classifier_learning_rate(0, config) == pytest.approx(0.1)
+    assert training.classifier_learning_rate(10, config) == pytest.approx(1.0)
+    assert training.classifier_learning_rate(110, config) == pytest.approx(0.1)
+    longer = training.ClassifierTrainConfig(lr=1.0, warmup_steps=10, lr_decay_steps=100, steps=10_000)
+    assert training.classifier_learning_rate(55, longer) == training.classifier_learning_rate(55, config)
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -122,7 +125,7 @@ def test_resume_is_bit_exact(tmp_path, small_split):
     # 96 images / 16 per batch = 6 steps per epoch: the resumed half crosses an epoch boundary
     uninterrupted = tiny_run(small_split, 8)
     half = tiny_run(small_split, 4)
-    path = clf.save_classifier(tmp_path / "half.pt", half)
+    path = training.save_classifier(tmp_path / "half.pt", half)
     resumed = tiny_run(small_split, 8, resume_from=path)
     assert resumed.step == 8
     assert_identical(weights(uninterrupted.model), weights(resumed.model))
@@ -137,7 +140,7 @@ def test_resume_is_bit_exact(tmp_path, small_split):
 def test_checkpoint_round_trip(tmp_path, small_split, eval_split):
     result = tiny_run(small_split, 3, eval_split=eval_split)
     assert 0.0 <= result.test_accuracy <= 1.0 and result.test_source == "held-out stand-in"
-    path = clf.save_classifier(tmp_path / "c.pt", result)
+    path = training.save_classifier(tmp_path / "c.pt", result)
     loaded = clf.load_classifier(path, "cpu")
     assert_identical(weights(loaded.model), weights(result.model))
     assert not loaded.model.training and not any(p.requires_grad for p in loaded.model.parameters())
@@ -154,7 +157,7 @@ def test_checkpoint_round_trip(tmp_path, small_split, eval_split):
 def test_a_classifier_saved_under_the_old_kind_still_loads(tmp_path, small_split):
     """Classifiers written before the kind was "image-classifier" (the shipped ones) carry "mnist-classifier"."""
     result = tiny_run(small_split, 2)
-    path = clf.save_classifier(tmp_path / "c.pt", result)
+    path = training.save_classifier(tmp_path / "c.pt", result)
     payload = torch.load(path, weights_only=True)
     payload["kind"] = "mnist-classifier"
     torch.save(payload, path)
@@ -191,7 +194,7 @@ def test_bad_training_arguments(small_split):
 
 # ------------------------------------------------------------------------------------------ inference
 def test_batched_inference_matches_and_restores_mode(small_split):
-    model = clf.build_classifier(TINY, seed=0)
+    model = net.build_classifier(TINY, seed=0)
     model.train()
     images = small_split.images[:30]
     probs = clf.predict_proba(model, images, batch_size=7)
@@ -234,7 +237,7 @@ def cli_errors(tmp_path_factory, small_split):
     ckpt.save_checkpoint(unet, "cfg-unet", {}, {"model": {}}, ckpt.base_metadata("test", 0))
     corrupt = folder / "corrupt.pt"
     corrupt.write_bytes(b"\x00garbage")
-    finished = clf.save_classifier(folder / "finished.pt", tiny_run(small_split, 2))
+    finished = training.save_classifier(folder / "finished.pt", tiny_run(small_split, 2))
     (folder / "a_folder").mkdir()
     out = folder / "out.pt"
     cases = {

@@ -19,12 +19,9 @@ from cfgutils.plumbing.checkpoint import load_model
 from cfgutils.plumbing.data import ImageSplit, load_mnist
 from cfgutils.presentation import report
 from cfgutils.workflows.evaluation import summarise_seeds
-from cfgutils.workflows.metrics import proportion_interval, seed_interval
-from cfgutils.workflows.classifier import (
-    load_classifier,
-    save_classifier,
-    train_classifier,
-)
+from cfgutils.core.metrics import proportion_interval, seed_interval
+from cfgutils.workflows.classifier import load_classifier
+from cfgutils.workflows.classifier_training import save_classifier, train_classifier
 from cfgutils.workflows.experiments import (
     REFERENCE_ACCURACY,
     SweepResult,
@@ -35,7 +32,7 @@ from cfgutils.workflows.experiments import (
     set_distances,
     write_results,
 )
-from cfgutils.workflows.metrics import SetDistances, paired_proportion_difference
+from cfgutils.core.metrics import SetDistances, paired_proportion_difference
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ from cfgutils.plumbing import checkpoint as ckpt
 from cfgutils.plumbing import data, paths
 from cfgutils.plumbing.config import resolve_config
 from cfgutils.plumbing.data import DataError, ImageSplit, class_index, dataset_info, load_dataset
-from cfgutils.workflows.classifier import load_classifier, save_classifier, train_classifier
+from cfgutils.workflows.classifier import load_classifier
+from cfgutils.workflows.classifier_training import save_classifier, train_classifier
 from cfgutils.workflows.experiments import check_same_dataset
 from cfgutils.workflows.train import train
 

@@ -8,7 +8,7 @@ import torch
 from cfgutils.errors import UserInputError
 from cfgutils.plumbing.data import ImageSplit
 from cfgutils.workflows import evaluation, metrics
-from cfgutils.workflows.classifier import build_classifier
+from cfgutils.core.classifier import build_classifier
 
 
 def one_hot(labels, classes=10):

@@ -14,7 +14,7 @@ from cfgutils.plumbing.data import load_dataset
 from cfgutils.presentation import report
 from cfgutils.workflows.classifier import load_classifier
 from cfgutils.workflows.experiments import build_reference_for
-from cfgutils.workflows.metrics import seed_interval
+from cfgutils.core.metrics import seed_interval
 from cfgutils.workflows.networks import compare_networks, read_run
 
 N_PER_CLASS, SEEDS = 3, (0, 1)

@@ -20,14 +20,10 @@ from cfgutils.errors import UserInputError
 from cfgutils.plumbing import paths
 from cfgutils.plumbing.checkpoint import load_model
 from cfgutils.plumbing.config import default_config
-from cfgutils.workflows.classifier import (
-    ClassifierTrainConfig,
-    build_classifier,
-    classifier_learning_rate,
-    classifier_loss,
-    classifier_settings,
-    load_classifier,
-)
+from cfgutils.core.classifier import build_classifier
+from cfgutils.workflows.classifier import load_classifier
+from cfgutils.workflows.classifier_training import (ClassifierTrainConfig, classifier_learning_rate, classifier_loss,
+                                                    classifier_settings)
 from cfgutils.workflows.reproduction import check_weights, completed_cells, pixel_range
 
 REPO = Path(__file__).resolve().parents[1]

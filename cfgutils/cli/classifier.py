@@ -13,7 +13,8 @@ from ..errors import UserInputError, positive_int
 from ..plumbing import checkpoint as ckpt
 from ..plumbing.data import DATASETS, load_dataset
 from ..plumbing.device import pick_device
-from ..workflows.classifier import CLASSIFIER_RECIPES, KIND, ClassifierTrainConfig, save_classifier, train_classifier
+from ..workflows.classifier import KIND
+from ..workflows.classifier_training import CLASSIFIER_RECIPES, ClassifierTrainConfig, save_classifier, train_classifier
 from .common import add_checkpoint_arguments
 
 

@@ -1,7 +1,7 @@
 """Tables and computed conclusions of a guidance sweep (notebook 05-classifier-eval; reused by 06 and the CLI).
 
 The figures of a sweep are in :mod:`cfgutils.presentation.plots`. Metric columns (see
-:mod:`cfgutils.workflows.metrics`): ``accuracy``,
+:mod:`cfgutils.core.metrics`): ``accuracy``,
 ``frechet_distance``, ``kid``, ``precision``, ``recall``, ``inception_score``, ``diversity``,
 ``confidence``, ``saturation``, ``near_copy_pixels``; each with ``<metric>_low/high``, its 95% interval.
 A weight or rule is called best only where its interval separates from the others' (:func:`best_or_tied`).
@@ -13,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..workflows.experiments import REFERENCE_ACCURACY, SweepResult, floor_difference, paired_ranking, scale_summaries
-from ..workflows.metrics import paired_verdict, triple
+from ..core.metrics import paired_verdict, triple
 
 METRIC_LABELS = {
     "accuracy": "classifier accuracy",
@@ -291,7 +291,7 @@ def variants_table(results: dict[str, SweepResult], weights=(2, 5, 10, 20)) -> p
 
 def compare(row, base, metric: str) -> str:
     """"lower", "higher" or "not distinguishable": ``row``'s interval of ``metric`` against ``base``'s, for
-    results that kept no per-sample data (:func:`~cfgutils.workflows.metrics.paired_verdict` reads the paired
+    results that kept no per-sample data (:func:`~cfgutils.core.metrics.paired_verdict` reads the paired
     differences of those that did)."""
     if not separated(row[f"{metric}_low"], row[f"{metric}_high"], base[f"{metric}_low"], base[f"{metric}_high"]):
         return "not distinguishable"

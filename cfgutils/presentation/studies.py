@@ -13,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from ..workflows.metrics import paired_verdict
+from ..core.metrics import paired_verdict
 from .report import _signed, _triple, best_or_tied, markdown, reference_accuracy, separated, with_interval
 
 #: accuracy under this, with the whole 95% interval, is a collapse (the reference study: 0.385 at w = 10)
@@ -43,7 +43,7 @@ def _bits(row) -> torch.Tensor | None:
 def paired_change(row, previous) -> list[float] | None:
     """[accuracy of ``row`` - of ``previous``, low, high] from their per-sample outcomes (Newcombe's paired
     interval), where both kept them for the same samples (same count: the same noise and labels); else None."""
-    from ..workflows.metrics import paired_proportion_difference
+    from ..core.metrics import paired_proportion_difference
 
     mine, theirs = _bits(row), _bits(previous) if previous is not None else None
     if mine is None or theirs is None or mine.shape != theirs.shape:
@@ -149,7 +149,7 @@ def ladder_changes(rows: list[dict]) -> list[dict]:
     """Per configuration after the first and per w: its paired accuracy change from the configuration above for
     every training seed that kept per-sample outcomes, and, where two or more trained networks have one, the mean
     change with its Student-t 95% interval over networks (which covers training as well as sampling)."""
-    from ..workflows.metrics import seed_interval
+    from ..core.metrics import seed_interval
 
     found: dict[tuple, dict] = {}
     for row, previous in zip(rows, previous_configurations(rows)):
@@ -204,7 +204,7 @@ def ladder_table(rows: list[dict], w: float = 10.0) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
-#: how a paired accuracy change reads (:func:`~cfgutils.workflows.metrics.paired_verdict`) in the ladder's words
+#: how a paired accuracy change reads (:func:`~cfgutils.core.metrics.paired_verdict`) in the ladder's words
 READINGS = {"higher": "raises accuracy", "lower": "lowers accuracy",
             "not distinguishable": "not distinguishable at this sample size"}
 
@@ -259,7 +259,7 @@ def paired_best_accuracy(part: pd.DataFrame) -> dict | None:
     """The weight with the highest accuracy among one configuration's guided rows (s > 0) and the weights whose
     *paired* difference from it contains 0 (the rows share their samples' noise and labels); None where the rows
     kept no per-sample outcomes (07)."""
-    from ..workflows.metrics import rank_by_differences
+    from ..core.metrics import rank_by_differences
 
     guided = part[part["s"] > 0].reset_index(drop=True)
     if guided.empty or any(_bits(row) is None for _, row in guided.iterrows()):
@@ -312,7 +312,7 @@ SCORING_LABELS = {"published": "reference classifier, unclamped (as published)",
 def pooled_reproduction(results: pd.DataFrame) -> pd.DataFrame:
     """Per w: each scoring's accuracy pooled over the trained networks (exact 95% interval on all their samples)
     and each network's own accuracy, beside the published number (07)."""
-    from ..workflows.metrics import proportion_interval
+    from ..core.metrics import proportion_interval
     from ..workflows.reproduction import paired_difference
 
     records = []
@@ -590,7 +590,7 @@ def across_networks(summaries: dict[str, pd.DataFrame], metrics=("accuracy", "ki
 
     ``summaries``: network name -> the ``summary.csv`` of its ``experiment classifier`` run (floor row ignored).
     """
-    from ..workflows.metrics import seed_interval
+    from ..core.metrics import seed_interval
 
     frames = {}
     for name, frame in summaries.items():

@@ -1,4 +1,4 @@
-"""Scoring digits with the classifier: every metric of :mod:`cfgutils.workflows.metrics` against real images (05).
+"""Scoring digits with the classifier: every metric of :mod:`cfgutils.core.metrics` against real images (05).
 
 :func:`build_reference` (features of held-out real test images, once), :func:`evaluate_generated`
 (every metric in one flat dict), :func:`real_data_floor` (a *different* set of held-out real images
@@ -19,7 +19,7 @@ import torch
 from ..errors import UserInputError, positive_int
 from ..plumbing.data import ImageSplit
 from .classifier import extract_features, predict_logits_and_features
-from .metrics import (NEAR_COPY_QUANTILE, NUM_CLASSES, SATURATION_TOL, accuracy_with_ci, as_labels, as_probs,
+from ..core.metrics import (NEAR_COPY_QUANTILE, NUM_CLASSES, SATURATION_TOL, accuracy_with_ci, as_labels, as_probs,
                       frechet_distance_from_stats, gaussian_stats, inception_score, intra_class_diversity, knn_radii,
                       mean_confidence, mean_intended_log_probability, mean_intended_probability, near_copy_fraction,
                       near_copy_threshold, nearest_distances, per_class_accuracy, precision_recall, proportion_interval,

@@ -29,8 +29,9 @@ from ..plumbing import paths
 from ..plumbing.checkpoint import LoadedModel, check_dataset
 from ..plumbing.data import dataset_info, load_dataset, to_uint8
 from . import evaluation
-from .metrics import paired_proportion_difference, proportion_interval, rank_by_differences, triple
-from .classifier import NUM_CLASSES, LoadedClassifier
+from ..core.metrics import paired_proportion_difference, proportion_interval, rank_by_differences, triple
+from ..core.classifier import NUM_CLASSES
+from .classifier import LoadedClassifier
 
 #: the reference study's grid of w, plus the unconditional model (s = 0)
 REFERENCE_WEIGHTS = (0, .25, .5, .75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 3.5, 4, 5, 7.5, 10, 15, 20)
@@ -228,7 +229,7 @@ def paired_ranking(result: SweepResult, metric: str, scales=None) -> dict:
     """The best of ``scales`` by ``metric`` and every other scale's *paired* difference from it (05-classifier-eval).
 
     The scales' samples share their starting noise and labels, so each comparison uses the per-sample
-    differences: :func:`~cfgutils.workflows.metrics.paired_proportion_difference` for accuracy, a shared
+    differences: :func:`~cfgutils.core.metrics.paired_proportion_difference` for accuracy, a shared
     bootstrap over sample indices for KID and the Fréchet distance. ``scales`` default: every guided scale
     (s > 0). Returns ``best`` (its w), ``value`` ([value, low, high]), ``differences`` (w -> [other - best,
     low, high]), ``not_distinguishable`` (the best and every w whose difference interval contains 0) and

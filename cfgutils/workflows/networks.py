@@ -24,7 +24,7 @@ from ..errors import UserInputError
 from ..plumbing.cells import CellStore
 from . import evaluation
 from .classifier import LoadedClassifier
-from .metrics import paired_proportion_difference, paired_verdict, proportion_interval, seed_interval, triple
+from ..core.metrics import paired_proportion_difference, paired_verdict, proportion_interval, seed_interval, triple
 
 #: what two runs must share for their samples to be paired: the same labels, seeds, noise chunks and sampler
 PAIRED_KEYS = ("dataset", "n_per_class", "seeds", "sampler", "steps", "eta", "spacing", "clip_x0", "clamp_output")
@@ -116,7 +116,7 @@ def compare_networks(arm_a: list[Run], w_a: float, arm_b: list[Run], w_b: float,
     metric the mean over the pairs, each arm's and the difference's, with Student-t intervals over networks.
 
     Every row has ``metric``, ``network`` (``"A-name / B-name"``, or ``"mean over K networks"``), ``a``, ``b``,
-    ``difference`` ([value, low, high]), ``verdict`` (:func:`~cfgutils.workflows.metrics.paired_verdict` of the
+    ``difference`` ([value, low, high]), ``verdict`` (:func:`~cfgutils.core.metrics.paired_verdict` of the
     difference) and ``covers`` (what the interval covers).
     """
     if len(arm_a) != len(arm_b) or not arm_a:

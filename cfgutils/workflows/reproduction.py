@@ -31,7 +31,7 @@ from ..plumbing.checkpoint import LoadedModel
 from ..plumbing.data import ImageSplit
 from .classifier import LoadedClassifier, predict_proba
 from .experiments import REFERENCE_ACCURACY, REFERENCE_WEIGHTS
-from .metrics import proportion_interval
+from ..core.metrics import proportion_interval
 
 #: scoring name -> (which classifier, whether the samples are clamped to [-1, 1] first)
 SCORINGS = {"published": ("reference", False), "clamped": ("reference", True), "ours": ("ours", True)}

@@ -28,7 +28,7 @@ from ..plumbing.config import TrainConfig, resolve_config
 from ..plumbing.data import ImageSplit, dataset_info, load_dataset
 from ..plumbing.device import keep_freed_memory
 from ..plumbing.distributed import DistributedContext, distributed
-from .optim import ema_decay_at, effective_ema_decay, make_optimizer, scheduled_lr, set_learning_rate, update_ema
+from ..core.optim import ema_decay_at, effective_ema_decay, make_optimizer, scheduled_lr, set_learning_rate, update_ema
 from .runlog import RunLogger
 
 

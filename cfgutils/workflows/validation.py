@@ -25,7 +25,7 @@ from ..errors import UserInputError
 from ..plumbing.data import ImageSplit
 from .classifier import extract_features
 from .evaluation import RealReference, _model, floor_sets
-from .metrics import SetDistances, centred_interval
+from ..core.metrics import SetDistances, centred_interval
 
 #: the corruptions and their levels: noise and blur sigma (in [-1, 1] pixel units and pixels), the number of
 #: classes replaced by others, and the share of the set replaced by copies of a few images
