@@ -16,7 +16,7 @@ from cfgutils.plumbing.checkpoint import load_model
 from cfgutils.plumbing.config import TrainConfig, default_config, resolve_config
 from cfgutils.plumbing.data import ImageSplit, load_mnist
 from cfgutils.plumbing.device import keep_freed_memory
-from cfgutils.workflows.optim import make_optimizer
+from cfgutils.core.optim import make_optimizer
 from cfgutils.workflows.train import (
     build_model,
     learning_rate,
