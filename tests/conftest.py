@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cfgutils.plumbing import data, paths
+from cfgutils.plumbing import mnist, paths
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +29,7 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 def official_splits() -> frozenset[str]:
     """The splits whose official gz files are in the repository's data/MNIST/raw/ (CI copies the test split)."""
     raw = paths.DATA_DIR / "MNIST" / "raw"
-    return frozenset(split for split, files in data.IDX_FILES.items()
+    return frozenset(split for split, files in mnist.IDX_FILES.items()
                      if all((raw / name).is_file() for name, _ in files))
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from cfgutils.errors import UserInputError
-from cfgutils.plumbing import data
+from cfgutils.plumbing import data, images
 from cfgutils.plumbing.data import DataError, FallbackDataWarning, load_mnist
 
 
@@ -42,7 +42,7 @@ def test_read_idx_round_trip(tmp_path, tiny_images, compressed):
     path = tmp_path / ("images.gz" if compressed else "images")
     payload = idx_bytes(tiny_images)
     path.write_bytes(gzip.compress(payload) if compressed else payload)
-    parsed = data._read_idx(path, 3)
+    parsed = images.read_idx(path, 3)
     assert parsed.dtype == np.uint8
     np.testing.assert_array_equal(parsed, tiny_images)
 
@@ -51,28 +51,28 @@ def test_read_idx_labels_round_trip(tmp_path):
     labels = np.array([7, 2, 1, 0, 9], dtype=np.uint8)
     path = tmp_path / "labels.gz"
     path.write_bytes(gzip.compress(idx_bytes(labels)))
-    np.testing.assert_array_equal(data._read_idx(path, 1), labels)
+    np.testing.assert_array_equal(images.read_idx(path, 1), labels)
 
 
 def test_read_idx_rejects_truncated_data(tmp_path, tiny_images):
     path = tmp_path / "images.gz"
     path.write_bytes(gzip.compress(idx_bytes(tiny_images)[:-100]))
     with pytest.raises(DataError, match="truncated"):
-        data._read_idx(path, 3)
+        images.read_idx(path, 3)
 
 
 def test_read_idx_rejects_truncated_gzip_stream(tmp_path, tiny_images):
     path = tmp_path / "images.gz"
     path.write_bytes(gzip.compress(idx_bytes(tiny_images))[:-20])
     with pytest.raises(DataError, match="cannot be read"):
-        data._read_idx(path, 3)
+        images.read_idx(path, 3)
 
 
 def test_read_idx_rejects_wrong_dimensions(tmp_path, tiny_images):
     path = tmp_path / "images.gz"
     path.write_bytes(gzip.compress(idx_bytes(tiny_images)))
     with pytest.raises(DataError, match="not an IDX file"):
-        data._read_idx(path, 1)  # an image file where labels were expected
+        images.read_idx(path, 1)  # an image file where labels were expected
 
 
 def test_md5_mismatch_names_the_file_and_keeps_it(tmp_path, raw_dir, tiny_images):

@@ -18,7 +18,7 @@ from test_train import TINY_OPTS
 
 from cfgutils.errors import UserInputError
 from cfgutils.plumbing import checkpoint as ckpt
-from cfgutils.plumbing import data, paths
+from cfgutils.plumbing import data, fashion_mnist, paths
 from cfgutils.plumbing.config import resolve_config
 from cfgutils.plumbing.data import DataError, ImageSplit, class_index, dataset_info, load_dataset
 from cfgutils.workflows.classifier import load_classifier
@@ -26,13 +26,13 @@ from cfgutils.workflows.classifier_training import save_classifier, train_classi
 from cfgutils.workflows.experiments import check_same_dataset
 from cfgutils.workflows.train import train
 
-SYSTEM_DIR = data.FASHION_SYSTEM_DIRS[0]
+SYSTEM_DIR = fashion_mnist.FASHION_SYSTEM_DIRS[0]
 FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                  "Ankle boot")
 
 
 def package_installed() -> bool:
-    return all((SYSTEM_DIR / name).is_file() for files in data.FASHION_IDX_FILES.values() for name, _ in files)
+    return all((SYSTEM_DIR / name).is_file() for files in fashion_mnist.FASHION_IDX_FILES.values() for name, _ in files)
 
 
 needs_package = pytest.mark.skipif(not package_installed(),
@@ -42,7 +42,7 @@ needs_package = pytest.mark.skipif(not package_installed(),
 @pytest.fixture
 def no_system_folder(monkeypatch, tmp_path):
     """The Debian folder looked for in an empty place, so only ``root`` can provide the files."""
-    monkeypatch.setattr(data, "FASHION_SYSTEM_DIRS", (tmp_path / "no-such-package",))
+    monkeypatch.setattr(fashion_mnist, "FASHION_SYSTEM_DIRS", (tmp_path / "no-such-package",))
 
 
 # --- names and errors ---------------------------------------------------------------------------
@@ -112,7 +112,7 @@ def test_official_splits_from_the_debian_package(tmp_path):
 def test_repository_folder_comes_first_and_recompression_does_not_matter(tmp_path):
     raw = tmp_path / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
-    for name, _ in data.FASHION_IDX_FILES["test"]:  # re-compressed at another level: other gz bytes, same IDX bytes
+    for name, _ in fashion_mnist.FASHION_IDX_FILES["test"]:  # re-compressed at another level: other gz bytes, same IDX bytes
         original = (SYSTEM_DIR / name).read_bytes()
         (raw / name).write_bytes(gzip.compress(gzip.decompress(original), compresslevel=1))
         assert (raw / name).read_bytes() != original
@@ -206,7 +206,7 @@ def test_a_failed_download_leaves_the_data_folder_as_it_was(tmp_path, monkeypatc
 
     monkeypatch.delenv("CFGUTILS_OFFLINE", raising=False)
     monkeypatch.setattr(tv_utils, "download_url", fake_download)
-    monkeypatch.setattr(data, "FASHION_SYSTEM_DIRS", (tmp_path / "no-such-package",))
+    monkeypatch.setattr(fashion_mnist, "FASHION_SYSTEM_DIRS", (tmp_path / "no-such-package",))
     with pytest.raises(DataError, match="could not be downloaded"):
         load_dataset("fashion-mnist", "test", root=tmp_path)
     assert calls and any("labels" in name for name in calls)
