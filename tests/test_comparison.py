@@ -5,7 +5,7 @@ import math
 import pytest
 
 from cfgutils.core.guidance import Guidance
-from cfgutils.core.newer_guidance import AutoGuidance
+from cfgutils.core.rules import AutoGuidance
 from cfgutils.presentation import comparison
 from cfgutils.workflows.evaluation import summarise_seeds
 from cfgutils.workflows.experiments import SweepResult

@@ -12,7 +12,7 @@ import torch
 from test_sample_cli import tiny_checkpoint  # noqa: F401 - fixture
 from test_train import ENV, small_split  # noqa: F401 - fixture
 
-from cfgutils.core.guidance import ProjectedGuidance
+from cfgutils.core.rules import ProjectedGuidance
 from cfgutils.core.samplers import SamplerSettings
 from cfgutils.errors import UserInputError
 from cfgutils.plumbing.checkpoint import load_model

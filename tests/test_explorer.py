@@ -134,7 +134,7 @@ def test_static_grid_and_measure_latency(explorer):
 
 def test_a_rule_with_a_scale_range_gets_the_slider_mapped_onto_it(loaded):
     from cfgutils.core.guidance import Guidance
-    from cfgutils.core.newer_guidance import CFGPlusPlus
+    from cfgutils.core.rules import CFGPlusPlus
 
     explorer = GuidanceExplorer(loaded, scales=(0.0, 1.0, 5.0, 9.0), n_samples=2,
                                 guidances={"cfg": Guidance(), "cfgpp": CFGPlusPlus()})

@@ -11,15 +11,9 @@ from test_sample_cli import cli, tiny_checkpoint  # noqa: F401 - fixture
 from test_sampling import diffusion  # noqa: F401 - fixture
 from test_train import small_split  # noqa: F401 - fixture
 
-from cfgutils.core.guidance import (
-    Guidance,
-    GuidanceContext,
-    IntervalGuidance,
-    ProjectedGuidance,
-    RescaledGuidance,
-    ThresholdGuidance,
-)
-from cfgutils.core.rules import VARIANTS_06, make_guidance
+from cfgutils.core.guidance import Guidance, GuidanceContext
+from cfgutils.core.rules import (VARIANTS_06, IntervalGuidance, ProjectedGuidance, RescaledGuidance, ThresholdGuidance,
+                                 make_guidance)
 from cfgutils.core.samplers import (
     SamplerSettings,
     class_labels,

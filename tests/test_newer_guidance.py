@@ -15,18 +15,9 @@ from test_train import small_split  # noqa: F401 - fixture
 
 from cfgutils.core.diffusion import DiffusionConfig, GaussianDiffusion
 from cfgutils.core.guidance import Guidance, GuidanceContext, OvershootMeter, guided_prediction, predict_x0
-from cfgutils.core.newer_guidance import (
-    SCHEDULE_SHAPES,
-    AutoGuidance,
-    CFGPlusPlus,
-    cfgpp_scale_factors,
-    IndependentConditionGuidance,
-    ScheduledGuidance,
-    ZeroStarGuidance,
-    scheduled_weight,
-    zero_star_alpha,
-)
-from cfgutils.core.rules import GUIDANCES, VARIANTS_06, make_guidance
+from cfgutils.core.rules import (GUIDANCES, SCHEDULE_SHAPES, VARIANTS_06, AutoGuidance, CFGPlusPlus,
+                                 IndependentConditionGuidance, ScheduledGuidance, ZeroStarGuidance, cfgpp_scale_factors,
+                                 make_guidance, scheduled_weight, zero_star_alpha)
 from cfgutils.core.samplers import SamplerSettings, chunk_generator, ddim_step, sampling_timesteps
 from cfgutils.core.unet import ConditionalUNet, UNetConfig
 from cfgutils.errors import UserInputError

@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.guidance import (Guidance, IntervalGuidance, ProjectedGuidance, RescaledGuidance, ThresholdGuidance,
-                             w_from_s)
-from ..core.newer_guidance import SCHEDULE_SHAPES, IndependentConditionGuidance, ScheduledGuidance, ZeroStarGuidance
-from ..core.rules import GUIDANCES
+from ..core.guidance import Guidance, w_from_s
+from ..core.rules import (GUIDANCES, SCHEDULE_SHAPES, IndependentConditionGuidance, IntervalGuidance, ProjectedGuidance,
+                          RescaledGuidance, ScheduledGuidance, ThresholdGuidance, ZeroStarGuidance)
 from ..core.samplers import DEFAULT_SAMPLER, SAMPLERS, SPACINGS, SamplerSettings
 from ..errors import UserInputError, positive_int
 from ..plumbing.checkpoint import LoadedModel, check_model_dataset, load_guidance

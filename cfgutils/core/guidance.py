@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import UserInputError, finite_number
+from ..errors import finite_number
 from .diffusion import GaussianDiffusion
 
 
@@ -157,129 +157,6 @@ class Guidance:
         return f"{type(self).__name__}({params})"
 
 
-class RescaledGuidance(Guidance):
-    """CFG rescale (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", eq. 15-16) (06).
-
-    The guided prediction is rescaled to the standard deviation of the conditional one, and mixed
-    back with factor ``phi``: x = phi * x_cfg * std(x_c) / std(x_cfg) + (1 - phi) * x_cfg. Large s
-    inflates the spread of x0 (over-exposure: saturated strokes); rescaling undoes the inflation while
-    keeping the guided direction. ``phi = 0`` is plain CFG. Applied to predicted x0, where cfgutils guides.
-    The paper uses phi = 0.7; the default here was chosen for MNIST on validation data (``benchmarks/README.md``).
-    """
-
-    name = "rescale"
-
-    def __init__(self, phi: float = 0.3):
-        self.phi = finite_number(phi, "rescale phi", 0.0, 1.0)
-
-    def combine(self, x0_cond, x0_uncond, scale, context):
-        guided = super().combine(x0_cond, x0_uncond, scale, context)
-        ratio = per_sample(x0_cond.flatten(1).std(dim=1) / guided.flatten(1).std(dim=1).clamp_min(1e-8), guided)
-        return self.phi * guided * ratio + (1.0 - self.phi) * guided
-
-    def needs_both(self, scale, context):
-        return scale != 1.0  # at s = 0 the rescale still needs the conditional spread
-
-    def parameters(self):
-        return {"phi": self.phi}
-
-
-class IntervalGuidance(Guidance):
-    """Guidance in a limited interval (Kynkäänniemi et al. 2024, "Applying Guidance in a Limited Interval
-    Improves Sample and Distribution Quality in Diffusion Models") (06-guidance-variants).
-
-    The scale s applies only at noise levels sigma_lo < sigma <= sigma_hi, with sigma the EDM noise-to-signal
-    ratio sqrt((1 - alpha_bar) / alpha_bar); elsewhere the step is plain conditional (s = 1). Guidance at
-    high noise collapses the variety of shapes, at low noise it only sharpens what is already decided.
-    An interval containing every step's sigma is plain CFG. The paper's ImageNet interval is (0.28, 5.42];
-    the default here was chosen for MNIST (how: ``benchmarks/README.md``).
-    """
-
-    name = "interval"
-
-    def __init__(self, sigma_lo: float = 1.0, sigma_hi: float = 5.0):
-        self.sigma_lo = finite_number(sigma_lo, "interval sigma_lo", 0.0, allow_inf=False)
-        self.sigma_hi = finite_number(sigma_hi, "interval sigma_hi", 0.0, allow_inf=True)
-        if not self.sigma_lo < self.sigma_hi:
-            raise UserInputError(f"the guidance interval needs sigma_lo < sigma_hi, got ({sigma_lo}, {sigma_hi})")
-
-    def inside(self, context: GuidanceContext) -> bool:
-        """Whether this step's EDM sigma lies in (sigma_lo, sigma_hi]."""
-        return self.sigma_lo < context.edm_sigma <= self.sigma_hi
-
-    def effective_scale(self, scale, context):
-        return scale if self.inside(context) else 1.0
-
-    def parameters(self):
-        return {"sigma_lo": self.sigma_lo, "sigma_hi": self.sigma_hi}
-
-
-class ThresholdGuidance(Guidance):
-    """Dynamic thresholding of the predicted x0 (Saharia et al. 2022, "Photorealistic Text-to-Image Diffusion
-    Models with Deep Language Understanding" (Imagen), sec. 2.3) (06-guidance-variants).
-
-    Per sample, q = the ``percentile`` quantile of |x0|; if q > 1, x0 is clipped to [-q, q] and divided by
-    q. Saturated pixels are pulled inwards instead of piling up at +-1, as static clipping does. Imagen used
-    p = 0.995; on MNIST, where most pixels are background at -1, that rescales whole images towards grey,
-    so the default is lower (how it was chosen: ``benchmarks/README.md``).
-    """
-
-    name = "threshold"
-
-    def __init__(self, percentile: float = 0.95):
-        self.percentile = finite_number(percentile, "threshold percentile", 0.0, 1.0)
-        if self.percentile == 0.0:
-            raise UserInputError("threshold percentile must be in (0, 1], got 0")
-
-    def finalize(self, x0, context):
-        q = per_sample(torch.quantile(x0.flatten(1).abs().float(), self.percentile, dim=1).clamp_min(1.0), x0)
-        q = q.to(x0.dtype)
-        return torch.maximum(torch.minimum(x0, q), -q) / q
-
-    def parameters(self):
-        return {"percentile": self.percentile}
-
-
-class ProjectedGuidance(Guidance):
-    """Adaptive projected guidance, APG (Sadat et al. 2024, "Eliminating Oversaturation and Artifacts of High
-    Guidance Scales in Diffusion Models") (06-guidance-variants).
-
-    The update d = x0_c - x0_u is (1) averaged with reverse momentum (d <- d + momentum * previous d, with a
-    negative ``momentum``), (2) shrunk to an L2 norm of at most ``norm_threshold`` (0 = no limit), (3)
-    split into its component parallel to x0_c, which mostly raises contrast and saturates, and the
-    orthogonal rest; the result is x0_c + (s - 1) (d_orth + eta d_par). ``eta = 1``, ``momentum = 0`` and
-    no norm threshold is plain CFG. The norm threshold is in pixels of a [-1, 1] image (a 28x28 digit's
-    x0 has a norm of about 25); how the default was chosen: ``benchmarks/README.md``.
-    """
-
-    name = "apg"
-
-    def __init__(self, eta: float = 0.0, norm_threshold: float = 5.0, momentum: float = 0.0):
-        self.eta = finite_number(eta, "apg eta", 0.0, 1.0)
-        self.norm_threshold = finite_number(norm_threshold, "apg norm threshold", 0.0)
-        self.momentum = finite_number(momentum, "apg momentum", -1.0, 1.0)
-
-    def combine(self, x0_cond, x0_uncond, scale, context):
-        update = x0_cond - x0_uncond
-        if self.momentum != 0.0:
-            previous = context.state.get("apg_running")
-            if previous is not None:
-                update = update + self.momentum * previous
-            context.state["apg_running"] = update
-        if self.norm_threshold > 0:
-            update = update * (self.norm_threshold / per_sample_norm(update).clamp_min(1e-12)).clamp(max=1.0)
-        unit = x0_cond / per_sample_norm(x0_cond).clamp_min(1e-12)
-        parallel = per_sample((update * unit).flatten(1).sum(dim=1), update) * unit
-        orthogonal = update - parallel
-        return x0_cond + (scale - 1.0) * (orthogonal + self.eta * parallel)
-
-    def needs_both(self, scale, context):
-        return scale != 1.0  # s = 0 is not the null-label prediction under APG
-
-    def parameters(self):
-        return {"eta": self.eta, "norm_threshold": self.norm_threshold, "momentum": self.momentum}
-
-
 class WrappedGuidance(Guidance):
     """A guidance rule that passes every hook to ``inner``; subclasses override one hook to observe it."""
 
@@ -396,3 +273,11 @@ def guided_prediction(model, diffusion: GaussianDiffusion, x_t: torch.Tensor, t:
     renoise_from = x0_negative if guidance.renoise_with_negative else x0
     eps = (x_t - math.sqrt(context.alpha_bar) * renoise_from) / context.noise_std
     return eps, x0
+
+
+def __getattr__(name: str):  # TEMPORARY: the rule classes moved to cfgutils.core.rules
+    from . import rules
+
+    if name in rules.__all__:
+        return getattr(rules, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
