@@ -236,3 +236,55 @@ def test_readme_describes_every_notebook_for_the_site():
     descriptions = readme_descriptions(README)
     assert sorted(descriptions) == sorted(NOTEBOOKS)
     assert all(descriptions.values())
+
+
+def code_lines(source: str) -> list[str]:
+    """The lines of a code cell that do something: not blank, not a comment."""
+    return [line for line in source.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_one_short_setup_call_and_a_hidden_record(path):
+    """Plumbing stays off the page: one setup cell of at most six code lines, right after the parameters, and
+    the record for the tests in the last cell, tagged and collapsed."""
+    cells = read(path).cells
+    code = [index for index, cell in enumerate(cells) if cell.cell_type == "code"]
+    setups = [index for index in code if "setup(" in cells[index].source and "chapter" in cells[index].source]
+    assert len(setups) == 1, f"{path.name}: {len(setups)} setup cells"
+    assert len(code_lines(cells[setups[0]].source)) <= 6, f"{path.name}: the setup cell is longer than six lines"
+    assert "parameters" in cells[code[code.index(setups[0]) - 1]].metadata.get("tags", [])
+    last = cells[code[-1]]
+    assert code[-1] == len(cells) - 1 and "write_summary(" in last.source
+    assert {"recording", "remove-cell"} <= set(last.metadata.get("tags", []))
+    assert last.metadata.get("jupyter", {}).get("source_hidden") is True
+    assert not [index for index in code[:-1] if "write_summary(" in cells[index].source or
+                "summary.json" in cells[index].source], f"{path.name} records outside its last cell"
+
+
+#: numbers a chapter may write in its prose: recipe constants (label dropout, EMA decay, the toy's mixture)
+PROSE_CONSTANTS = {"0.1", "0.3", "0.5", "0.9", "0.999"}
+
+
+def typed_numbers(markdown: str) -> list[str]:
+    """Decimal numbers in prose, outside code spans, math, link targets and arXiv identifiers."""
+    import re
+
+    text = re.sub(r"\]\([^)]*\)", "]", markdown)
+    text = re.sub(r"`[^`]*`", "", text)
+    text = re.sub(r"\$\$.*?\$\$|\$[^$]*\$", "", text, flags=re.S)
+    text = re.sub(r"arXiv[: ]\d{4}\.\d{4,5}", "", text)
+    return [number for number in re.findall(r"(?<![\w.])\d*\.\d+", text) if number not in PROSE_CONSTANTS]
+
+
+def test_typed_numbers_are_found():
+    assert typed_numbers("accuracy 0.985 [0.973, 0.992] with p = 0.1, `n = 0.25`, $w = 2.5$") == [
+        "0.985", "0.973", "0.992"]
+    assert typed_numbers("see [x](../figures/a-0.5.png) and arXiv:2207.12598; torch") == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_no_result_is_typed_into_the_prose(path):
+    """A measured number reaches the prose through computed output (Markdown of the run's values), never typed."""
+    typed = [(index, typed_numbers(cell.source)) for index, cell in enumerate(read(path).cells)
+             if cell.cell_type == "markdown" and typed_numbers(cell.source)]
+    assert not typed, f"{path.name}: numbers typed into markdown cells (index, numbers): {typed}"

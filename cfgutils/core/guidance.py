@@ -273,11 +273,3 @@ def guided_prediction(model, diffusion: GaussianDiffusion, x_t: torch.Tensor, t:
     renoise_from = x0_negative if guidance.renoise_with_negative else x0
     eps = (x_t - math.sqrt(context.alpha_bar) * renoise_from) / context.noise_std
     return eps, x0
-
-
-def __getattr__(name: str):  # TEMPORARY: the rule classes moved to cfgutils.core.rules
-    from . import rules
-
-    if name in rules.__all__:
-        return getattr(rules, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -106,12 +106,3 @@ def accuracy(model: ImageClassifier, split: ImageSplit, batch_size: int = 500) -
     check_split(split, "the split")
     logits, _ = predict_logits_and_features(model, split.images, batch_size)
     return float((logits.argmax(1) == split.labels.cpu()).double().mean())
-
-
-def __getattr__(name: str):
-    """Training moved to :mod:`cfgutils.workflows.classifier_training`; its names still resolve here."""
-    from . import classifier_training
-
-    if hasattr(classifier_training, name):
-        return getattr(classifier_training, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
