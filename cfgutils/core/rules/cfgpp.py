@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-
 from ...errors import finite_number
 from ..diffusion import half_log_snr
 from ..guidance import Guidance

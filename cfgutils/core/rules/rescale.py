@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-
-
 from ...errors import finite_number
 from ..guidance import Guidance, per_sample
 

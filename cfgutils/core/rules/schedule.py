@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-
 from ...errors import one_of
 from ..guidance import Guidance
 
