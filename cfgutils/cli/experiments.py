@@ -87,6 +87,7 @@ from .common import (
     check_output_dir,
     guidance_from_args,
     model_dataset,
+    prose,
     run_record,
     sample_meta,
     settings_from_args,
@@ -115,9 +116,9 @@ def register(subparsers) -> None:
         parser_.set_defaults(handler=handler)
 
     guidance = experiments.add_parser("guidance", help="experiment 2: one class across guidance scales",
-                                      description="Sample one class at several guidance scales from the same "
-                                                  "starting noise; writes guidance.png (columns = scales), "
-                                                  "samples.npz and meta.json.")
+                                      description=prose("""
+        Sample one class at several guidance scales from the same starting noise; writes guidance.png (columns =
+        scales), samples.npz and meta.json."""))
     guidance.add_argument("model", metavar="MODEL.pt")
     guidance.add_argument("label", metavar="CLASS", help="a class index 0-9 or name (Fashion-MNIST: e.g. Sneaker)")
     guidance.add_argument("outdir", metavar="OUTDIR")
@@ -141,23 +142,24 @@ def register(subparsers) -> None:
 def _register_across_networks(experiments) -> None:
     parser = experiments.add_parser(
         "across-networks", help="one recipe, several trained networks: the spread that training adds",
-        description="Read the summary.csv of several `experiment classifier` runs (one per trained network of "
-                    "one recipe, same sampler, weights and sample sizes) and write OUTDIR/table.md and "
-                    "OUTDIR/across.csv: each network's accuracy, KID and Frechet distance with their sampling "
-                    "intervals, and their mean over the networks with a Student-t 95% interval (training seeds).")
+        description=prose("""
+                        Read the summary.csv of several `experiment classifier` runs (one per trained network of one
+                        recipe, same sampler, weights and sample sizes) and write OUTDIR/table.md and
+                        OUTDIR/across.csv: each network's accuracy, KID and Frechet distance with their sampling
+                        intervals, and their mean over the networks with a Student-t 95% interval (training seeds)."""))
     parser.add_argument("outdir", metavar="OUTDIR")
     parser.add_argument("runs", metavar="RUN", nargs="+", help="output folders of experiment classifier (two or more)")
     parser.set_defaults(handler=_run_across_networks)
 
 
-PAIRED_DESCRIPTION = (
-    "Compare two settings over several trained networks: arm A's runs (--a) at weight --w and arm B's runs (--b) "
-    "at --w-b (default: the same w), the k-th run of A paired with the k-th of B (the same network sampled two "
-    "ways, or the same training seed of two recipes). Each run is an `experiment classifier` output folder with its "
-    "cells; all must share labels, seeds and sampler, so each pair's samples start from the same noise. Writes "
-    "OUTDIR/paired.csv, table.md and meta.json: per pair, accuracy, KID and Frechet distance of both arms and "
-    "their paired difference (Newcombe; a shared bootstrap), whose interval covers sampling; then the mean over "
-    "the pairs with a Student-t 95%% interval, which covers training too.")
+PAIRED_DESCRIPTION = prose("""
+    Compare two settings over several trained networks: arm A's runs (--a) at weight --w and arm B's runs (--b) at
+    --w-b (default: the same w), the k-th run of A paired with the k-th of B (the same network sampled two ways, or
+    the same training seed of two recipes). Each run is an `experiment classifier` output folder with its cells; all
+    must share labels, seeds and sampler, so each pair's samples start from the same noise. Writes OUTDIR/paired.csv,
+    table.md and meta.json: per pair, accuracy, KID and Frechet distance of both arms and their paired difference
+    (Newcombe; a shared bootstrap), whose interval covers sampling; then the mean over the pairs with a Student-t
+    95%% interval, which covers training too.""")
 
 
 def _register_paired(experiments) -> None:
@@ -231,14 +233,15 @@ VARIANT_LAMBDAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 def _register_variants(experiments) -> None:
     parser = experiments.add_parser(
         "variants", help="every guidance rule swept on one model, paired, read on its frontier",
-        description="Sample every guidance rule (with the library's tuned defaults; autoguidance with --guide-model) "
-                    "at every weight (CFG++ at every lambda) and seed from the same starting noise and labels, score "
-                    "the samples as experiment classifier does, and read each rule where its accuracy reaches the "
-                    "real test images' own accuracy (interpolated, with an interval) and along the intended-class "
-                    "log-probability (interval bands of KID and the Frechet distance against the first rule's). "
-                    "Writes variants.csv (every metric with its 95%% interval per rule and scale), matched.csv, "
-                    "table.md, frontier.png, variants.png and meta.json. Sampled cells are kept in "
-                    "OUTDIR/cells/RULE: the same command resumes an interrupted run.")
+        description=prose("""
+                        Sample every guidance rule (with the library's tuned defaults; autoguidance with
+                        --guide-model) at every weight (CFG++ at every lambda) and seed from the same starting noise
+                        and labels, score the samples as experiment classifier does, and read each rule where its
+                        accuracy reaches the real test images' own accuracy (interpolated, with an interval) and along
+                        the intended-class log-probability (interval bands of KID and the Frechet distance against the
+                        first rule's). Writes variants.csv (every metric with its 95%% interval per rule and scale),
+                        matched.csv, table.md, frontier.png, variants.png and meta.json. Sampled cells are kept in
+                        OUTDIR/cells/RULE: the same command resumes an interrupted run."""))
     _add_model_classifier_outdir(parser)
     parser.add_argument("--rules", nargs="+", default=list(VARIANT_RULES), choices=list(VARIANT_RULES),
                         help="rules to compare; the first is the baseline (default: all, cfg first)")
@@ -372,6 +375,19 @@ def _run_across_networks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sampling_inputs(args: argparse.Namespace, scales: list[float]):
+    """What every sampling experiment resolves first: sampler settings, the guidance rule, the scales it accepts,
+    the output folder, the model and its dataset (a guide model must fit it): nothing is written before."""
+    settings = settings_from_args(args)
+    guidance = guidance_from_args(args)
+    scales = [guidance.validate_scale(scale) for scale in scales]
+    outdir = check_output_dir(args.outdir)
+    loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
+    dataset = model_dataset(args, loaded)
+    check_guide_fits(guidance, loaded.model, loaded.diffusion, dataset)
+    return settings, guidance, scales, outdir, loaded, dataset
+
+
 def _run_class_control(args: argparse.Namespace) -> int:
     import matplotlib
 
@@ -406,14 +422,8 @@ def _run_guidance(args: argparse.Namespace) -> int:
 
     scales = check_scales(args.scales)
     positive_int(args.n, "n")
-    settings = settings_from_args(args)
-    guidance = guidance_from_args(args)
-    scales = [guidance.validate_scale(scale) for scale in scales]
-    outdir = check_output_dir(args.outdir)
-    loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
-    dataset = model_dataset(args, loaded)
+    settings, guidance, scales, outdir, loaded, dataset = _sampling_inputs(args, scales)
     label = class_index(args.label, dataset)
-    check_guide_fits(guidance, loaded.model, loaded.diffusion, dataset)
     images = scale_sweep_one_class(loaded, label, scales, args.n, settings, args.seed, guidance)
     outdir.mkdir(parents=True, exist_ok=True)
     info = dataset_info(dataset)
@@ -436,17 +446,18 @@ def _run_guidance(args: argparse.Namespace) -> int:
 
 
 #: what ``experiment classifier --help`` says the command does
-CLASSIFIER_DESCRIPTION = ("Sample N of every class at each guidance scale s (w = s - 1) and seed, score them with "
-                          "CLASSIFIER against held-out real test images (accuracy, per-class accuracy, confidence, "
-                          "KID and Frechet distance in classifier features, IS analogue, k-NN precision/recall, diversity, "
-                          "saturated pixels, near copies of training images), and write results.csv (one row per "
-                          "scale and seed, plus one real-data floor row per seed), summary.csv (one row per scale and "
-                          "a last one for the real-data floor, every metric with its 95% interval: exact for "
-                          "proportions of samples; a bootstrap over the pooled samples of all seeds for KID and "
-                          "the Frechet distance, the floor measured on as many real images; Student t over seeds "
-                          "otherwise), table.md (the table and the conclusions its paired comparisons support), "
-                          "meta.json, strips.npz and figures. Sampled cells are kept in OUTDIR/cells: the same "
-                          "command resumes an interrupted run.")
+CLASSIFIER_DESCRIPTION = (prose("""
+                              Sample N of every class at each guidance scale s (w = s - 1) and seed, score them with
+                              CLASSIFIER against held-out real test images (accuracy, per-class accuracy, confidence,
+                              KID and Frechet distance in classifier features, IS analogue, k-NN precision/recall,
+                              diversity, saturated pixels, near copies of training images), and write results.csv (one
+                              row per scale and seed, plus one real-data floor row per seed), summary.csv (one row per
+                              scale and a last one for the real-data floor, every metric with its 95% interval: exact
+                              for proportions of samples; a bootstrap over the pooled samples of all seeds for KID and
+                              the Frechet distance, the floor measured on as many real images; Student t over seeds
+                              otherwise), table.md (the table and the conclusions its paired comparisons support),
+                              meta.json, strips.npz and figures. Sampled cells are kept in OUTDIR/cells: the same
+                              command resumes an interrupted run."""))
 
 
 def _add_model_classifier_outdir(parser) -> None:
@@ -476,13 +487,7 @@ def _run_classifier_experiment(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     scales, seeds = check_sweep_arguments(args.scales, args.n_per_class, args.seeds)
-    settings = settings_from_args(args)
-    guidance = guidance_from_args(args)
-    scales = [guidance.validate_scale(scale) for scale in scales]
-    outdir = check_output_dir(args.outdir)
-    loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
-    dataset = model_dataset(args, loaded)
-    check_guide_fits(guidance, loaded.model, loaded.diffusion, dataset)
+    settings, guidance, scales, outdir, loaded, dataset = _sampling_inputs(args, scales)
     classifier = load_classifier(args.classifier, args.device)
     check_same_dataset(loaded, classifier)
     cells = CellStore(outdir / "cells", {
@@ -517,15 +522,16 @@ def _run_classifier_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
-TUNE_DESCRIPTION = ("Choose guidance-rule parameters on validation data: sample plain CFG and every setting of each "
-                    "rule's grid (cfgutils.workflows.tuning.TUNING_GRIDS; autoguidance: every guide model in "
-                    "--guides) over w = 0, 0.5, 1, 2, 4 (CFG++ over lambda = 0.2-1.0) with validation seeds that no "
-                    "reported table uses, score it against real images from the training split of the model's "
-                    "dataset (the validation split, never the test split), and pick per rule the setting with the "
-                    "lowest KID where its accuracy reaches the real validation images' own accuracy (interpolated "
-                    "between weights). Writes tuning.csv (every cell, after every setting: the same command resumes "
-                    "an interrupted run), settings.csv (every setting read at the real accuracy), choice.csv and "
-                    "choice.json.")
+TUNE_DESCRIPTION = (prose("""
+                        Choose guidance-rule parameters on validation data: sample plain CFG and every setting of each
+                        rule's grid (cfgutils.workflows.tuning.TUNING_GRIDS; autoguidance: every guide model in
+                        --guides) over w = 0, 0.5, 1, 2, 4 (CFG++ over lambda = 0.2-1.0) with validation seeds that no
+                        reported table uses, score it against real images from the training split of the model's
+                        dataset (the validation split, never the test split), and pick per rule the setting with the
+                        lowest KID where its accuracy reaches the real validation images' own accuracy (interpolated
+                        between weights). Writes tuning.csv (every cell, after every setting: the same command resumes
+                        an interrupted run), settings.csv (every setting read at the real accuracy), choice.csv and
+                        choice.json."""))
 TUNE_OBJECTIVE = ("per rule, the setting with the lowest KID where its validation accuracy reaches the real validation "
                   "images' accuracy (linear interpolation between weights)")
 
@@ -624,10 +630,11 @@ def _settings_markdown(read: pd.DataFrame, chosen: pd.DataFrame) -> str:
 def _register_guides(experiments) -> None:
     parser = experiments.add_parser(
         "guides", help="train autoguidance's candidate guides: a grid of width x training steps x EMA decay",
-        description="Train one weaker model per (width, steps, EMA decay) on the default recipe (same data, label "
-                    "dropout and seed as the main model) into OUTDIR/NAME.pt, NAME = cW-kSTEPS-emaDECAY; finished "
-                    "guides are kept and interrupted ones resumed, so the same command resumes the grid. Score them "
-                    "with `experiment tune MODEL CLASSIFIER OUT --rules autoguidance --guides OUTDIR`.")
+        description=prose("""
+                        Train one weaker model per (width, steps, EMA decay) on the default recipe (same data, label
+                        dropout and seed as the main model) into OUTDIR/NAME.pt, NAME = cW-kSTEPS-emaDECAY; finished
+                        guides are kept and interrupted ones resumed, so the same command resumes the grid. Score them
+                        with `experiment tune MODEL CLASSIFIER OUT --rules autoguidance --guides OUTDIR`."""))
     parser.add_argument("outdir", metavar="OUTDIR")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(GUIDE_SIZES), metavar="WIDTH",
                         help=f"base channels (default {' '.join(map(str, GUIDE_SIZES))}; the shipped model: 32)")
@@ -657,17 +664,19 @@ def _run_guides(args: argparse.Namespace) -> int:
 def _register_studies(experiments) -> None:
     for name, help_line, description, default_weights in (
             ("collapse", "the reference study as it was, then one factor at a time to ours",
-             "Train (or reuse) the reference study's network as it was (its samples scored as published, then "
-             "clamped, then by CLASSIFIER) and one configuration per changed factor (DDPM with x0 clipping, DDIM, "
-             "DPM-Solver++, EMA, cfgutils' UNet, our optimiser and length, v-prediction, min-SNR weights, width), "
-             "sample each at the weights and seeds, and write results.csv (every metric with its 95% interval per "
-             "configuration and w), table.md (the tables and the computed conclusions), accuracy.png, frechet.png, "
-             "x0_outside.png, strips.png and meta.json. The shipped reference networks "
-             "(data/pretrained/reference/) are reused where a configuration trains one of them.", COLLAPSE_WEIGHTS),
+             prose("""
+                 Train (or reuse) the reference study's network as it was (its samples scored as published, then
+                 clamped, then by CLASSIFIER) and one configuration per changed factor (DDPM with x0 clipping, DDIM,
+                 DPM-Solver++, EMA, cfgutils' UNet, our optimiser and length, v-prediction, min-SNR weights, width),
+                 sample each at the weights and seeds, and write results.csv (every metric with its 95% interval per
+                 configuration and w), table.md (the tables and the computed conclusions), accuracy.png, frechet.png,
+                 x0_outside.png, strips.png and meta.json. The shipped reference networks (data/pretrained/reference/)
+                 are reused where a configuration trains one of them."""), COLLAPSE_WEIGHTS),
             ("label-dropout", "the default recipe trained with several label-dropout rates",
-             "Train (or reuse) the default recipe with each label-dropout rate, sample at the weights and seeds "
-             "(rate 0: only w = 0, since no unconditional model exists), score with CLASSIFIER, and write "
-             "results.csv, table.md, accuracy.png, frechet.png, x0_outside.png, strips.png and meta.json.",
+             prose("""
+                 Train (or reuse) the default recipe with each label-dropout rate, sample at the weights and seeds
+                 (rate 0: only w = 0, since no unconditional model exists), score with CLASSIFIER, and write
+                 results.csv, table.md, accuracy.png, frechet.png, x0_outside.png, strips.png and meta.json."""),
              DROPOUT_WEIGHTS)):
         parser = experiments.add_parser(name, help=help_line, description=description)
         parser.add_argument("classifier", metavar="CLASSIFIER.pt", help="classifier checkpoint (train-classifier)")
@@ -830,14 +839,15 @@ def _run_study(args: argparse.Namespace) -> int:
 #: the weights whose samples the reproduction keeps for its strip figure
 REPRODUCTION_STRIP_WEIGHTS = (0.0, 2.0, 10.0, 15.0)
 REPRODUCE_DESCRIPTION = (
-    "Sample each reference network (the reference study's UNet, preset `reference`; any diffusion model may be "
-    "given) with the reference study's sampler (ancestral steps t = 999 .. 1, eps = (1 + w) eps_c - w eps_u, "
-    "nothing clipped, samples unclamped; --sampler ddpm: cfgutils' DDPM steps, also unclipped) at "
-    "every weight, N of every class from the same noise, and score the same samples three ways: the reference "
-    "classifier on the raw samples (as published), on samples clamped to [-1, 1], and cfgutils' classifier on "
-    "clamped samples. Each (network, w) cell is appended to OUTDIR/results.csv as it completes; a rerun skips the "
-    "cells already there. Then writes mechanism.csv (the noise-prediction error by t on held-out test images, for "
-    "the reference networks and the --compare models), table.md, accuracy.png, strips.png and meta.json.")
+    prose("""
+        Sample each reference network (the reference study's UNet, preset `reference`; any diffusion model may be
+        given) with the reference study's sampler (ancestral steps t = 999 .. 1, eps = (1 + w) eps_c - w eps_u,
+        nothing clipped, samples unclamped; --sampler ddpm: cfgutils' DDPM steps, also unclipped) at every weight, N
+        of every class from the same noise, and score the same samples three ways: the reference classifier on the raw
+        samples (as published), on samples clamped to [-1, 1], and cfgutils' classifier on clamped samples. Each
+        (network, w) cell is appended to OUTDIR/results.csv as it completes; a rerun skips the cells already there.
+        Then writes mechanism.csv (the noise-prediction error by t on held-out test images, for the reference networks
+        and the --compare models), table.md, accuracy.png, strips.png and meta.json."""))
 
 
 def _register_reproduction(experiments) -> None:
@@ -854,9 +864,9 @@ def _register_reproduction(experiments) -> None:
     parser.add_argument("--classifier", default=str(paths.PRETRAINED_CLASSIFIER), metavar="CLASSIFIER.pt",
                         help="cfgutils' classifier (default data/pretrained/classifier.pt)")
     parser.add_argument("--compare", nargs="*", default=[str(paths.PRETRAINED_DIR / "reference-recipe.pt")],
-                        metavar="MODEL.pt", help="further models (raw weights) whose noise-prediction error is "
-                                             "measured beside the reference networks' (default: cfgutils' UNet at "
-                                             "the reference recipe, data/pretrained/reference-recipe.pt)")
+                        metavar="MODEL.pt", help=prose("""
+        further models (raw weights) whose noise-prediction error is measured beside the reference networks' (default:
+        cfgutils' UNet at the reference recipe, data/pretrained/reference-recipe.pt)"""))
     parser.add_argument("--weights", type=float, nargs="*", default=list(REFERENCE_WEIGHTS), metavar="W",
                         help="guidance weights w (default: the reference study's 18, 0 .. 20)")
     parser.add_argument("--n-per-class", type=int, default=20, help="samples per class, w and network (default 20)")

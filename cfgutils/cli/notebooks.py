@@ -8,6 +8,7 @@ from ..errors import UserInputError
 from ..plumbing import paths
 from ..plumbing.data import DATASETS
 from ..workflows import notebooks
+from .common import prose
 
 
 def register(subparsers) -> None:
@@ -20,9 +21,10 @@ def register(subparsers) -> None:
                         help=f"which notebooks (default: all of {', '.join(notebooks.NOTEBOOKS)} that exist)")
     parser.add_argument("--out", default=str(notebooks.OUTPUT_DIR), help="folder for executed notebooks (default: out/)")
     parser.add_argument("--preset", default="default",
-                        help="'default' = the notebooks' own full-quality parameters; 'ci' = the tiny settings "
-                             "in notebooks/params/ci-NN.yaml; 'fashion' = notebooks/params/fashion-NN.yaml (05 and "
-                             "06 on Fashion-MNIST); without NOTEBOOK names, the notebooks the preset has files for")
+                        help=prose("""
+                                 'default' = the notebooks' own full-quality parameters; 'ci' = the tiny settings in
+                                 notebooks/params/ci-NN.yaml; 'fashion' = notebooks/params/fashion-NN.yaml (05 and 06
+                                 on Fashion-MNIST); without NOTEBOOK names, the notebooks the preset has files for"""))
     parser.add_argument("--dataset", choices=list(DATASETS), default=None,
                         help="set every notebook's dataset parameter (mnist or fashion-mnist); without NOTEBOOK "
                              "names, the notebooks that take one")

@@ -8,15 +8,17 @@ from pathlib import Path
 from ..errors import one_of
 from ..presentation import site
 from ..workflows import notebooks
+from .common import prose
 
 
 def register(subparsers) -> None:
     """Add the ``site`` command."""
     parser = subparsers.add_parser(
         "site", help="build a static HTML site of the executed notebooks",
-        description="Execute the notebook series into OUT (as `notebooks` does), or with --reuse take the executed "
-                    "notebooks already there, and build a static HTML site in OUT/site/: an index and one page per "
-                    "notebook with every output embedded.")
+        description=prose("""
+                        Execute the notebook series into OUT (as `notebooks` does), or with --reuse take the executed
+                        notebooks already there, and build a static HTML site in OUT/site/: an index and one page per
+                        notebook with every output embedded."""))
     parser.add_argument("--out", default=str(notebooks.OUTPUT_DIR),
                         help="folder of executed notebooks; the site goes to OUT/site/ (default: out/)")
     parser.add_argument("--preset", default="default",

@@ -15,17 +15,18 @@ from ..plumbing import paths
 from ..plumbing.config import resolve_config
 from ..plumbing.data import DATASETS
 from ..workflows.train import train
-from .common import add_checkpoint_arguments
+from .common import add_checkpoint_arguments, prose
 
 
 def register(subparsers) -> None:
     """Add the ``train`` and ``export`` commands."""
     parser = subparsers.add_parser(
         "train", help="train the class-conditional diffusion model (CFG label dropout, EMA)",
-        description="Train the CFG UNet on MNIST (or --dataset fashion-mnist) and write OUT.pt (state_dicts + config + metadata), "
-                    "atomically, every --checkpoint-every steps and at the end. Under "
-                    "`torchrun --nproc_per_node N -m cfgutils train ...` it trains with DistributedDataParallel; "
-                    "--batch-size is then the effective batch, split across the N processes.")
+        description=prose("""
+                        Train the CFG UNet on MNIST (or --dataset fashion-mnist) and write OUT.pt (state_dicts +
+                        config + metadata), atomically, every --checkpoint-every steps and at the end. Under `torchrun
+                        --nproc_per_node N -m cfgutils train ...` it trains with DistributedDataParallel; --batch-size
+                        is then the effective batch, split across the N processes."""))
     add_checkpoint_arguments(parser, "resume this checkpoint's run exactly (model and diffusion config must match)")
     parser.add_argument("-c", "--config", metavar="CONFIG.yaml",
                         help="YAML config file, or a preset name: default (fast CPU recipe), reference (the reference "

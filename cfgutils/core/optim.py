@@ -10,8 +10,6 @@ import math
 
 import torch
 
-LR_SHAPES = ("constant", "cosine", "linear", "exponential")
-
 
 def scheduled_lr(step: int, peak: float, warmup_steps: int, shape: str, total_steps: int | None = None,
                  decay_every: int | None = None) -> float:

@@ -30,14 +30,17 @@ COMMITTED_VARIANTS = BENCHMARKS_DIR / "guidance-variants"
 COMMITTED_NETWORKS = BENCHMARKS_DIR / "training-seeds" / "compare"
 RUNS_DIR = DATA_DIR / "runs"
 PRETRAINED_DIR = DATA_DIR / "pretrained"
-REFERENCE_DIR = DATA_DIR / "reference"
 
-#: Where notebook 03 writes its checkpoint and notebooks 04/05 look first.
-TRAINED_MODEL = DATA_DIR / "models" / "cfg-unet.pt"
-TRAINED_CLASSIFIER = DATA_DIR / "models" / "classifier.pt"
-#: The committed checkpoints that 04/05 fall back to.
-PRETRAINED_MODEL = PRETRAINED_DIR / "cfg-unet.pt"
-PRETRAINED_CLASSIFIER = PRETRAINED_DIR / "classifier.pt"
+
+
+def _trained_and_shipped(name: str) -> tuple[Path, Path]:
+    """Where notebook 03 and the command line write checkpoint ``name`` (the notebooks look there first), and
+    where the repository ships one (what they fall back to)."""
+    return DATA_DIR / "models" / name, PRETRAINED_DIR / name
+
+
+TRAINED_MODEL, PRETRAINED_MODEL = _trained_and_shipped("cfg-unet.pt")
+TRAINED_CLASSIFIER, PRETRAINED_CLASSIFIER = _trained_and_shipped("classifier.pt")
 #: A second classifier, trained the same way from another seed: a second opinion on what the distances rank (05).
 PRETRAINED_SECOND_CLASSIFIER = PRETRAINED_DIR / "classifier-seed1.pt"
 #: The weaker model autoguidance guides with (notebook 08), and the model trained without label dropout.

@@ -34,8 +34,6 @@ from .train import load_or_train
 
 #: the shipped reference networks (raw and EMA weights: the collapse study samples both); seed 0 is the ladder's
 PRETRAINED_REFERENCE = paths.PRETRAINED_REFERENCE_NETWORKS
-#: where the full studies' committed results live (notebook 07 reads them)
-COMMITTED_RESULTS = paths.REPO_ROOT / "benchmarks" / "ablations"
 #: the weights of the collapse study: w = 0 (conditional), the reference study's peak (0.970 at w = 2) and its fall
 #: (0.840 at 5, 0.385 at 10, 0.105 at 15)
 COLLAPSE_WEIGHTS = (0.0, 2.0, 5.0, 10.0, 15.0)
