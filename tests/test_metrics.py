@@ -7,7 +7,8 @@ import torch
 
 from cfgutils.errors import UserInputError
 from cfgutils.plumbing.data import ImageSplit
-from cfgutils.workflows import evaluation, metrics
+from cfgutils.core import metrics
+from cfgutils.workflows import evaluation
 from cfgutils.core.classifier import build_classifier
 
 
