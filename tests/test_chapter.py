@@ -57,3 +57,17 @@ def test_setup_loads_the_shipped_model_and_refuses_a_missing_checkpoint(tmp_path
     with pytest.raises(UserInputError, match="unknown dataset"):
         setup("04-cfg-sampling", "cifar10", output_dir=tmp_path / "third")
     assert not (tmp_path / "third").exists()
+
+
+def test_setup_trains_a_classifier_only_where_none_exists(tmp_path, monkeypatch, capsys):
+    """05's setup trains the default classifier when there is none (here a few steps), saves it where the
+    notebooks look first, and loads it; with a classifier present it only loads it."""
+    monkeypatch.setattr(paths, "TRAINED_CLASSIFIER", tmp_path / "models" / "classifier.pt")
+    monkeypatch.setattr(paths, "PRETRAINED_CLASSIFIER", tmp_path / "pretrained" / "classifier.pt")
+    chapter = setup("05-classifier-eval", classifier=None, output_dir=tmp_path / "run", device="cpu",
+                    train_missing_classifier=True, classifier_steps=2)
+    assert "training one" in capsys.readouterr().out
+    assert chapter.classifier.path == tmp_path / "models" / "classifier.pt" and chapter.classifier.metadata["step"] == 2
+    again = setup("05-classifier-eval", classifier=None, output_dir=tmp_path / "run", device="cpu",
+                  train_missing_classifier=True, classifier_steps=2)
+    assert "training" not in capsys.readouterr().out and again.classifier.path == chapter.classifier.path

@@ -17,9 +17,10 @@ import torch
 from ..plumbing import paths
 from ..core.samplers import SamplerSettings
 from ..plumbing.checkpoint import LoadedModel, check_model_dataset, find_classifier, find_model, load_model
-from ..plumbing.data import DatasetInfo, class_index, dataset_info
+from ..plumbing.data import DatasetInfo, class_index, dataset_info, load_dataset
 from ..plumbing.device import pick_device
 from ..workflows.classifier import LoadedClassifier, load_classifier
+from ..workflows.classifier_training import save_classifier, train_classifier
 from .plots import save_figure
 
 
@@ -91,12 +92,15 @@ class Chapter:
 def setup(name: str, dataset: str = "mnist", *, model: bool | str | Path | None = False,
           classifier: bool | str | Path | None = False, output_dir: str | Path | None = None,
           figures_dir: str | Path | None = None, seed: int | None = 0, device: str | None = "auto",
-          sampler: str | None = None, steps: int | None = None) -> Chapter:
+          sampler: str | None = None, steps: int | None = None, train_missing_classifier: bool = False,
+          classifier_steps: int | None = None) -> Chapter:
     """Resolve a notebook's dataset, device, models and folders; print one line saying what was resolved.
 
     ``model`` / ``classifier``: False for none, None (or True) for the default one (notebook 03's, else the
     shipped one), or a path, which must exist. ``seed`` seeds torch's global generator (None: leave it).
     ``sampler`` / ``steps``: the notebook's sampler settings, validated (``chapter.settings``).
+    ``train_missing_classifier``: where no classifier exists, train one with the default recipe (``classifier_steps``
+    steps if given) and save it where the notebooks look first.
     """
     info = dataset_info(dataset)
     chapter = Chapter(name, dataset, info, pick_device(device), Path(), None)
@@ -111,7 +115,9 @@ def setup(name: str, dataset: str = "mnist", *, model: bool | str | Path | None 
         check_model_dataset(chapter.loaded, dataset)
         said.append(f"model {_shown(chapter.loaded.path)} (step {chapter.loaded.metadata['step']})")
     if classifier is not False:
-        path = _checkpoint(classifier, dataset, find_classifier, "classifier")
+        missing = train_missing_classifier and classifier in (None, True) and find_classifier(None, dataset) is None
+        path = (_train_classifier(dataset, classifier_steps, chapter.device) if missing else
+                _checkpoint(classifier, dataset, find_classifier, "classifier"))
         chapter.classifier = load_classifier(path, chapter.device)
         said.append(f"classifier {_shown(path)}")
     chapter.output_dir.mkdir(parents=True, exist_ok=True)  # only once everything above was found
@@ -134,6 +140,16 @@ def _checkpoint(requested, dataset: str, find, what: str) -> Path:
         raise FileNotFoundError(f"no {dataset_info(dataset).title} {what}: run notebook 03 (or `python -m cfgutils "
                                 f"{command} data/models/{kind}.pt{flag}`) first, or name a checkpoint")
     return Path(found)
+
+
+def _train_classifier(dataset: str, steps: int | None, device) -> Path:
+    """Train the default classifier of ``dataset`` (no rotations or shears for garments) and save it (05)."""
+    path = paths.for_dataset(paths.TRAINED_CLASSIFIER, dataset)
+    print(f"no {dataset_info(dataset).title} classifier yet: training one into {_shown(path)}")
+    trained = train_classifier(load_dataset(dataset, "train"), eval_split=load_dataset(dataset, "test"),
+                               augment=dataset == "mnist", device=device, **({"steps": steps} if steps else {}))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_classifier(path, trained)
 
 
 def _shown(path) -> str:
