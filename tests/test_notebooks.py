@@ -279,21 +279,6 @@ def test_01_data_falls_back_offline_and_says_so(tmp_path, offline):
     assert not any(empty.iterdir()), "offline, the loader must not write into the data root"
 
 
-def test_07_at_its_defaults_samples_live_beside_the_committed_reproduction(tmp_path):
-    """With its own defaults 07 samples a small reproduction at two weights and reads its conclusions from the
-    committed full one (the sampler and the ladder here with a few steps: the CI preset covers them)."""
-    run_notebook("07-ablations", tmp_path, progress=False, extra_parameters={
-        "figures_dir": str(tmp_path / "figures"), "ladder_max_sampler_steps": 4, "live_steps": 20})
-    summary = json.loads((tmp_path / "07-ablations" / "summary.json").read_text())
-    assert summary["live"] is True and summary["results_dir"].endswith("benchmarks")
-    assert [row["w"] for row in summary["live_reproduction"]] == [0.0, 10.0]
-    committed = pd.read_csv(paths.REPO_ROOT / "benchmarks" / "reproduction" / "results.csv")
-    assert summary["reproduction_networks"] == sorted(committed["network"].unique())
-    assert {row["w"] for row in summary["reproduction"]} == set(committed["w"])
-    assert all(row["samples"] >= 200 for row in summary["reproduction"])
-    assert summary["collapse_configurations"] == ["clamp", "classifier", "ddpm", "dpmpp", "reference"]
-
-
 def test_05_on_fashion_mnist(tmp_path):
     """05 with ``dataset: fashion-mnist`` on its CI parameters: the shipped Fashion-MNIST model and classifier,
     Fashion-MNIST's test split as the reference, class names in the record, no reference-study curve."""
