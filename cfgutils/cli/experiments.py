@@ -393,13 +393,7 @@ def _run_class_control(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     labels = class_labels("all", args.n)
-    settings = settings_from_args(args)
-    guidance = guidance_from_args(args)
-    scale = guidance.validate_scale(args.guidance_scale)
-    outdir = check_output_dir(args.outdir)
-    loaded = load_model(args.model, args.device, raw_weights=args.raw_weights)
-    dataset = model_dataset(args, loaded)
-    check_guide_fits(guidance, loaded.model, loaded.diffusion, dataset)
+    settings, guidance, (scale,), outdir, loaded, _ = _sampling_inputs(args, [args.guidance_scale])
     images = generate(loaded.model, loaded.diffusion, labels, scale, settings, args.seed, args.batch_size,
                       guidance, progress=True).cpu()
     meta = sample_meta(loaded, scale, settings, args.seed, args.batch_size, guidance, experiment="class-control")

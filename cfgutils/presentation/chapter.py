@@ -128,6 +128,11 @@ def setup(name: str, dataset: str = "mnist", *, model: bool | str | Path | None 
     return chapter
 
 
+#: how to make the default checkpoint a setup call looks for, by what it is
+MAKE_CHECKPOINT = {"diffusion model": (paths.TRAINED_MODEL, "run notebook 03 (or `python -m cfgutils train {path}{flag}`)"),
+                   "classifier": (paths.TRAINED_CLASSIFIER, "run `python -m cfgutils train-classifier {path}{flag}`")}
+
+
 def _checkpoint(requested, dataset: str, find, what: str) -> Path:
     """The checkpoint a setup call names, or the default one; a one-line error saying how to make one."""
     requested = None if requested is True else requested
@@ -135,10 +140,10 @@ def _checkpoint(requested, dataset: str, find, what: str) -> Path:
         requested = paths.REPO_ROOT / requested
     found = find(requested, dataset)
     if found is None:
-        flag = "" if dataset == "mnist" else f" --dataset {dataset}"
-        command, kind = ("train", "cfg-unet") if what == "diffusion model" else ("train-classifier", "classifier")
-        raise FileNotFoundError(f"no {dataset_info(dataset).title} {what}: run notebook 03 (or `python -m cfgutils "
-                                f"{command} data/models/{kind}.pt{flag}`) first, or name a checkpoint")
+        default, how = MAKE_CHECKPOINT[what]
+        make = how.format(path=_shown(paths.for_dataset(default, dataset)),
+                          flag="" if dataset == "mnist" else f" --dataset {dataset}")
+        raise FileNotFoundError(f"no {dataset_info(dataset).title} {what}: {make} first, or name a checkpoint")
     return Path(found)
 
 
