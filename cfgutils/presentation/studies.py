@@ -10,14 +10,50 @@ decided configurations.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import torch
 
 from ..core.metrics import paired_verdict
+from ..plumbing import paths
 from .report import _signed, _triple, best_or_tied, markdown, reference_accuracy, separated, with_interval
 
 #: accuracy under this, with the whole 95% interval, is a collapse (the reference study: 0.385 at w = 10)
 COLLAPSED_BELOW = 0.9
+
+
+@dataclass
+class CommittedStudies:
+    """The committed full studies notebook 07 reads beside its live run (written by ``experiment reproduce``,
+    ``collapse`` and ``label-dropout``; commands in benchmarks/README.md)."""
+
+    folder: Path
+    reproduction: pd.DataFrame  # one row per network and w
+    strips: dict[float, torch.Tensor]  # w -> the first sample of every class (class x 1 x H x W)
+    cross: dict[str, pd.DataFrame]  # sampler -> rows of the cross check at w = 0 ("ancestral", "ddpm")
+    ladder: list[dict]  # the collapse ladder, one row per configuration, network and w
+    dropout: list[dict]  # the label-dropout study, one row per rate and w
+    no_dropout_figure: Path  # what a model trained without label dropout samples
+
+
+def committed_studies(folder=None) -> CommittedStudies:
+    """Read the committed studies under ``folder`` (None: benchmarks/)."""
+    folder = Path(folder) if folder is not None else paths.BENCHMARKS_DIR
+    reproduction = pd.read_csv(folder / "reproduction" / "results.csv")
+    strips = np.load(folder / "reproduction" / "strips.npz")
+    cross_dir = folder / "reproduction-cross"
+    cross = {"ancestral": pd.concat([reproduction[reproduction["network"] == "seed0"],
+                                     pd.read_csv(cross_dir / "ancestral" / "results.csv")]),
+             "ddpm": pd.read_csv(cross_dir / "ddpm" / "results.csv")}
+    ladder = pd.read_csv(folder / "ablations" / "collapse" / "results.csv",
+                         dtype={"correct_bits": str}).to_dict("records")  # outcome bits keep leading zeros
+    dropout = folder / "ablations" / "label-dropout"
+    return CommittedStudies(folder, reproduction,
+                            {float(k.split("=")[1]): torch.from_numpy(strips[k]) for k in strips.files}, cross,
+                            ladder, pd.read_csv(dropout / "results.csv").to_dict("records"), dropout / "no-dropout.png")
 
 
 def verdict(row, threshold: float = COLLAPSED_BELOW) -> str:

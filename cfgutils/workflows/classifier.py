@@ -31,7 +31,7 @@ def check_split(split: ImageSplit, what: str) -> None:
 
 @dataclass
 class LoadedClassifier:
-    """A classifier ready to score digits (eval mode, no gradients), its config and metadata (05-classifier-eval)."""
+    """A classifier ready to score images (eval mode, no gradients), its config and metadata (05-classifier-eval)."""
 
     model: ImageClassifier
     config: dict

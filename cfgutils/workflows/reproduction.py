@@ -27,9 +27,10 @@ import torch
 from ..core.guidance import s_from_w
 from ..core.samplers import REFERENCE_SAMPLER, SamplerSettings, class_labels, generate
 from ..errors import UserInputError
-from ..plumbing.checkpoint import LoadedModel
+from ..plumbing import paths
+from ..plumbing.checkpoint import LoadedModel, load_model
 from ..plumbing.data import ImageSplit
-from .classifier import LoadedClassifier, predict_proba
+from .classifier import LoadedClassifier, load_classifier, predict_proba
 from .experiments import REFERENCE_ACCURACY, REFERENCE_WEIGHTS
 from ..core.metrics import proportion_interval
 
@@ -51,6 +52,16 @@ class Scorers:
 
     def __getitem__(self, name: str) -> LoadedClassifier:
         return getattr(self, name)
+
+
+def shipped_reference(ours: LoadedClassifier, device=None) -> tuple[dict[str, LoadedModel], Scorers]:
+    """The study's three trained networks as it sampled them (raw weights; the ones shipped in
+    data/pretrained/reference/), and the scorers: the study's own classifier beside ``ours``."""
+    networks = {path.stem: load_model(path, device, raw_weights=True) for path in paths.PRETRAINED_REFERENCE_NETWORKS
+                if path.is_file()}
+    if not networks:
+        raise FileNotFoundError(f"no reference network in {paths.PRETRAINED_REFERENCE_DIR}")
+    return networks, Scorers(load_classifier(paths.PRETRAINED_REFERENCE_CLASSIFIER, device), ours)
 
 
 def pixel_range(samples: torch.Tensor) -> dict[str, float]:
@@ -168,11 +179,13 @@ def append_row(results_csv: Path, row: dict) -> None:
 
 def run_reproduction(networks: dict[str, LoadedModel], scorers: Scorers, outdir: Path,
                      weights=REFERENCE_WEIGHTS, n_per_class: int = 20, seed: int = 0, batch_size: int = 200,
-                     settings: SamplerSettings = REFERENCE_SAMPLER, progress: bool = True, on_cell=None) -> Path:
+                     settings: SamplerSettings = REFERENCE_SAMPLER, progress: bool = True, on_cell=None,
+                     fresh: bool = False) -> Path:
     """Every (network, w) cell not yet in ``outdir/results.csv``: sample, score three ways, append (07).
 
     The same sampling seed for every cell: each weight and each network starts from the same noise and labels
     (paired). ``on_cell(name, row, samples)`` sees each finished cell (the CLI keeps strips with it).
+    ``fresh``: start over (forget the cells a previous run appended) instead of resuming.
     """
     weights = check_weights(weights)
     for loaded in networks.values():  # oneDNN runs these full-resolution convolutions ~1.5x faster in channels-last
@@ -180,6 +193,8 @@ def run_reproduction(networks: dict[str, LoadedModel], scorers: Scorers, outdir:
             loaded.model.to(memory_format=torch.channels_last)
     outdir.mkdir(parents=True, exist_ok=True)
     results_csv = outdir / "results.csv"
+    if fresh:
+        results_csv.unlink(missing_ok=True)
     done = completed_cells(results_csv)
     cells = [(name, w) for name in networks for w in weights if (name, w) not in done]
     iterator = cells

@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserInputError
+from ..plumbing import paths
 from ..plumbing.data import ImageSplit
-from .classifier import extract_features
+from .classifier import LoadedClassifier, extract_features, load_classifier
 from .evaluation import RealReference, _model, floor_sets
 from ..core.metrics import SetDistances, centred_interval
 
@@ -158,6 +159,12 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     ra, rb = _ranks(a), _ranks(b)
     ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
     return (ra * rb).sum(1) / (ra.square().sum(1) * rb.square().sum(1)).sqrt()
+
+
+def second_classifier(dataset: str, device=None) -> LoadedClassifier:
+    """The shipped second classifier of ``dataset`` (the default recipe, another training seed): the feature
+    network :func:`second_opinion` re-ranks a sweep with."""
+    return load_classifier(paths.for_dataset(paths.PRETRAINED_SECOND_CLASSIFIER, dataset), device)
 
 
 def second_opinion(result, other_classifier, real_split: ImageSplit, metric: str = "kid",
