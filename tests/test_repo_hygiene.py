@@ -228,9 +228,9 @@ def test_readme_is_a_landing_page():
     assert "](RESULTS.md" in text
 
 
-def test_readme_describes_every_notebook_for_the_site():
-    """The site's index takes each notebook's one-line description from the README's notebook table."""
-    from cfgutils.presentation.site import readme_descriptions
+def test_readme_describes_every_notebook_for_the_book():
+    """The book's introduction takes each notebook's one-line description from the README's notebook table."""
+    from cfgutils.presentation.book import readme_descriptions
     from cfgutils.workflows.notebooks import NOTEBOOKS
 
     descriptions = readme_descriptions(README)

@@ -20,7 +20,7 @@ import torch
 from ..core.guidance import Guidance, check_scale, w_from_s
 from ..core.samplers import DEFAULT_STEPS, SAMPLERS, SamplerSettings, class_labels, generate
 from ..errors import UserInputError
-from ..plumbing.checkpoint import LoadedModel, find_model, load_model
+from ..plumbing.checkpoint import LoadedModel
 from ..plumbing.data import dataset_info, to_uint8
 from .plots import image_grid
 
@@ -253,17 +253,6 @@ def static_slider_html(explorer: GuidanceExplorer, key: ViewKey, start: float = 
             f' input.addEventListener("input", function () {{'
             f' image.src = "data:image/png;base64," + frames[input.value]; caption.textContent = labels[input.value];'
             f' }}); }})();</script></div>')
-
-
-def render_slider_strip(label: int = 3, n_samples: int = 4, sampler: str = "dpmpp", steps: int = 12,
-                        seed: int = 0) -> bytes:
-    """The slider strip sampled afresh with the model ``find_model`` finds (default SLIDER_SCALES), as PNG bytes."""
-    checkpoint = find_model()
-    if checkpoint is None:
-        raise UserInputError("no diffusion model to draw the slider strip with: run notebook 03-train "
-                             "or restore data/pretrained/cfg-unet.pt")
-    explorer = GuidanceExplorer(load_model(checkpoint), n_samples=n_samples)
-    return slider_strip(explorer, explorer.key(label, sampler, steps, seed))
 
 
 def torch_threads() -> int:
