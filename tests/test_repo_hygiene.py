@@ -244,6 +244,19 @@ def code_lines(source: str) -> list[str]:
 
 
 @pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
+def test_plumbing_is_under_a_seventh_of_a_notebooks_code(path):
+    """Imports, the setup cell, the hidden record and lines naming folders stay below 15% of a notebook's code
+    lines (counted by benchmarks/plumbing_share.py, which prints the table for every notebook)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("plumbing_share", paths.BENCHMARKS_DIR / "plumbing_share.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    found = module.count(read(path).cells)
+    assert found["plumbing"] < 0.15 * found["code"], found
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)
 def test_one_short_setup_call_and_a_hidden_record(path):
     """Plumbing stays off the page: one setup cell of at most six code lines, right after the parameters, and
     the record for the tests in the last cell, tagged and collapsed."""
