@@ -77,6 +77,15 @@ def test_pages_need_nothing_from_the_web(built):
     assert '_static/mathjax/tex-chtml.js' in page and (built["site"] / "_static/mathjax/tex-chtml.js").is_file()
 
 
+def test_every_link_within_the_book_resolves(built):
+    """Every relative link (a chapter, a section, a figure, a download) points at a file of the book."""
+    for page in built["site"].glob("*.html"):
+        for href in re.findall(r'\bhref="([^"]+)"', page.read_text()):
+            target = href.split("#")[0].split("?")[0]
+            if target and not re.match(r"[a-z]+:|//", target):
+                assert (page.parent / target).is_file(), f"{page.name} links to {href}, which is missing"
+
+
 def test_exercise_solutions_start_collapsed_and_the_record_is_left_out(built):
     for name in available_notebooks():
         text = (built["site"] / f"{name}.html").read_text()
