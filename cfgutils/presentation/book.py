@@ -28,6 +28,8 @@ SOURCE_DIR_NAME = "book-source"  # the staged book: notebooks, figures, intro.md
 FIGURES = "figures"
 #: how a notebook's markdown embeds a committed figure (relative to notebooks/)
 EMBEDDED_PREFIX = "](../figures/"
+#: a committed figure the staged book shows (its file name), in the introduction or in a notebook's markdown
+STAGED_FIGURE = re.compile(r"\]\(" + FIGURES + r"/([^)]+)\)")
 #: what the build needs (the `site` extra): package -> module
 BUILD_PACKAGES = {"jupyter-book": "jupyter_book", "sphinx-mathjax-offline": "sphinx-mathjax-offline"}
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -107,25 +109,18 @@ def book_notebook(page: Page):
     return notebook
 
 
-def embedded_figures(notebook) -> set[str]:
-    """The committed figures (file names in figures/) a notebook's markdown embeds."""
-    return {name for cell in notebook.cells if cell.cell_type == "markdown"
-            for name in re.findall(re.escape(EMBEDDED_PREFIX) + r"([^)]+)\)", cell.source)}
-
-
-def intro_markdown(pages: list[Page], readme: Path = paths.REPO_ROOT / "README.md") -> tuple[str, list[str]]:
+def intro_markdown(pages: list[Page], readme: Path = paths.REPO_ROOT / "README.md") -> str:
     """The book's first page: the README's opening (up to its first section), then the chapters with their
-    descriptions; and the committed figures it shows. Links to repository files keep their text only (the book
-    holds the notebooks, not the repository)."""
+    descriptions. Links to repository files keep their text only (the book holds the notebooks, not the
+    repository); the README's picture stays."""
     text = readme.read_text(encoding="utf-8")
     opening = text.split("\n## ", 1)[0]
     opening = re.sub(r'<img src="([^"]+)"[^>]*?alt="([^"]*)"[^>]*>', r"![\2](\1)", opening)
-    figures = re.findall(r"!\[[^\]]*\]\(figures/([^)]+)\)", opening)
     opening = re.sub(r"(?<!!)\[([^\]]+)\]\((?!https?://)[^)]*\)", r"\1", opening)  # repository links: text only
     chapters = "\n".join(f"1. [{page.title}]({page.name}.ipynb): {page.description}" for page in pages)
     run = ("Every page is an executed notebook with its outputs, readable without running anything. To run them "
            "yourself: `pip install -e \".[notebooks]\"`, then `jupyter lab notebooks/`.")
-    return f"{opening.rstrip()}\n\n## The chapters\n\n{run}\n\n{chapters}\n", figures
+    return f"{opening.rstrip()}\n\n## The chapters\n\n{run}\n\n{chapters}\n"
 
 
 def stage_book(run_dir: Path, source_dir: Path) -> list[Page]:
@@ -138,12 +133,14 @@ def stage_book(run_dir: Path, source_dir: Path) -> list[Page]:
     (source_dir / FIGURES).mkdir(parents=True)
     for name in ("_config.yml", "_toc.yml"):
         shutil.copyfile(BOOK_CONFIG_DIR / name, source_dir / name)
-    intro, figures = intro_markdown(pages)
+    intro = intro_markdown(pages)
     (source_dir / "intro.md").write_text(intro, encoding="utf-8")
+    shown = [intro]
     for page in pages:
-        figures += sorted(embedded_figures(nbformat.read(page.notebook, as_version=4)))
-        nbformat.write(book_notebook(page), source_dir / f"{page.name}.ipynb")
-    for name in figures:
+        notebook = book_notebook(page)
+        nbformat.write(notebook, source_dir / f"{page.name}.ipynb")
+        shown += [cell.source for cell in notebook.cells if cell.cell_type == "markdown"]
+    for name in sorted({name for text in shown for name in STAGED_FIGURE.findall(text)}):
         if (paths.FIGURES_DIR / name).is_file():
             shutil.copyfile(paths.FIGURES_DIR / name, source_dir / FIGURES / name)
     return pages

@@ -84,9 +84,8 @@ class Chapter:
         self.figures.append(path)
         return path
 
-    def provenance(self) -> dict:
-        """What this chapter's results come from: the dataset, the models and their training data, the sampler
-        settings (flat: "sampler", "steps", ...), for the records a notebook writes beside its results."""
+    def _resolved(self) -> dict:
+        """The dataset, the models this chapter loaded and the data they were trained on."""
         found = {"dataset": self.dataset}
         if self.loaded is not None:
             found.update(model=str(self.loaded.path), model_data_source=self.loaded.metadata["data_source"],
@@ -94,14 +93,18 @@ class Chapter:
         if self.classifier is not None:
             found.update(classifier=str(self.classifier.path),
                          classifier_data_source=self.classifier.metadata["data_source"])
-        return found | (self.settings.describe() if self.settings is not None else {})
+        return found
+
+    def provenance(self) -> dict:
+        """What this chapter's results come from: the dataset, the models and their training data, the sampler
+        settings (flat: "sampler", "steps", ...), for the records a notebook writes beside its results."""
+        return self._resolved() | (self.settings.describe() if self.settings is not None else {})
 
     def write_summary(self, **values) -> Path:
         """Write ``summary.json``: the setup (models, sampler settings under "sampler"), every figure, and
         ``values`` (what the notebook's tests check; tables as lists of rows)."""
-        summary = {"notebook": self.name, **self.provenance()}
+        summary = {"notebook": self.name, **self._resolved()}
         if self.settings is not None:
-            summary = {key: value for key, value in summary.items() if key not in self.settings.describe()}
             summary["sampler"] = self.settings.describe()
         if self.loaded is not None:
             summary["checkpoint"] = str(self.loaded.path)

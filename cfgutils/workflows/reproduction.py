@@ -185,7 +185,7 @@ def run_reproduction(networks: dict[str, LoadedModel], scorers: Scorers, outdir:
 
     The same sampling seed for every cell: each weight and each network starts from the same noise and labels
     (paired). ``on_cell(name, row, samples)`` sees each finished cell (the CLI keeps strips with it).
-    ``fresh``: start over (forget the cells a previous run appended) instead of resuming.
+    ``fresh``: delete ``outdir/results.csv`` first and sample every cell, instead of resuming.
     """
     weights = check_weights(weights)
     for loaded in networks.values():  # oneDNN runs these full-resolution convolutions ~1.5x faster in channels-last
