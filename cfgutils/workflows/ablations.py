@@ -157,13 +157,14 @@ def stage_pretrained(rungs: list[Rung], models_dir: Path, shipped=PRETRAINED_REF
     return served
 
 
-def _scoring(classifiers: dict, name: str, test) -> tuple:
-    """(classifier, real reference, training neighbours) of scorer ``name``, built once per study."""
+def _scoring(classifiers: dict, name: str, test, floor_per_class: int) -> tuple:
+    """(classifier, real reference, training neighbours) of scorer ``name``, built once per study, leaving room for
+    a real-data floor of ``floor_per_class`` held-out images per class."""
     if name not in classifiers:
         raise UserInputError(f"no {name!r} classifier was given (needed to score this rung)")
     entry = classifiers[name]
     if not isinstance(entry, tuple):
-        reference = build_reference_for(entry, test)
+        reference = build_reference_for(entry, test, floor_per_class)
         entry = classifiers[name] = (entry, reference, training_neighbours_for(entry, test, reference))
     return entry
 
@@ -198,7 +199,7 @@ def run_study(rungs: list[Rung], classifier, weights, models_dir: Path, n_per_cl
     classifiers = dict(classifier) if isinstance(classifier, dict) else {"ours": classifier}
     rows, extras, cache = [], {}, {}
     for rung in rungs:
-        scorer, reference, neighbours = _scoring(classifiers, rung.scorer, test)
+        scorer, reference, neighbours = _scoring(classifiers, rung.scorer, test, n_per_class * len(seeds))
         for train_seed in train_seeds:
             labels = [configuration_label(rung, clip) + (f" #{train_seed}" if len(train_seeds) > 1 else "")
                       for clip in clip_arms or (None,)]

@@ -26,6 +26,70 @@ from ..core.metrics import (NEAR_COPY_QUANTILE, NUM_CLASSES, SATURATION_TOL, acc
                       saturation_fraction, seed_interval, SetDistances)
 
 
+#: the reference set takes half of each class's held-out images, and never more than this many per class
+MAX_REFERENCE_PER_CLASS = 400
+#: the fewest reference images per class a floor may leave (the k-NN radii and KID need a set to compare with)
+MIN_REFERENCE_PER_CLASS = 10
+
+
+@dataclass(frozen=True)
+class HeldOutBudget:
+    """How one run shares the held-out images of each class between its real-image sets (05-classifier-eval).
+
+    ``available`` is the smallest class of the split; ``reference`` images per class form the reference set;
+    the real-data floor takes ``floor`` others per class (all seeds together); each of the two corruption sets
+    takes ``corruption`` others per class (``corruption_asked`` were asked for). See :func:`held_out_budget`.
+    """
+
+    source: str
+    available: int
+    reference: int
+    floor: int
+    corruption: int
+    corruption_asked: int
+
+    def __str__(self) -> str:
+        parts = [f"reference set {self.reference}"]
+        if self.floor:
+            parts.append(f"real-data floor {self.floor}")
+        if self.corruption_asked:
+            short = (f" (of {self.corruption_asked} asked: the split has no more beside the reference set)"
+                     if self.corruption < self.corruption_asked else "")
+            parts.append(f"corruption sets {self.corruption} each{short}")
+        return (f"held-out images: {self.source}; {self.available} in its smallest class; per class: "
+                + ", ".join(parts))
+
+
+def held_out_budget(real_split: ImageSplit, floor_per_class: int = 0, corruption_per_class: int = 0) -> HeldOutBudget:
+    """Share the held-out images of each class between the reference set, the floor and the corruption sets (05).
+
+    The rule, with ``m`` the images of the split's smallest class:
+
+    1. the real-data floor gets the ``floor_per_class`` it asks for (samples per class x seeds), since it must
+       have the samples' N;
+    2. the reference set takes half of ``m``, at most :data:`MAX_REFERENCE_PER_CLASS`, or what the floor leaves
+       if that is less, but never fewer than :data:`MIN_REFERENCE_PER_CLASS`;
+    3. each of the corruption check's two sets takes ``corruption_per_class``, or half of what the reference
+       set leaves if that is less (the sets may share images with the floor: they are separate checks).
+
+    On the official MNIST test split (892 images in its smallest class) every default gets what it asks for; on
+    the offline fallback's 100 per class the reference set is 50 and the corruption sets shrink to fit.
+    """
+    for value, name in ((floor_per_class, "floor_per_class"), (corruption_per_class, "corruption_per_class")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UserInputError(f"{name} must be a whole number >= 0, got {value!r}")
+    available = int(torch.bincount(real_split.labels, minlength=NUM_CLASSES)[:NUM_CLASSES].min())
+    reference = min(MAX_REFERENCE_PER_CLASS, available // 2, available - floor_per_class)
+    if reference < MIN_REFERENCE_PER_CLASS:
+        raise UserInputError(
+            f"the real-data floor asks for {floor_per_class} held-out images per class (samples per class x seeds), "
+            f"but {real_split.source} has {available} in its smallest class and the reference set needs "
+            f"{MIN_REFERENCE_PER_CLASS}: use at most {max(available - MIN_REFERENCE_PER_CLASS, 0)} samples per "
+            "class x seeds")
+    corruption = min(corruption_per_class, (available - reference) // 2)
+    return HeldOutBudget(real_split.source, available, reference, floor_per_class, corruption, corruption_per_class)
+
+
 @dataclass(frozen=True)
 class RealReference:
     """Classifier features of held-out real images, computed once, to compare samples with (05-classifier-eval)."""
@@ -41,6 +105,7 @@ class RealReference:
     split_size: int  # len(split), to recognise the split again
     n_per_class: int
     seed: int
+    budget: HeldOutBudget | None = None  # how the split's held-out images were shared (held_out_budget)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -75,8 +140,11 @@ def _model(classifier):
 
 
 def build_reference(classifier, real_split: ImageSplit, n_per_class: int = 400, seed: int = 0, k: int = 3,
-                    batch_size: int = 500) -> RealReference:
-    """Features of ``n_per_class`` held-out real images per class (test split; validation for tuning) (05)."""
+                    batch_size: int = 500, budget: HeldOutBudget | None = None) -> RealReference:
+    """Features of ``n_per_class`` held-out real images per class (test split; validation for tuning) (05).
+
+    ``budget`` (from :func:`held_out_budget`), when given, sets ``n_per_class`` and is kept with the reference."""
+    n_per_class = budget.reference if budget is not None else n_per_class
     if real_split.split not in ("test", "validation"):
         raise UserInputError(f"the reference must come from held-out images (the test or validation split), got "
                              f"the {real_split.split} split, which the classifier may have trained on")
@@ -84,7 +152,7 @@ def build_reference(classifier, real_split: ImageSplit, n_per_class: int = 400, 
     features = extract_features(_model(classifier), real_split.images[indices], batch_size)
     mean, covariance = gaussian_stats(features)
     return RealReference(features, real_split.labels[indices].clone(), indices, mean, covariance,
-                         knn_radii(features, k), k, real_split.source, len(real_split), n_per_class, seed)
+                         knn_radii(features, k), k, real_split.source, len(real_split), n_per_class, seed, budget)
 
 
 @dataclass(frozen=True)

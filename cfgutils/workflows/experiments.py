@@ -142,7 +142,8 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
     start = time.perf_counter()
     check_same_dataset(loaded, classifier)
     real_split = real_split if real_split is not None else load_dataset(loaded.dataset, "test")
-    reference = reference if reference is not None else build_reference_for(classifier, real_split)
+    reference = (reference if reference is not None
+                 else build_reference_for(classifier, real_split, floor_per_class=n_per_class * len(seeds)))
     neighbours = neighbours if neighbours is not None else training_neighbours_for(classifier, real_split, reference)
     labels = class_labels("all", n_per_class)
     result = SweepResult([], {}, reference_source=reference.source, training_source=neighbours.source,
@@ -294,10 +295,13 @@ def scale_summaries(result: SweepResult) -> list[dict]:
              "s": s, "w": w_from_s(s)} for s in scales]
 
 
-def build_reference_for(classifier: LoadedClassifier, real_split) -> evaluation.RealReference:
-    """The real reference set: up to 400 test images per class, leaving at least half of each class for the floor."""
-    smallest_class = int(torch.bincount(real_split.labels, minlength=10).min())
-    return evaluation.build_reference(classifier.model, real_split, n_per_class=min(400, smallest_class // 2))
+def build_reference_for(classifier: LoadedClassifier, real_split, floor_per_class: int = 0,
+                        corruption_per_class: int = 0) -> evaluation.RealReference:
+    """The real reference set: half of each class's held-out images, at most 400, leaving room for a real-data floor
+    of ``floor_per_class`` (samples per class x seeds) and for corruption sets (the rule: ``held_out_budget``);
+    ``reference.budget`` says how the images were shared."""
+    budget = evaluation.held_out_budget(real_split, floor_per_class, corruption_per_class)
+    return evaluation.build_reference(classifier.model, real_split, budget=budget)
 
 
 def training_neighbours_for(classifier: LoadedClassifier, real_split, reference: evaluation.RealReference,

@@ -45,13 +45,18 @@ class Run:
         """The network's file name without its suffix (what tables call it)."""
         return Path(self.meta.get("model", self.folder.name)).stem
 
-    def images(self, w: float) -> torch.Tensor:
-        """The samples at weight ``w``, every seed pooled in seed order, as they were scored (clamped or not)."""
+    def check_weight(self, w: float) -> float:
+        """The scale s of weight ``w``, or a one-line error if a seed of the run has no samples there."""
         scale = s_from_w(w)
         missing = [seed for seed in self.meta["seeds"] if (None, scale, seed) not in self.cells]
         if missing:
             raise UserInputError(f"{self.folder} has no samples at w = {w:g} (s = {scale:g}) for seed(s) "
                                  f"{', '.join(map(str, missing))}: run experiment classifier there with that scale")
+        return scale
+
+    def images(self, w: float) -> torch.Tensor:
+        """The samples at weight ``w``, every seed pooled in seed order, as they were scored (clamped or not)."""
+        scale = self.check_weight(w)
         images = torch.cat([self.cells[(None, scale, seed)][0] for seed in self.meta["seeds"]])
         return images.clamp(-1.0, 1.0) if self.meta.get("clamp_output", True) else images
 

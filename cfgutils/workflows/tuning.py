@@ -105,7 +105,7 @@ def tune(loaded: LoadedModel, classifier: LoadedClassifier, rules=tuple(TUNING_G
     seeds = check_tuning_seeds(seeds)
     grids = {**TUNING_GRIDS, "autoguidance": guide_settings(guides) if "autoguidance" in rules else []}
     validation = _validation_split(loaded, validation_split, test_source)
-    reference = build_reference_for(classifier, validation)
+    reference = build_reference_for(classifier, validation, floor_per_class=n_per_class * len(seeds))
     neighbours = training_neighbours_for(classifier, validation, reference)
     candidates = [("cfg", {})] + [(rule, parameters) for rule in rules for parameters in grids[rule]]
     if progress:
