@@ -7,7 +7,6 @@ module validates its input with the helpers below, so the same mistake reads the
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import fields
 from typing import Any
 
@@ -83,12 +82,3 @@ def _coerce(value: Any, kind: type, name: str) -> Any:
     except ValueError as error:
         raise UserInputError(f"{name}: expected a {kind.__name__}, got {value!r}") from error
     return value
-
-
-def renamed_attribute(module: str, name: str, renames: dict[str, str], namespace: dict) -> Any:
-    """A module ``__getattr__`` body: an old name of ``renames`` warns and returns the new one."""
-    if name not in renames:
-        raise AttributeError(f"module {module!r} has no attribute {name!r}")
-    warnings.warn(f"{module}.{name} is now {renames[name]}; the old name will be removed in the next release",
-                  DeprecationWarning, stacklevel=3)
-    return namespace[renames[name]]

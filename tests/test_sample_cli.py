@@ -97,8 +97,7 @@ def test_experiments_class_control_and_guidance(tiny_checkpoint, tmp_path):
     assert result.returncode == 0, result.stderr
     assert np.load(tmp_path / "e1" / "samples.npz")["images"].shape == (20, 28, 28)
     old_name = cli("experiment", "digit-control", tiny_checkpoint, tmp_path / "e0", "--n", "1", "--steps", "2")
-    assert old_name.returncode == 0 and "now `experiment class-control`" in old_name.stderr
-    assert np.load(tmp_path / "e0" / "samples.npz")["images"].shape == (10, 28, 28)
+    assert old_name.returncode == 2 and "invalid choice" in old_name.stderr and not (tmp_path / "e0").exists()
     result = cli("experiment", "guidance", tiny_checkpoint, "3", tmp_path / "e2", "--scales", "0", "1", "4",
                  "--n", "2", "--steps", "3")
     assert result.returncode == 0, result.stderr

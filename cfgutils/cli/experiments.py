@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -105,15 +104,12 @@ def register(subparsers) -> None:
                    "samples.npz and meta.json.")
     control = experiments.add_parser("class-control", help="experiment 1: every class at one guidance scale",
                                      description=description)
-    # the previous release's name, kept for one more release: not listed, warns when used
-    old_name = experiments.add_parser("digit-control", description=f"{description} Renamed class-control.")
-    for parser_, handler in ((control, _run_class_control), (old_name, _run_old_class_control)):
-        parser_.add_argument("model", metavar="MODEL.pt")
-        parser_.add_argument("outdir", metavar="OUTDIR")
-        parser_.add_argument("-n", "--n", type=int, default=8, help="samples per class (default 8)")
-        add_dataset_argument(parser_)
-        add_sampler_arguments(parser_)
-        parser_.set_defaults(handler=handler)
+    control.add_argument("model", metavar="MODEL.pt")
+    control.add_argument("outdir", metavar="OUTDIR")
+    control.add_argument("-n", "--n", type=int, default=8, help="samples per class (default 8)")
+    add_dataset_argument(control)
+    add_sampler_arguments(control)
+    control.set_defaults(handler=_run_class_control)
 
     guidance = experiments.add_parser("guidance", help="experiment 2: one class across guidance scales",
                                       description=prose("""
@@ -403,12 +399,6 @@ def _run_class_control(args: argparse.Namespace) -> int:
     write_samples(outdir, images, labels, meta, nrow=args.n)
     print(f"wrote {len(labels)} samples (s = {scale:g}, w = {w_from_s(scale):g}) to {outdir}")
     return 0
-
-
-def _run_old_class_control(args: argparse.Namespace) -> int:
-    print("warning: `experiment digit-control` is now `experiment class-control`; the old name will be removed in "
-          "the next release", file=sys.stderr)
-    return _run_class_control(args)
 
 
 def _run_guidance(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import config_from_dict, one_of, positive_int, renamed_attribute
+from ..errors import config_from_dict, one_of, positive_int
 from .reference import ReferenceClassifier
 
 NUM_CLASSES = 10
@@ -91,8 +91,3 @@ def build_classifier(config: ClassifierConfig | dict | None = None, seed: int = 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return classifier_network(config)
-
-
-def __getattr__(name: str):
-    """Names of the previous release, kept for one more with a DeprecationWarning."""
-    return renamed_attribute(__name__, name, {"MnistClassifier": "ImageClassifier"}, globals())

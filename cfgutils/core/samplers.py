@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import UserInputError, finite_number, one_of, positive_int, renamed_attribute
+from ..errors import UserInputError, finite_number, one_of, positive_int
 from .diffusion import GaussianDiffusion, half_log_snr
 from .guidance import Guidance, GuidanceContext, WrappedGuidance, guided_prediction, per_sample_norm
 from .seeding import derived_generator
@@ -334,8 +334,3 @@ def guidance_norms(model, diffusion: GaussianDiffusion, labels: torch.Tensor, sc
     rows = [recorder.rows.get(index, (0.0, 0.0, 0.0)) for index in range(len(recorder.sigmas))]
     return {"edm_sigma": recorder.sigmas, "difference_norm": [r[0] for r in rows], "update_norm": [r[1] for r in rows],
             "outside_fraction": [r[2] for r in rows]}
-
-
-def __getattr__(name: str):
-    """Names of the previous release, kept for one more with a DeprecationWarning."""
-    return renamed_attribute(__name__, name, {"digit_labels": "class_labels"}, globals())

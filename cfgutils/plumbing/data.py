@@ -31,7 +31,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import paths
-from ..errors import renamed_attribute
 from .fashion_mnist import load_fashion_split
 from .images import (DATASETS, DEFAULT_DATASET, IMAGE_SHAPE, SPLITS, DataError, DatasetInfo,  # noqa: F401 (the API)
                      FallbackDataWarning, ImageSplit, class_counts, class_index, dataset_info, to_model_range, to_uint8)
@@ -64,8 +63,3 @@ def load_mnist(split: str, root: str | Path | None = None, download: bool = True
     Set ``download=False`` (or the environment variable ``CFGUTILS_OFFLINE=1``) to skip the download attempt.
     """
     return load_dataset("mnist", split, root, download)
-
-
-def __getattr__(name: str):
-    """Names of the previous release, kept for one more with a DeprecationWarning."""
-    return renamed_attribute(__name__, name, {"MnistSplit": "ImageSplit"}, globals())

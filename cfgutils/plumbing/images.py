@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import UserInputError, renamed_attribute
+from ..errors import UserInputError
 
 SPLITS = ("train", "test", "validation")
 VALIDATION_PER_CLASS = 100  # validation digits per class taken from the official train split when it is present
@@ -151,8 +151,3 @@ def validation_from_train(official: ImageSplit) -> ImageSplit:
     source = (f"{title} official train split, {VALIDATION_PER_CLASS} per class (seed {FALLBACK_SEED}); "
               "images the models trained on")
     return ImageSplit(official.images[index], official.labels[index], source, "validation", official.dataset)
-
-
-def __getattr__(name: str):
-    """Names of the previous release, kept for one more with a DeprecationWarning."""
-    return renamed_attribute(__name__, name, {"MnistSplit": "ImageSplit"}, globals())

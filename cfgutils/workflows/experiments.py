@@ -24,7 +24,7 @@ import torch
 
 from ..core.guidance import Guidance, OvershootMeter, check_scale, w_from_s
 from ..core.samplers import SamplerSettings, class_labels, generate
-from ..errors import UserInputError, renamed_attribute
+from ..errors import UserInputError
 from ..plumbing import paths
 from ..plumbing.checkpoint import LoadedModel, check_dataset
 from ..plumbing.data import dataset_info, load_dataset, to_uint8
@@ -337,8 +337,3 @@ def save_strips(outdir: Path, result: SweepResult) -> Path:
     np.savez_compressed(path, scales=np.array(scales),
                         images=np.stack([to_uint8(result.strips[s]).squeeze(2).numpy() for s in scales]))
     return path
-
-
-def __getattr__(name: str):
-    """Names of the previous release, kept for one more with a DeprecationWarning."""
-    return renamed_attribute(__name__, name, {"digit_control": "class_control", "scale_sweep_one_digit": "scale_sweep_one_class"}, globals())

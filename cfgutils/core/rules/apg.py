@@ -14,8 +14,8 @@ class ProjectedGuidance(Guidance):
     negative ``momentum``), (2) shrunk to an L2 norm of at most ``norm_threshold`` (0 = no limit), (3)
     split into its component parallel to x0_c, which mostly raises contrast and saturates, and the
     orthogonal rest; the result is x0_c + (s - 1) (d_orth + eta d_par). ``eta = 1``, ``momentum = 0`` and
-    no norm threshold is plain CFG. The norm threshold is in pixels of a [-1, 1] image (a 28x28 digit's
-    x0 has a norm of about 25); how the default was chosen: ``benchmarks/README.md``.
+    no norm threshold is plain CFG. The norm threshold is in pixels of a [-1, 1] image (a real MNIST digit
+    has a norm of about 27, a Fashion-MNIST garment about 23); how the default was chosen: ``benchmarks/README.md``.
     """
 
     name = "apg"
