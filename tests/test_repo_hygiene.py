@@ -301,3 +301,28 @@ def test_no_result_is_typed_into_the_prose(path):
     typed = [(index, typed_numbers(cell.source)) for index, cell in enumerate(read(path).cells)
              if cell.cell_type == "markdown" and typed_numbers(cell.source)]
     assert not typed, f"{path.name}: numbers typed into markdown cells (index, numbers): {typed}"
+
+
+DOCUMENTS = [paths.REPO_ROOT / name for name in ("README.md", "RESULTS.md", "benchmarks/README.md",
+                                                 "data/pretrained/README.md")] + sorted((paths.REPO_ROOT / "docs").glob("*.md"))
+
+
+def test_quoted_parameter_counts_are_those_of_a_shipped_network_or_a_preset():
+    """Every "N parameters" in the documents and notebooks is the count of a shipped checkpoint or of a training
+    preset's network, counted here from the code."""
+    import re
+
+    from cfgutils.core.unet import count_parameters
+    from cfgutils.plumbing.checkpoint import load_model
+    from cfgutils.plumbing.config import default_config
+    from cfgutils.workflows.classifier import load_classifier
+    from cfgutils.workflows.train import build_model
+
+    texts = [path.read_text(encoding="utf-8") for path in DOCUMENTS + NOTEBOOK_FILES]
+    quoted = {int(n.replace(",", "")) for text in texts for n in re.findall(r"(\d{1,3}(?:,\d{3})+) parameters", text)}
+    counts = {count_parameters(build_model(default_config(preset), 0)) for preset in ("default", "reference",
+                                                                                      "reference-recipe")}
+    for path in sorted(paths.PRETRAINED_DIR.rglob("*.pt")):
+        loaded = load_classifier(path, "cpu") if "classifier" in path.name else load_model(path, "cpu")
+        counts.add(count_parameters(loaded.model))
+    assert len(quoted) >= 5 and quoted <= counts, f"quoted but no network has them: {sorted(quoted - counts)}"

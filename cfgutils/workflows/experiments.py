@@ -142,8 +142,7 @@ def guidance_sweep(loaded: LoadedModel, classifier: LoadedClassifier, scales, n_
     start = time.perf_counter()
     check_same_dataset(loaded, classifier)
     real_split = real_split if real_split is not None else load_dataset(loaded.dataset, "test")
-    reference = (reference if reference is not None
-                 else build_reference_for(classifier, real_split, floor_per_class=n_per_class * len(seeds)))
+    reference = reference if reference is not None else build_reference_for(classifier, real_split, n_per_class * len(seeds))
     neighbours = neighbours if neighbours is not None else training_neighbours_for(classifier, real_split, reference)
     labels = class_labels("all", n_per_class)
     result = SweepResult([], {}, reference_source=reference.source, training_source=neighbours.source,
