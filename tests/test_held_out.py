@@ -140,8 +140,8 @@ def test_every_chapter_that_draws_held_out_images_is_described_here():
 
 
 def test_the_budget_states_its_rule_and_refuses_what_cannot_fit(tmp_path):
-    fallback = held_out_splits("mnist", tmp_path)["offline fallback"]
-    official = held_out_splits("mnist", tmp_path)["official"]
+    splits = held_out_splits("mnist", tmp_path)
+    fallback, official = splits["offline fallback"], splits["official"]
     budget = held_out_budget(official, 30, 30)
     assert (budget.available, budget.reference, budget.floor, budget.corruption) == (892, 400, 30, 30)
     budget = held_out_budget(fallback, 30, 30)  # 100 per class: half to the reference, the rest shared
